@@ -1,0 +1,1 @@
+"""Ingestion: encoders, codecs, and bulk loading into OpenSearch."""

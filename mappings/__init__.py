@@ -1,0 +1,1 @@
+"""OpenSearch index templates shipped as JSON package data."""

@@ -1,0 +1,1 @@
+"""Query side: first stages, fusion, rescoring, and the interfaces (Python, CLI, HTTP)."""
