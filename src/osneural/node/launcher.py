@@ -1,0 +1,335 @@
+"""Start, watch and stop local OpenSearch nodes that osneural owns.
+
+Each cluster lives in its own folder (`<cache>/clusters/<name>/`) holding one sub-folder per node
+(config copy, data, logs, pid file) and `cluster.json` with its URL. Stop acts only on the pids
+recorded there, after checking each still is an OpenSearch JVM, so it never kills a stranger even
+when a pid was reused; stale pid files left by a SIGKILL are simply discarded at the next start.
+
+OpenSearch refuses to run as root, so under root each node runs as an unprivileged user
+(`OSNEURAL_NODE_USER`, default `nobody`) that owns its node folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from osneural.node.distribution import DEFAULT_VERSION, ensure_installed
+from osneural.node.errors import NodeError
+from osneural.node.java import find_java
+from osneural.paths import cache_dir
+
+DEFAULT_HTTP_PORT = 9200
+DEFAULT_HEAP = "512m"
+START_TIMEOUT_S = 240.0
+
+
+def clusters_dir() -> Path:
+    return cache_dir() / "clusters"
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(count: int, start: int = 19200) -> int:
+    """First port p >= start such that p .. p+count-1 and their transport twins (+100) are free."""
+    for base in range(start, 65000 - count - 100):
+        ports = [*range(base, base + count), *range(base + 100, base + 100 + count)]
+        if all(port_is_free(p) for p in ports):
+            return base
+    raise NodeError("no free loopback port block found for a local OpenSearch node")
+
+
+def http_json(url: str, timeout: float = 5.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _pid_alive_opensearch(pid: int) -> bool:
+    """True if `pid` runs and is an OpenSearch JVM (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True  # no /proc (not Linux): trust the pid file
+    return b"org.opensearch.bootstrap.OpenSearch" in cmdline
+
+
+def _service_user() -> tuple[int, int] | None:
+    """(uid, gid) to run nodes as when we are root; None when we are not."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("OSNEURAL_NODE_USER", "nobody")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise NodeError(
+            f"running as root, OpenSearch must run as another user, but user {name!r} does not exist; "
+            "set OSNEURAL_NODE_USER to an existing unprivileged user"
+        ) from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def _world_traversable(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return False
+    return True
+
+
+@dataclass
+class NodeSpec:
+    index: int
+    http_port: int
+    transport_port: int
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / "opensearch.pid"
+
+
+@dataclass
+class LocalCluster:
+    """A local cluster of `nodes` OpenSearch nodes on consecutive loopback ports."""
+
+    name: str = "default"
+    nodes: int = 1
+    http_port: int = DEFAULT_HTTP_PORT
+    heap: str = DEFAULT_HEAP
+    version: str = DEFAULT_VERSION
+    root: Path | None = None  # defaults to <cache>/clusters/<name>
+    specs: list[NodeSpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise NodeError("--nodes must be at least 1")
+        self.root = Path(self.root) if self.root else clusters_dir() / self.name
+        self.specs = [
+            NodeSpec(i, self.http_port + i, self.http_port + 100 + i, self.root / f"node-{i}")
+            for i in range(self.nodes)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.specs[0].url
+
+    # ---- state -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name: str = "default") -> LocalCluster | None:
+        """The cluster as recorded by its last start, or None if never started."""
+        state = clusters_dir() / name / "cluster.json"
+        if not state.is_file():
+            return None
+        data = json.loads(state.read_text())
+        return cls(name=name, nodes=data["nodes"], http_port=data["http_port"], heap=data["heap"],
+                   version=data["version"], root=Path(data["root"]))
+
+    def _save(self) -> None:
+        assert self.root is not None
+        (self.root / "cluster.json").write_text(json.dumps({
+            "nodes": self.nodes, "http_port": self.http_port, "heap": self.heap,
+            "version": self.version, "root": str(self.root), "url": self.url,
+        }, indent=2))
+
+    def running_pids(self) -> dict[str, int]:
+        """Node name -> pid for the nodes whose recorded process is still alive."""
+        alive: dict[str, int] = {}
+        for spec in self.specs:
+            try:
+                pid = int(spec.pid_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if _pid_alive_opensearch(pid):
+                alive[spec.name] = pid
+            else:
+                spec.pid_file.unlink(missing_ok=True)
+        return alive
+
+    def health(self, timeout: float = 3.0) -> dict | None:
+        for spec in self.specs:
+            try:
+                return http_json(f"{spec.url}/_cluster/health", timeout=timeout)
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+        return None
+
+    # ---- start -------------------------------------------------------------------------
+    def start(self, wait: bool = True, log=print) -> str:
+        running = self.running_pids()
+        if running:
+            raise NodeError(
+                f"a local OpenSearch node is already running at {self.url} (pids {sorted(running.values())}); "
+                "run `osneural opensearch stop` first"
+            )
+        for spec in self.specs:
+            for port in (spec.http_port, spec.transport_port):
+                if not port_is_free(port):
+                    raise NodeError(
+                        f"port {port} on 127.0.0.1 is already in use by another process; "
+                        "stop it or choose another base port with --port"
+                    )
+        java_home, java_major = find_java()
+        user = _service_user()
+        if user and not _world_traversable(java_home):
+            raise NodeError(f"Java at {java_home} is not readable by the unprivileged node user; "
+                            "set OPENSEARCH_JAVA_HOME to a JDK outside private folders")
+        t0 = time.monotonic()
+        home = ensure_installed(self.version, java_home)
+        log(f"OpenSearch {self.version} ready in {home} ({time.monotonic() - t0:.1f}s), Java {java_major}")
+        assert self.root is not None
+        self.root.mkdir(parents=True, exist_ok=True)
+        if user:
+            for path in (home, self.root):
+                if not _world_traversable(path):
+                    raise NodeError(f"{path} is not readable by the unprivileged node user; set "
+                                    "OSNEURAL_CACHE to a folder outside private home folders")
+        self._save()
+        procs = [self._launch(spec, home, java_home, user) for spec in self.specs]
+        if wait:
+            self._wait_healthy(procs)
+        return self.url
+
+    def _write_config(self, spec: NodeSpec, home: Path) -> Path:
+        conf = spec.folder / "config"
+        if conf.exists():
+            shutil.rmtree(conf)
+        shutil.copytree(home / "config", conf)
+        for sub in ("data", "logs"):
+            (spec.folder / sub).mkdir(parents=True, exist_ok=True)
+        settings = {
+            "cluster.name": f"osneural-{self.name}",
+            "node.name": spec.name,
+            "network.host": "127.0.0.1",
+            "http.port": spec.http_port,
+            "transport.port": spec.transport_port,
+            "path.data": str(spec.folder / "data"),
+            "path.logs": str(spec.folder / "logs"),
+            "cluster.routing.allocation.disk.threshold_enabled": False,
+        }
+        lines = [f"{k}: {json.dumps(v)}" for k, v in settings.items()]
+        if self.nodes == 1:
+            lines.append('discovery.type: "single-node"')
+        else:
+            seeds = [f"127.0.0.1:{s.transport_port}" for s in self.specs]
+            lines.append(f"discovery.seed_hosts: {json.dumps(seeds)}")
+            lines.append(f"cluster.initial_cluster_manager_nodes: {json.dumps([s.name for s in self.specs])}")
+        (conf / "opensearch.yml").write_text("\n".join(lines) + "\n")
+        # jvm.options uses paths relative to the install; point them into the node folder.
+        jvm = (conf / "jvm.options").read_text()
+        jvm = jvm.replace("file=logs/gc.log", f"file={spec.folder / 'logs' / 'gc.log'}")
+        jvm = jvm.replace("HeapDumpPath=data", f"HeapDumpPath={spec.folder / 'data'}")
+        jvm = jvm.replace("ErrorFile=logs/", f"ErrorFile={spec.folder / 'logs'}/")
+        jvm = "\n".join(line for line in jvm.splitlines() if not line.startswith(("-Xms", "-Xmx")))
+        (conf / "jvm.options").write_text(jvm + f"\n-Xms{self.heap}\n-Xmx{self.heap}\n")
+        return conf
+
+    def _launch(self, spec: NodeSpec, home: Path, java_home: Path, user: tuple[int, int] | None):
+        conf = self._write_config(spec, home)
+        if user:
+            for dirpath, _dirs, files in os.walk(spec.folder):
+                os.chown(dirpath, *user)
+                for f in files:
+                    os.chown(os.path.join(dirpath, f), *user)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENSEARCH_", "ES_", "JAVA_"))}
+        env.update(OPENSEARCH_JAVA_HOME=str(java_home), OPENSEARCH_PATH_CONF=str(conf))
+        env.setdefault("OPENSEARCH_TMPDIR", tempfile.mkdtemp(prefix=f"osneural-{self.name}-{spec.name}-"))
+        if user:
+            os.chown(env["OPENSEARCH_TMPDIR"], *user)
+        out = (spec.folder / "logs" / "console.log").open("ab")
+        kwargs = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
+        proc = subprocess.Popen(
+            [str(home / "bin" / "opensearch")], cwd=spec.folder, env=env, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs,
+        )
+        out.close()
+        spec.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def _wait_healthy(self, procs: list[subprocess.Popen]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for spec, proc in zip(self.specs, procs, strict=True):
+                if proc.poll() is not None:
+                    self.stop()
+                    tail = _log_tail(spec.folder / "logs" / "console.log")
+                    raise NodeError(f"OpenSearch {spec.name} exited with code {proc.returncode}: {tail}")
+            try:
+                health = http_json(f"{self.url}/_cluster/health?wait_for_status=yellow&timeout=2s", 5)
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(1.0)
+                continue
+            if health.get("status") in ("yellow", "green") and health.get("number_of_nodes") == self.nodes:
+                return
+            time.sleep(1.0)
+        self.stop()
+        raise NodeError(f"OpenSearch did not become healthy within {START_TIMEOUT_S:.0f}s; see {self.root}")
+
+    # ---- stop --------------------------------------------------------------------------
+    def stop(self, timeout: float = 60.0) -> list[int]:
+        """Stop the nodes this cluster started; returns the pids that were stopped."""
+        pids = list(self.running_pids().values())
+        for pid in pids:
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_pid_alive_opensearch(p) for p in pids):
+            time.sleep(0.5)
+        for pid in pids:
+            if _pid_alive_opensearch(pid):
+                _signal_group(pid, signal.SIGKILL)
+        for spec in self.specs:
+            spec.pid_file.unlink(missing_ok=True)
+        return pids
+
+    def destroy(self) -> None:
+        """Stop and delete the cluster's folder (data included)."""
+        self.stop()
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    interesting = [line for line in text if "ERROR" in line or "Exception" in line] or text
+    return " | ".join(line.strip()[:300] for line in interesting[-lines:])
