@@ -1,0 +1,208 @@
+"""Query latency and quality on SciFact: our pipeline vs OpenSearch's own knn and lateInteractionScore.
+
+    python bench/query.py --index scifact [--build --limit 2000] [--queries 100] [--json]
+
+Per stage and end to end: p50 / p95 over the SciFact test queries, sequentially and with 8
+concurrent clients. In the same run: OpenSearch's plain `knn` query on `dense`, and MaxSim
+rescoring inside OpenSearch (k-NN >= 3.3 `lateInteractionScore` over float token vectors stored in
+an `object` field with `enabled: false`, in a side index `<index>-mvfloat`) over the same first-
+stage candidates as our `maxsim` rescoring, with nDCG@10 for both so the speed ratio is read at
+equal quality. `--build` ingests SciFact through the ingestion API first (`--limit` for a subset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path("/work/shared/data/beir/scifact")
+
+
+def load_queries(limit: int) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(DATA / "qrels" / "test.tsv", encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            qid, did, rel = line.rstrip("\n").split("\t")
+            qrels.setdefault(qid, {})[did] = int(rel)
+    queries = {}
+    with open(DATA / "queries.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            q = json.loads(line)
+            if q["_id"] in qrels:
+                queries[q["_id"]] = q["text"]
+    keep = list(queries)[:limit]
+    return {k: queries[k] for k in keep}, {k: qrels[k] for k in keep}
+
+
+def ndcg10(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
+    from ranx import Qrels, Run, evaluate
+
+    r = Run({q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in run.items() if ids})
+    return float(evaluate(Qrels(qrels), r, "ndcg@10"))
+
+
+def pct(xs: list[float]) -> tuple[float, float]:
+    return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
+
+
+def timed(fn, items, workers: int):
+    lat: list[float] = []
+    out = {}
+
+    def one(item):
+        t0 = time.perf_counter()
+        res = fn(item)
+        return item, res, (time.perf_counter() - t0) * 1e3
+
+    with cf.ThreadPoolExecutor(workers) as pool:
+        for item, res, ms in pool.map(one, items):
+            out[item] = res
+            lat.append(ms)
+    return out, lat
+
+
+def build_mvfloat_index(client, index: str, side: str, limit: int | None) -> None:
+    """Float token vectors of every document, for lateInteractionScore (object, enabled: false)."""
+    from opensearchpy import helpers
+    from osneural.ingest.encoders import load_default
+
+    if client.indices.exists(index=side):
+        return
+    enc = load_default("multivector")
+    client.indices.create(index=side, body={"mappings": {"properties": {
+        "mv": {"type": "object", "enabled": False}}}})
+    docs = []
+    with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if limit and i >= limit:
+                break
+            d = json.loads(line)
+            docs.append((d["_id"], (d.get("title", "") + " " + d["text"]).strip()))
+
+    def actions():
+        for start in range(0, len(docs), 32):
+            batch = docs[start : start + 32]
+            for (doc_id, _), toks in zip(batch, enc.encode_documents([t for _, t in batch]), strict=True):
+                yield {"_index": side, "_id": doc_id, "_source": {"mv": np.round(toks, 6).tolist()}}
+
+    helpers.bulk(client, actions(), chunk_size=64)
+    client.indices.refresh(index=side)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--index", default="bench-scifact")
+    ap.add_argument("--build", action="store_true", help="ingest SciFact first (ingestion API)")
+    ap.add_argument("--limit", type=int, default=None, help="corpus subset for --build")
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--spec", default="hybrid")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from opensearchpy import OpenSearch
+    from osneural.plugin import Searcher, load_spec
+
+    client = OpenSearch(hosts=[args.url], timeout=120, pool_maxsize=32)
+    if args.build:
+        from osneural.ingest.indexer import index_corpus
+
+        index_corpus(client, str(DATA / "corpus.jsonl"), args.index, limit=args.limit)
+    queries, qrels = load_queries(args.queries)
+    spec = load_spec(args.spec)
+    searcher = Searcher(client, args.index)
+    searcher.search(next(iter(queries.values())), spec)  # warm encoders and codecs
+    rows = []
+    results: dict[str, object] = {"index": args.index, "queries": len(queries), "rows": rows}
+
+    for workers in (1, args.concurrency):
+        out, lat = timed(lambda q: searcher.search(queries[q], spec), list(queries), workers)
+        stage_ms: dict[str, list[float]] = {}
+        for resp in out.values():
+            for k, v in resp["ext"]["osneural"]["timings_ms"].items():
+                stage_ms.setdefault(k, []).append(v)
+        run = {q: [h["_id"] for h in r["hits"]["hits"]] for q, r in out.items()}
+        p50, p95 = pct(lat)
+        rows.append({"what": f"osneural {args.spec} end-to-end", "clients": workers,
+                     "p50_ms": p50, "p95_ms": p95, "ndcg@10": ndcg10(run, qrels)})
+        for k, v in sorted(stage_ms.items()):
+            if k != "total":
+                a, b = pct(v)
+                rows.append({"what": f"  stage {k}", "clients": workers, "p50_ms": a, "p95_ms": b})
+
+        # OpenSearch's own knn query on the dense field (query encoding excluded on both sides)
+        enc = searcher.cache.encoders.get("dense")
+        vecs = {q: enc.encode_queries([t])[0].tolist() for q, t in queries.items()}
+
+        def knn(q, vecs=vecs):
+            body = {"size": 10, "_source": False,
+                    "query": {"knn": {"dense": {"vector": vecs[q], "k": 10}}}}
+            return [h["_id"] for h in client.search(index=args.index, body=body)["hits"]["hits"]]
+
+        out_knn, lat_knn = timed(knn, list(queries), workers)
+        a, b = pct(lat_knn)
+        rows.append({"what": "opensearch knn (dense)", "clients": workers, "p50_ms": a,
+                     "p95_ms": b, "ndcg@10": ndcg10(out_knn, qrels)})
+
+    # MaxSim rescoring: ours (PQ-coded tokens, compiled kernel) vs lateInteractionScore in OpenSearch
+    side = f"{args.index}-mvfloat"
+    info = client.info()["version"]["number"]
+    if tuple(int(x) for x in info.split(".")[:2]) >= (3, 3):
+        build_mvfloat_index(client, args.index, side, args.limit)
+        base = {"first_stages": [s.model_dump() for s in spec.first_stages],
+                "fusion": spec.fusion.model_dump(), "size": 100, "_source": False}
+        fused = {q: [h["_id"] for h in searcher.search(t, base)["hits"]["hits"]]
+                 for q, t in queries.items()}
+        mv = searcher.cache.encoders.get("multivector")
+        qtok = {q: mv.encode_queries([t])[0] for q, t in queries.items()}
+        res = searcher.cache.index(client, args.index)
+        books = res.codec("pq_tokens", "bench").codebooks
+        from osneural.plugin import rescoring
+
+        def ours(q):
+            raw = rescoring.fetch_codes(client, args.index, fused[q], "mv_codes")
+            s = rescoring.maxsim_scores(qtok[q], raw, fused[q], books, "mv_codes")
+            return [d for d, _ in rescoring.reorder([(d, 0.0) for d in fused[q]], 100, s)][:10]
+
+        def theirs(q):
+            body = {"size": 10, "_source": False, "query": {"script_score": {
+                "query": {"ids": {"values": fused[q]}},
+                "script": {"source": "lateInteractionScore(params.query_vectors, 'mv', params._source, params.space_type)",
+                           "params": {"query_vectors": qtok[q].tolist(), "space_type": "innerproduct"}}}}}
+            return [h["_id"] for h in client.search(index=side, body=body)["hits"]["hits"]]
+
+        for workers in (1, args.concurrency):
+            o1, l1 = timed(ours, list(queries), workers)
+            o2, l2 = timed(theirs, list(queries), workers)
+            a1, b1 = pct(l1)
+            a2, b2 = pct(l2)
+            rows.append({"what": "maxsim top100: osneural (PQ tokens)", "clients": workers,
+                         "p50_ms": a1, "p95_ms": b1, "ndcg@10": ndcg10(o1, qrels)})
+            rows.append({"what": "maxsim top100: lateInteractionScore", "clients": workers,
+                         "p50_ms": a2, "p95_ms": b2, "ndcg@10": ndcg10(o2, qrels),
+                         "ratio_ours_over_theirs_p50": a1 / a2})
+    else:
+        results["late_interaction"] = f"skipped: node is {info}, lateInteractionScore needs 3.3"
+
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"{'what':44s} {'clients':>7s} {'p50 ms':>9s} {'p95 ms':>9s} {'nDCG@10':>8s}")
+        for r in rows:
+            nd = f"{r['ndcg@10']:.4f}" if "ndcg@10" in r else ""
+            print(f"{r['what']:44s} {r['clients']:7d} {r['p50_ms']:9.2f} {r['p95_ms']:9.2f} {nd:>8s}")
+    searcher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Retrieval metrics with BEIR's conventions, computed by ranx, and latency statistics.
+
+Conventions (the ones BEIR reports through pytrec_eval, cross-checked in the tests):
+* nDCG@10 with the gain equal to the grade (Järvelin & Kekäläinen, trec_eval's `ndcg_cut`);
+* grade 0 is non-relevant; Recall@100 and MRR@10 count grades >= 1;
+* a hit whose id equals the query id is dropped (BEIR's `ignore_identical_ids`, needed for
+  ArguAna where a query is itself a corpus document);
+* the run handed to ranx scores documents by rank, not by the pipeline's scores: after a rescoring
+  window the scores of a pipeline are not monotone in rank (rescored and fused scores live on
+  different scales), and re-sorting by score would evaluate a ranking the pipeline never returned.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
+# The depth every run must reach for the metrics above to be meaningful.
+RUN_DEPTH = 100
+
+
+def ranked_run(doc_ids: Sequence[str], query_id: str | None = None) -> tuple[dict[str, float], int]:
+    """`{doc: score}` that orders documents exactly as given, and how many were dropped.
+
+    Drops hits equal to `query_id` (BEIR convention) and repeated ids (a ranking lists a document
+    once; a later repeat would otherwise overwrite the earlier, better rank).
+    """
+    run: dict[str, float] = {}
+    dropped = 0
+    n = len(doc_ids)
+    for rank, doc_id in enumerate(doc_ids):
+        if query_id is not None and doc_id == query_id:
+            dropped += 1
+            continue
+        if doc_id in run:
+            continue
+        run[doc_id] = float(n - rank)
+    return run, dropped
+
+
+def compute_metrics(
+    qrels: Mapping[str, Mapping[str, int]],
+    runs: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = METRICS,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean and per-query metrics over the queries in `runs` (each must be judged in `qrels`).
+
+    Only the queries that were run are evaluated: a query that failed is absent from `runs` and
+    must not count as a zero. An empty ranking is a legitimate zero.
+    """
+    if not runs:
+        raise ValueError("no query was run; nothing to evaluate")
+    unjudged = [qid for qid in runs if qid not in qrels]
+    if unjudged:
+        raise ValueError(f"{len(unjudged)} run queries have no judgments, e.g. {unjudged[0]!r}")
+    from ranx import Qrels, Run, evaluate
+
+    qids = sorted(runs)
+    # An empty ranking scores 0 on every metric here; ranx cannot build a run where all are empty,
+    # so those queries are filled in directly instead of being handed to it.
+    per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(metrics, 0.0) for qid in qids}
+    ranked = [qid for qid in qids if runs[qid]]
+    if ranked:
+        # Queries judged only with grade 0 stay in: pytrec_eval (hence BEIR) scores them 0.
+        sub_qrels = {qid: {d: int(s) for d, s in qrels[qid].items()} for qid in ranked}
+        run = Run({qid: dict(runs[qid]) for qid in ranked})
+        # save_results_in_run keys every score by query id: no assumption about ranx's order.
+        with warnings.catch_warnings():
+            # numba's uint64->int64 cast notice on ranx's id hashes; harmless and noisy.
+            warnings.simplefilter("ignore")
+            evaluate(
+                Qrels(sub_qrels), run, list(metrics), return_mean=False, save_results_in_run=True
+            )
+        for metric in metrics:
+            for qid, value in run.scores[metric].items():
+                per_query[qid][metric] = float(value)
+    means = {m: float(np.mean([per_query[q][m] for q in qids])) for m in metrics}
+    return means, per_query
+
+
+def latency_stats(latencies_ms: Sequence[float]) -> dict[str, float | None]:
+    """Mean, median, p95 and max in milliseconds (p95 by linear interpolation, numpy's default)."""
+    if len(latencies_ms) == 0:
+        return {"mean": None, "p50": None, "p95": None, "max": None}
+    x = np.asarray(latencies_ms, dtype=np.float64)
+    return {
+        "mean": float(x.mean()),
+        "p50": float(np.percentile(x, 50)),
+        "p95": float(np.percentile(x, 95)),
+        "max": float(x.max()),
+    }
+
+
+def summarize_errors(errors: Sequence[tuple[str, str]], keep: int = 5) -> list[dict[str, Any]]:
+    """The first `keep` failures as `{query_id, error}` records, for the report."""
+    return [{"query_id": qid, "error": msg} for qid, msg in errors[:keep]]

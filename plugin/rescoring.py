@@ -1,0 +1,169 @@
+"""Rescoring stages: re-rank the top `window` candidates with a finer (costlier) score.
+
+Each stage makes one OpenSearch round trip over the window: binary doc values (`bin_code`,
+`dense_pq`, `mv_codes`, returned base64 by `docvalue_fields`) are fetched with an `ids` query and
+scored here by the compiled kernels; exact dense scores are computed inside OpenSearch with the
+k-NN `knn_score` script, which avoids shipping float vectors over the wire. Candidates beyond the
+window keep their order below the rescored ones (OpenSearch's own `rescore` semantics). A
+candidate with no value for the field sinks to the bottom of the window rather than failing the
+query, and is reported in the stage's `missing` list.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def decode_doc_value(text: str) -> bytes:
+    """Binary doc values come back as base64 *without* `=` padding (checked on OpenSearch 3.6),
+    which Python's decoder rejects, so the padding is restored first."""
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def fetch_codes(
+    client: Any, index: str, ids: Sequence[str], field: str, timeout_s: float | None = None
+) -> dict[str, bytes]:
+    """Raw bytes of one binary doc-values field for each id that has it."""
+    if not ids:
+        return {}
+    body = {
+        "size": len(ids),
+        "query": {"ids": {"values": list(ids)}},
+        "_source": False,
+        "docvalue_fields": [field],
+        "track_total_hits": False,
+    }
+    params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
+    resp = client.search(index=index, body=body, **params)
+    out: dict[str, bytes] = {}
+    for hit in resp["hits"]["hits"]:
+        values = (hit.get("fields") or {}).get(field)
+        if values:
+            out[hit["_id"]] = decode_doc_value(values[0])
+    return out
+
+
+def _rows(raw: dict[str, bytes], ids: Sequence[str], width: int, field: str) -> np.ndarray:
+    mat = np.zeros((len(ids), width), dtype=np.uint8)
+    for i, doc_id in enumerate(ids):
+        blob = raw.get(doc_id)
+        if blob is None:
+            continue
+        if len(blob) != width:
+            raise ValueError(f"{field} of document {doc_id!r} has {len(blob)} bytes, expected {width}")
+        mat[i] = np.frombuffer(blob, dtype=np.uint8)
+    return mat
+
+
+def hamming_scores(
+    query_code: np.ndarray, raw: dict[str, bytes], ids: Sequence[str], n_bits: int, field: str
+) -> np.ndarray:
+    """Similarity `n_bits - hamming` per id (NaN where the document has no code)."""
+    from osneural.cython_ext import hamming_distances
+
+    q = np.ascontiguousarray(query_code, dtype=np.uint8).reshape(-1)
+    codes = _rows(raw, ids, q.size, field)
+    scores = (n_bits - hamming_distances(q, codes)).astype(np.float64)
+    scores[[doc_id not in raw for doc_id in ids]] = np.nan
+    return scores
+
+
+def pq_scores(
+    lut: np.ndarray, raw: dict[str, bytes], ids: Sequence[str], field: str
+) -> np.ndarray:
+    """Asymmetric (ADC) inner product of the float query with each PQ-coded vector."""
+    from osneural.cython_ext import pq_adc
+
+    lut = np.ascontiguousarray(lut, dtype=np.float32)
+    codes = _rows(raw, ids, lut.shape[0], field)
+    scores = np.asarray(pq_adc(codes, lut), dtype=np.float64)
+    scores[[doc_id not in raw for doc_id in ids]] = np.nan
+    return scores
+
+
+def maxsim_scores(
+    query_tokens: np.ndarray,
+    raw: dict[str, bytes],
+    ids: Sequence[str],
+    codebooks: np.ndarray,
+    field: str,
+) -> np.ndarray:
+    """Late-interaction MaxSim of the query tokens against each document's PQ-coded tokens."""
+    from osneural.cython_ext import maxsim_pq
+
+    m = codebooks.shape[0]
+    blocks: list[np.ndarray] = []
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    for i, doc_id in enumerate(ids):
+        blob = raw.get(doc_id, b"")
+        if len(blob) % m:
+            raise ValueError(f"{field} of document {doc_id!r}: {len(blob)} bytes is not a multiple of M={m}")
+        blocks.append(np.frombuffer(blob, dtype=np.uint8).reshape(-1, m))
+        offsets[i + 1] = offsets[i] + blocks[-1].shape[0]
+    codes = np.ascontiguousarray(np.concatenate(blocks) if blocks else np.zeros((0, m), np.uint8))
+    q = np.ascontiguousarray(query_tokens, dtype=np.float32)
+    scores = np.asarray(
+        maxsim_pq(q, codes, offsets, np.ascontiguousarray(codebooks, dtype=np.float32)),
+        dtype=np.float64,
+    )
+    scores[[doc_id not in raw or not raw[doc_id] for doc_id in ids]] = np.nan
+    return scores
+
+
+def dense_exact_scores(
+    client: Any,
+    index: str,
+    ids: Sequence[str],
+    vector: np.ndarray,
+    field: str,
+    space_type: str,
+    timeout_s: float | None = None,
+) -> np.ndarray:
+    """Exact vector scores from the k-NN score script (OpenSearch's score scale for the space)."""
+    if not ids:
+        return np.zeros(0)
+    body = {
+        "size": len(ids),
+        "_source": False,
+        "track_total_hits": False,
+        "query": {
+            "script_score": {
+                "query": {"ids": {"values": list(ids)}},
+                "script": {
+                    "lang": "knn",
+                    "source": "knn_score",
+                    "params": {
+                        "field": field,
+                        "query_value": np.asarray(vector, dtype=np.float32).tolist(),
+                        "space_type": space_type,
+                    },
+                },
+            }
+        },
+    }
+    params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
+    resp = client.search(index=index, body=body, **params)
+    got = {hit["_id"]: float(hit["_score"]) for hit in resp["hits"]["hits"]}
+    return np.array([got.get(doc_id, np.nan) for doc_id in ids], dtype=np.float64)
+
+
+def reorder(
+    candidates: Sequence[tuple[str, float]], window: int, scores: np.ndarray
+) -> list[tuple[str, float]]:
+    """Sort the window by the new scores (NaN last, ties by previous rank); keep the tail."""
+    head = list(candidates[:window])
+    if len(scores) != len(head):
+        raise ValueError(f"{len(scores)} scores for a window of {len(head)}")
+    order = sorted(
+        range(len(head)),
+        key=lambda i: (np.isnan(scores[i]), -scores[i] if not np.isnan(scores[i]) else 0.0, i),
+    )
+    floor = np.nanmin(scores) if np.any(~np.isnan(scores)) else 0.0
+    rescored = [
+        (head[i][0], float(scores[i]) if not np.isnan(scores[i]) else float(floor)) for i in order
+    ]
+    return rescored + list(candidates[window:])

@@ -1,0 +1,322 @@
+"""`Searcher`: run a pipeline spec against one index and answer like OpenSearch's `_search`.
+
+First stages run concurrently in threads (each is mostly a wait on OpenSearch or on an ONNX call
+that releases the GIL). Every stage, first or rescoring, has a deadline; one that misses it or
+fails is skipped and named in `ext.osneural.warnings`, so a slow stage degrades the ranking
+instead of failing the query. Only when every first stage fails does the query fail.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from osneural.plugin import fusion as fusion_mod
+from osneural.plugin import rescoring, stages
+from osneural.plugin.resources import IndexResources, ResourceCache, StageError, default_cache
+from osneural.plugin.spec import PipelineSpec, SpecError, parse_spec
+
+
+class SearchError(RuntimeError):
+    """Every first stage failed; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QueryEncodings:
+    """The query's representations, each computed at most once and shared between stages."""
+
+    def __init__(self, text: str, res: IndexResources, cache: ResourceCache) -> None:
+        self.text = text
+        self.res = res
+        self.cache = cache
+        self.timings_ms: dict[str, float] = {}
+        self._values: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                t0 = time.perf_counter()
+                self._values[key] = compute()
+                self.timings_ms[f"encode.{key}"] = (time.perf_counter() - t0) * 1e3
+            return self._values[key]
+
+    def dense(self, stage: str = "dense") -> np.ndarray:
+        def compute() -> np.ndarray:
+            enc = self.cache.encoders.checked("dense", self.res, stage)
+            return np.asarray(enc.encode_queries([self.text]), dtype=np.float32)[0]
+
+        return self._memo("dense", compute)
+
+    def sparse(self, mode: str, stage: str = "sparse") -> dict[str, float]:
+        def compute() -> dict[str, float]:
+            enc = self.cache.encoders.checked("sparse", self.res, stage)
+            if mode == "inference_free":
+                return dict(enc.encode_queries_inference_free([self.text])[0])
+            return dict(enc.encode_queries([self.text])[0])
+
+        return self._memo(f"sparse.{mode}", compute)
+
+    def tokens(self, stage: str = "multivector") -> np.ndarray:
+        def compute() -> np.ndarray:
+            enc = self.cache.encoders.checked("multivector", self.res, stage)
+            return np.asarray(enc.encode_queries([self.text])[0], dtype=np.float32)
+
+        return self._memo("tokens", compute)
+
+    def binary_code(self, stage: str = "binary") -> np.ndarray:
+        def compute() -> np.ndarray:
+            bq = self.res.codec("binary", stage)
+            return np.asarray(bq.encode(self.dense(stage)[None, :]), dtype=np.uint8)[0]
+
+        return self._memo("binary", compute)
+
+    def fde(self, stage: str = "fde") -> np.ndarray:
+        def compute() -> np.ndarray:
+            return np.asarray(self.res.codec("fde", stage).encode_query(self.tokens(stage)))
+
+        return self._memo("fde", compute)
+
+
+def _stage_names(kinds: list[str]) -> list[str]:
+    """'bm25', 'dense', ... made unique ('dense', 'dense#2') for explanations and timings."""
+    seen: dict[str, int] = {}
+    names = []
+    for kind in kinds:
+        seen[kind] = seen.get(kind, 0) + 1
+        names.append(kind if seen[kind] == 1 else f"{kind}#{seen[kind]}")
+    return names
+
+
+class Searcher:
+    """`Searcher(client, index).search(text, spec) -> dict` shaped like an OpenSearch response."""
+
+    def __init__(
+        self,
+        client: Any,
+        index: str,
+        cache: ResourceCache | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self.client = client
+        self.index = index
+        self.cache = cache or default_cache()
+        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="osneural")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ first stages
+
+    def _first_stage(
+        self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float
+    ) -> list[tuple[str, float]]:
+        flt = spec.filter
+        where = f"first_stages ({name})"
+        if stage.type == "bm25":
+            query = stages.bm25_query(stage, enc.text, flt)
+        elif stage.type == "dense":
+            query = stages.dense_query(stage, enc.dense(where), flt)
+        elif stage.type == "sparse":
+            query = stages.sparse_query(stage, enc.sparse(stage.mode, where), flt)
+        elif stage.type == "binary":
+            bq = enc.res.codec("binary", where)
+            m = int(enc.res.codecs.params.get("mih_m") or 0)
+            if m <= 0:
+                raise StageError(f"{where}: the index's codecs do not record the MIH substring count")
+            from osneural.ingest.codecs import mih
+
+            terms = mih.query_tokens(enc.binary_code(where), m, stage.radius, n_bits=bq.n_bits)
+            query = stages.binary_query(stage, terms, flt)
+        elif stage.type == "fde":
+            query = stages.fde_query(stage, enc.fde(where), flt)
+        else:  # pragma: no cover - the spec's discriminated union forbids it
+            raise SpecError(f"unknown first stage {stage.type!r}")
+        body = stages.search_body(query, stage.k)
+        return stages.run_query(self.client, self.index, body, timeout_s)
+
+    # ------------------------------------------------------------ rescoring
+
+    def _rescore(
+        self,
+        stage: Any,
+        name: str,
+        enc: QueryEncodings,
+        ids: list[str],
+        timeout_s: float,
+    ) -> np.ndarray:
+        where = f"rescore ({name})"
+        res = enc.res
+        if stage.type == "hamming":
+            bq = res.codec("binary", where)
+            code = enc.binary_code(where)
+            raw = rescoring.fetch_codes(self.client, self.index, ids, "bin_code", timeout_s)
+            return rescoring.hamming_scores(code, raw, ids, bq.n_bits, "bin_code")
+        if stage.type == "pq":
+            pq = res.codec("pq_dense", where)
+            lut = pq.lookup_table(enc.dense(where), metric="ip")
+            raw = rescoring.fetch_codes(self.client, self.index, ids, "dense_pq", timeout_s)
+            return rescoring.pq_scores(lut, raw, ids, "dense_pq")
+        if stage.type == "dense":
+            return rescoring.dense_exact_scores(
+                self.client, self.index, ids, enc.dense(where), "dense",
+                res.space_type("dense"), timeout_s,
+            )
+        if stage.type == "maxsim":
+            pq = res.codec("pq_tokens", where)
+            q = enc.tokens(where)
+            raw = rescoring.fetch_codes(self.client, self.index, ids, "mv_codes", timeout_s)
+            return rescoring.maxsim_scores(q, raw, ids, pq.codebooks, "mv_codes")
+        raise SpecError(f"unknown rescoring stage {stage.type!r}")  # pragma: no cover
+
+    # ------------------------------------------------------------ the pipeline
+
+    def search(self, text: str, spec: PipelineSpec | dict | str | None = None) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        spec = parse_spec(spec)
+        if not isinstance(text, str) or not text.strip():
+            raise SpecError("query text is empty")
+        res = self.cache.index(self.client, self.index)
+        res.check_spec(spec)
+        enc = QueryEncodings(text, res, self.cache)
+        warnings: list[str] = []
+        timings: dict[str, float] = {}
+        timed_out = False
+        budget = spec.timeout_ms / 1e3
+
+        names = _stage_names([s.type for s in spec.first_stages])
+        t0 = time.perf_counter()
+        futures = {
+            self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
+            for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True))
+        }
+        done, pending = cf.wait(futures, timeout=budget)
+        runs: dict[int, list[tuple[str, float]]] = {}
+        errors: list[BaseException] = []
+        for fut in pending:
+            i, n = futures[fut]
+            fut.cancel()
+            timed_out = True
+            warnings.append(f"first_stages[{i}] ({n}) timed out after {spec.timeout_ms} ms; skipped")
+        for fut in done:
+            i, n = futures[fut]
+            exc = fut.exception()
+            if exc is not None:
+                if isinstance(exc, (SpecError, StageError)):
+                    raise exc
+                errors.append(exc)
+                warnings.append(f"first_stages[{i}] ({n}) failed: {type(exc).__name__}: {exc}; skipped")
+                continue
+            run, ms = fut.result()
+            runs[i] = run
+            timings[f"first_stage.{n}"] = ms
+        timings["first_stages"] = (time.perf_counter() - t0) * 1e3
+        if not runs:
+            if errors and not pending:
+                raise errors[0]
+            raise SearchError("every first stage failed or timed out: " + "; ".join(warnings), 504)
+
+        # fusion over the stages that answered, with their weights
+        t0 = time.perf_counter()
+        order = sorted(runs)
+        weights = spec.fusion.weights
+        fused = fusion_mod.fuse(
+            [runs[i] for i in order],
+            spec.fusion.type,
+            weights=None if weights is None else [weights[i] for i in order],
+            rank_constant=getattr(spec.fusion, "rank_constant", 60),
+            normalization=getattr(spec.fusion, "normalization", "minmax"),
+        )
+        timings["fusion"] = (time.perf_counter() - t0) * 1e3
+
+        explain: dict[str, dict[str, Any]] = {}
+        if spec.explain:
+            for i in order:
+                for rank, (doc_id, score) in enumerate(runs[i], start=1):
+                    explain.setdefault(doc_id, {}).setdefault("first_stages", {})[names[i]] = {
+                        "rank": rank, "score": score}
+            for rank, (doc_id, score) in enumerate(fused, start=1):
+                explain.setdefault(doc_id, {})["fusion"] = {
+                    "type": spec.fusion.type, "rank": rank, "score": score}
+
+        # rescoring, in order, each over the current top window
+        candidates = fused
+        rnames = _stage_names([r.type for r in spec.rescore])
+        for j, (stage, n) in enumerate(zip(spec.rescore, rnames, strict=True)):
+            ids = [doc_id for doc_id, _ in candidates[: stage.window]]
+            fut = self._pool.submit(self._timed, self._rescore, stage, n, enc, ids, budget)
+            try:
+                scores, ms = fut.result(timeout=budget)
+            except cf.TimeoutError:
+                fut.cancel()
+                timed_out = True
+                warnings.append(f"rescore[{j}] ({n}) timed out after {spec.timeout_ms} ms; skipped")
+                continue
+            except (SpecError, StageError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing rescorer degrades, never fails
+                warnings.append(f"rescore[{j}] ({n}) failed: {type(exc).__name__}: {exc}; skipped")
+                continue
+            candidates = rescoring.reorder(candidates, stage.window, scores)
+            timings[f"rescore.{n}"] = ms
+            if spec.explain:
+                for rank, (doc_id, score) in enumerate(candidates[: stage.window], start=1):
+                    explain.setdefault(doc_id, {}).setdefault("rescore", {})[n] = {
+                        "rank": rank, "score": score}
+
+        page = candidates[spec.from_ : spec.from_ + spec.size]
+        t0 = time.perf_counter()
+        sources = self._sources([d for d, _ in page], spec.source, budget)
+        timings["fetch"] = (time.perf_counter() - t0) * 1e3
+        timings.update(enc.timings_ms)
+
+        hits = []
+        for doc_id, score in page:
+            hit: dict[str, Any] = {"_index": self.index, "_id": doc_id, "_score": score}
+            if spec.source is not False:
+                hit["_source"] = sources.get(doc_id, {})
+            if spec.explain:
+                hit["_explanation"] = explain.get(doc_id, {})
+            hits.append(hit)
+        took = (time.perf_counter() - t_start) * 1e3
+        timings["total"] = took
+        return {
+            "took": int(round(took)),
+            "timed_out": timed_out,
+            "hits": {
+                "total": {"value": len(candidates), "relation": "gte"},
+                "max_score": max((h["_score"] for h in hits), default=None),
+                "hits": hits,
+            },
+            "ext": {"osneural": {"warnings": warnings, "timings_ms": timings}},
+        }
+
+    @staticmethod
+    def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        return out, (time.perf_counter() - t0) * 1e3
+
+    def _sources(
+        self, ids: list[str], source: bool | list[str], timeout_s: float
+    ) -> dict[str, Any]:
+        if not ids or source is False:
+            return {}
+        body = {
+            "size": len(ids),
+            "query": {"ids": {"values": ids}},
+            "_source": source,
+            "track_total_hits": False,
+        }
+        resp = self.client.search(index=self.index, body=body, request_timeout=max(timeout_s, 1.0))
+        return {hit["_id"]: hit.get("_source", {}) for hit in resp["hits"]["hits"]}
