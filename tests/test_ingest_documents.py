@@ -1,0 +1,108 @@
+"""Document building: wire format of every field, checked against plain numpy."""
+
+from __future__ import annotations
+
+import base64
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from osneural.ingest.corpus import CorpusDocument
+from osneural.ingest.documents import (
+    EncodedBatch,
+    b64,
+    build_documents,
+    matryoshka,
+    sparse_feature_name,
+    sparse_features,
+    sparse_token_from_feature,
+    unb64,
+)
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_sparse_feature_name_is_dot_free_and_invertible(token: str) -> None:
+    name = sparse_feature_name(token)
+    assert name and "." not in name
+    assert sparse_token_from_feature(name) == token
+
+
+@given(st.text(min_size=1, max_size=6), st.text(min_size=1, max_size=6))
+def test_sparse_feature_name_is_injective(a: str, b: str) -> None:
+    if a != b:
+        assert sparse_feature_name(a) != sparse_feature_name(b)
+
+
+def test_sparse_feature_examples_and_errors() -> None:
+    assert sparse_feature_name("##ing") == "##ing"
+    assert sparse_feature_name(".") == "%2E"
+    assert sparse_feature_name("%2E") == "%252E"
+    with pytest.raises(ValueError):
+        sparse_feature_name("")
+    assert sparse_features({"a": 1.5, "b": 0.0, "c": -1.0, "d.e": 2}) == {"a": 1.5, "d%2Ee": 2.0}
+    with pytest.raises(ValueError, match="doc-9"):
+        sparse_features({"a": math.nan}, doc_id="doc-9")
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (5, 48), (3, 7)])
+def test_b64_roundtrip(shape: tuple[int, int]) -> None:
+    codes = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    text = b64(codes)
+    assert base64.b64decode(text) == codes.tobytes()
+    assert np.array_equal(unb64(text, shape[1]), codes)
+    with pytest.raises(TypeError):
+        b64(codes.astype(np.int32))
+
+
+def test_matryoshka_matches_numpy_and_survives_zero_prefix() -> None:
+    x = np.random.default_rng(1).standard_normal((6, 10)).astype(np.float32)
+    x[2, :4] = 0.0
+    got = matryoshka(x, 4)
+    ref = x[:, :4] / np.maximum(np.linalg.norm(x[:, :4], axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    assert np.all(np.isfinite(got))
+
+
+def test_build_documents_every_field() -> None:
+    rng = np.random.default_rng(2)
+    docs = [CorpusDocument("d1", "T1", "x1", {"k": 1}), CorpusDocument("d2", "", "x2")]
+    dense = rng.standard_normal((2, 8)).astype(np.float32)
+    mv = [rng.integers(0, 256, (3, 4), dtype=np.uint8), rng.integers(0, 256, (1, 4), dtype=np.uint8)]
+    enc = EncodedBatch(
+        dense=dense, matryoshka={4: matryoshka(dense, 4)},
+        sparse=[{"a": 1.0}, {"b.c": 0.5, "z": 0.0}],
+        bin_code=rng.integers(0, 256, (2, 1), dtype=np.uint8), bin_tokens=[["00:a"], ["00:b"]],
+        dense_pq=rng.integers(0, 256, (2, 2), dtype=np.uint8), mv_codes=mv,
+        fde=rng.standard_normal((2, 5)).astype(np.float32),
+    )
+    actions = build_documents(docs, enc, index="ix")
+    a, b = actions
+    assert a["_id"] == "d1" and a["_index"] == "ix" and a["_op_type"] == "index"
+    src = a["_source"]
+    assert src["title"] == "T1" and src["metadata"] == {"k": 1}
+    assert "metadata" not in b["_source"]
+    np.testing.assert_allclose(src["dense"], dense[0], atol=1e-7)
+    np.testing.assert_allclose(src["dense_4"], enc.matryoshka[4][0], atol=1e-7)
+    assert b["_source"]["sparse"] == {"b%2Ec": 0.5}
+    assert np.array_equal(unb64(src["bin_code"]), enc.bin_code[0])
+    assert np.array_equal(unb64(src["dense_pq"]), enc.dense_pq[0])
+    assert np.array_equal(unb64(b["_source"]["mv_codes"], 4), mv[1])
+    assert len(unb64(src["mv_codes"])) // 4 == 3
+    np.testing.assert_allclose(b["_source"]["fde"], enc.fde[1], atol=1e-7)
+
+
+def test_build_documents_rejects_row_count_mismatch() -> None:
+    docs = [CorpusDocument("d1", "", "x")]
+    with pytest.raises(ValueError, match="dense: 2 rows"):
+        build_documents(docs, EncodedBatch(dense=np.zeros((2, 3), np.float32)))
+
+
+def test_sparse_drops_subnormal_weights_the_node_would_refuse() -> None:
+    assert sparse_features({"a": 1e-40, "b": 2e-38}) == {"b": 2e-38}
+
+
+def test_unb64_accepts_docvalue_base64_without_padding() -> None:
+    codes = np.arange(4, dtype=np.uint8)
+    assert np.array_equal(unb64(b64(codes).rstrip("=")), codes)

@@ -1,0 +1,113 @@
+"""The issue's acceptance test: real default encoders, real node, a small corpus with malformed
+lines and one over-long document; every field of every good document is checked, the failure
+report too, and a second `osneural ingest --resume` indexes nothing new."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osneural.ingest.bulk import FailureReport
+from osneural.ingest.codec_store import delete_codecs, load_codecs
+from osneural.ingest.codecs import code_tokens, pool_tokens
+from osneural.ingest.documents import sparse_features, unb64
+from osneural.ingest.encoders import ensure_default_models, load_default
+from osneural.ingest.indexer import index_corpus
+from osneural.ingest.sample import sample_corpus
+from test_ingest_indexer import _fetch, assert_nearest_codes
+
+from osneural.cli import main as cli_main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict:
+    ensure_default_models()  # exports once (needs torch); a no-op when already exported
+    return {k: load_default(k) for k in ("dense", "sparse", "multivector")}
+
+
+def test_real_encoders_every_field_failures_and_resume(
+    encoders: dict, opensearch_client, opensearch_url: str, index_name: str, tmp_path: Path
+) -> None:
+    docs = {d["_id"]: d for d in sample_corpus(limit=18)}
+    long_words = " ".join(f"word{i}" for i in range(3000))
+    docs["overlong"] = {"_id": "overlong", "title": "Long", "text": long_words}
+    lines = [json.dumps(d) for d in docs.values()]
+    lines.insert(3, "{this is not json")
+    lines.insert(7, json.dumps({"title": "no id", "text": "x"}))
+    dup = list(docs)[2]
+    lines.insert(11, json.dumps({"_id": dup, "text": "duplicate of an earlier id"}))
+    lines.insert(12, json.dumps({"_id": "no-text", "title": "t"}))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = tmp_path / "failures.jsonl"
+
+    summary = index_corpus(opensearch_client, corpus, index_name, batch_size=8,
+                           encoders=encoders, failure_report=report, progress=False)
+    def overflows(doc: dict) -> bool:
+        text = f"{doc.get('title', '')} {doc['text']}".strip()
+        return any(len(e.tokenizer.encode(e.document_prefix + text).ids) > e.max_length
+                   for e in encoders.values())
+
+    too_long = {i for i, d in docs.items() if overflows(d)}
+    assert "overlong" in too_long
+    assert (summary.indexed, summary.failed, summary.truncated) == (len(docs), 4, len(too_long))
+    rows = FailureReport.read(report)
+    assert [(r["line"], r["id"]) for r in rows] == [(4, None), (8, None), (12, dup), (13, "no-text")]
+    assert [r["reason"].split(":")[0] for r in rows] == [
+        "malformed JSON", "missing id field '_id'", "duplicate id in this corpus",
+        "missing text field 'text'"]
+
+    meta = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["_meta"]
+    for kind, enc in encoders.items():
+        assert meta["osneural"]["encoders"][kind]["sha256"] == enc.manifest["sha256"]
+    assert meta["osneural"]["encoders"]["dense"]["dim"] == 384
+
+    bundle = load_codecs(opensearch_client, index_name)
+    assert "idf" in bundle.params  # for inference-free sparse queries
+    ids = sorted(docs)
+    texts = [f"{docs[i].get('title', '')} {docs[i]['text']}".strip() for i in ids]
+    dense = encoders["dense"].encode_documents(texts)
+    sparse = encoders["sparse"].encode_documents(texts)
+    tokens = [pool_tokens(t, 2) for t in encoders["multivector"].encode_documents(texts)]
+    codes = bundle.binary.encode(dense)
+    hits = _fetch(opensearch_client, index_name, ids)
+    assert sorted(hits) == ids
+    for k, doc_id in enumerate(ids):
+        src, fields = hits[doc_id]["_source"], hits[doc_id]["fields"]
+        assert src["text"] == docs[doc_id]["text"]
+        assert src["title"] == docs[doc_id].get("title", "")
+        if doc_id != "overlong":
+            assert src["metadata"] == docs[doc_id]["metadata"]
+        # batch composition changes onnxruntime rounding slightly: compare with a tolerance
+        np.testing.assert_allclose(src["dense"], dense[k], atol=2e-4)
+        want_sparse = sparse_features(sparse[k])
+        assert set(src["sparse"]) == set(want_sparse) or len(set(src["sparse"]) ^ set(want_sparse)) <= 2
+        for key in set(src["sparse"]) & set(want_sparse):
+            assert abs(src["sparse"][key] - want_sparse[key]) < 1e-3
+        assert all("." not in key for key in src["sparse"])
+        stored = unb64(src["bin_code"])
+        assert np.unpackbits(stored ^ codes[k]).sum() <= 2  # bits at the sign boundary may flip
+        assert np.array_equal(unb64(fields["bin_code"][0]), stored)
+        assert src["bin_tokens"] == code_tokens(stored[None, :], 24, n_bits=384)[0]
+        assert_nearest_codes(bundle.pq_dense, np.asarray([src["dense"]], np.float32),
+                             unb64(fields["dense_pq"][0])[None, :])
+        mv = unb64(fields["mv_codes"][0], 16)
+        assert abs(len(mv) - len(tokens[k])) <= 1 and len(mv) > 0
+        assert "mv_codes" not in src
+        assert len(src["fde"]) == bundle.fde.fde_dim and np.isfinite(src["fde"]).all()
+    np.testing.assert_allclose(  # the FDE is the codec applied to the stored token set
+        hits[ids[0]]["_source"]["fde"], bundle.fde.encode_document(tokens[0]), atol=5e-3)
+
+    # second run through the CLI with --resume: nothing new, same rejections
+    out = tmp_path / "second.jsonl"
+    rc = cli_main(["ingest", str(corpus), "--index", index_name, "--url", opensearch_url,
+                   "--resume", "--no-progress", "--failures", str(out)])
+    assert rc == 1  # some lines were rejected
+    assert len(FailureReport.read(out)) == 4
+    opensearch_client.indices.refresh(index=index_name)
+    assert opensearch_client.count(index=index_name)["count"] == len(docs)
+    delete_codecs(opensearch_client, index_name)

@@ -1,0 +1,98 @@
+"""Mapping templates: composition, placeholders, validation (offline) and acceptance by a real node."""
+
+from __future__ import annotations
+
+import pytest
+from osneural.mappings import (
+    REPRESENTATIONS,
+    compose_index_body,
+    default_representations,
+    field_names,
+    load_template,
+    normalize_representations,
+)
+
+
+def _props(body: dict) -> dict:
+    return body["mappings"]["properties"]
+
+
+def test_every_representation_has_a_template() -> None:
+    for rep in REPRESENTATIONS:
+        assert load_template(rep)["properties"], rep
+    assert set(default_representations()) == set(REPRESENTATIONS)
+
+
+def test_unknown_template_and_representation_are_named() -> None:
+    with pytest.raises(ValueError, match="nope"):
+        load_template("nope")
+    with pytest.raises(ValueError, match="desne"):
+        normalize_representations("dense,desne")
+
+
+def test_normalize_adds_text_and_keeps_template_order() -> None:
+    assert normalize_representations("multivector, dense") == ["text", "dense", "multivector"]
+    assert normalize_representations(["sparse"]) == ["text", "sparse"]
+    assert normalize_representations("all") == list(REPRESENTATIONS)
+
+
+def test_default_body_has_every_field_with_typed_values() -> None:
+    body = compose_index_body(None, dense_dim=384, fde_dim=1024, meta={"schema_version": 1})
+    props = _props(body)
+    assert body["settings"]["index"]["knn"] is True
+    assert props["dense"]["dimension"] == 384 and isinstance(props["dense"]["dimension"], int)
+    assert props["dense"]["space_type"] == "cosinesimil"
+    assert props["dense"]["method"]["engine"] == "lucene"
+    assert props["sparse"]["type"] == "rank_features"
+    assert props["bin_tokens"] == {"type": "keyword", "index_options": "docs", "norms": False,
+                                   "doc_values": False}
+    assert props["bin_code"] == {"type": "binary", "doc_values": True}
+    assert props["dense_pq"] == {"type": "binary", "doc_values": True}
+    assert props["mv_codes"] == {"type": "binary", "doc_values": True}
+    assert props["fde"]["dimension"] == 1024 and props["fde"]["space_type"] == "innerproduct"
+    assert body["mappings"]["_source"]["excludes"] == ["mv_codes"]
+    assert body["mappings"]["_meta"] == {"osneural": {"schema_version": 1}}
+    assert "{{" not in str(body)
+
+
+def test_only_chosen_fields_and_matryoshka() -> None:
+    body = compose_index_body(["dense"], dense_dim=64, matryoshka_dims=[32, 16],
+                              space_type="innerproduct", engine="faiss")
+    props = _props(body)
+    assert set(props) == {"title", "text", "metadata", "dense", "dense_16", "dense_32"}
+    assert props["dense_16"]["dimension"] == 16 and props["dense"]["dimension"] == 64
+    assert props["dense_32"]["space_type"] == "innerproduct"
+    assert props["dense_32"]["method"]["engine"] == "faiss"
+    assert "_source" not in body["mappings"]
+    assert field_names(["dense"], [16]) == ["title", "text", "metadata", "dense", "dense_16"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"space_type": "l3"}, "space_type"),
+        ({"engine": "nmslib2"}, "engine"),
+        ({"text_analyzer": "klingon"}, "text_analyzer"),
+        ({"dense_dim": 0}, "dense_dim"),
+        ({"matryoshka_dims": [384]}, "Matryoshka"),
+        ({"representations": ["multivector"], "fde_dim": None}, "fde_dim"),
+    ],
+)
+def test_bad_parameters_are_named(kwargs: dict, match: str) -> None:
+    reps = kwargs.pop("representations", ["dense"])
+    with pytest.raises(ValueError, match=match):
+        compose_index_body(reps, **kwargs)
+
+
+@pytest.mark.integration
+def test_real_node_accepts_default_body_and_returns_meta(opensearch_client, index_name) -> None:
+    meta = {"schema_version": 1, "representations": list(REPRESENTATIONS)}
+    body = compose_index_body(None, dense_dim=8, fde_dim=16, matryoshka_dims=[4], meta=meta)
+    opensearch_client.indices.create(index=index_name, body=body)
+    got = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]
+    assert got["_meta"]["osneural"] == meta
+    assert got["properties"]["dense_4"]["dimension"] == 4
+    assert got["properties"]["mv_codes"]["doc_values"] is True
+    # strict mapping: a misspelt field is refused instead of silently becoming a new field
+    with pytest.raises(Exception, match="strict"):
+        opensearch_client.index(index=index_name, body={"txet": "x"}, refresh=True)
