@@ -1,0 +1,417 @@
+"""Torch-free encoders: onnxruntime sessions fed by `tokenizers`.
+
+Texts are tokenised in one Rust call, sorted by length and batched so that each batch is padded
+only to its own longest text, which is where most of the speed over naive batching comes from on
+real corpora. Truncation is counted rather than silent, because a corpus whose documents are
+mostly truncated needs chunking, and the caller is the one who can decide that.
+
+Empty or whitespace-only texts never reach the model and get a defined representation:
+a zero vector (dense), an empty dict (sparse) or a `[0, dim]` array (multi-vector).
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from osneural.ingest.encoders.errors import EncoderError, EncoderInputError, ModelNotFoundError
+from osneural.ingest.encoders.idf import IdfTable, document_frequencies, idf_from_counts
+from osneural.ingest.encoders.manifest import (
+    IDF_NAME,
+    INT8_MODEL_NAME,
+    MODEL_NAME,
+    TOKENIZER_NAME,
+    read_manifest,
+)
+
+TextInput = str | bytes
+
+
+@dataclass
+class EncodeStats:
+    """What happened to the texts of the last `encode_*` call."""
+
+    texts: int = 0
+    empty: int = 0
+    truncated: int = 0
+    tokens: int = 0  # tokens fed to the model, padding excluded
+    truncated_indices: list[int] = field(default_factory=list)
+
+
+def check_texts(texts: Iterable[TextInput]) -> list[str]:
+    """Validate and decode inputs; errors name the offending position."""
+    if isinstance(texts, (str, bytes)):
+        raise EncoderInputError("expected a sequence of texts, got a single string; wrap it in a list")
+    out: list[str] = []
+    for i, t in enumerate(texts):
+        if isinstance(t, bytes):
+            try:
+                t = t.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EncoderInputError(
+                    f"text #{i} is not valid UTF-8 (byte {exc.start}: {exc.reason})"
+                ) from exc
+        elif not isinstance(t, str):
+            raise EncoderInputError(f"text #{i} is {type(t).__name__}, expected str or UTF-8 bytes")
+        out.append(t)
+    return out
+
+
+class OnnxEncoder:
+    """Shared plumbing: manifest, tokenizer, session, length-sorted batching, statistics."""
+
+    kind = ""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        precision: str = "fp32",
+        batch_size: int = 32,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        manifest: Mapping[str, Any] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self.manifest: dict[str, Any] = dict(manifest or read_manifest(self.folder))
+        if self.kind and self.manifest["kind"] != self.kind:
+            raise EncoderError(
+                f"{self.folder} holds a {self.manifest['kind']} model, not a {self.kind} one"
+            )
+        if precision not in ("fp32", "int8"):
+            raise EncoderError(f"precision {precision!r}: use 'fp32' or 'int8'")
+        model_file = self.folder / (MODEL_NAME if precision == "fp32" else INT8_MODEL_NAME)
+        if not model_file.is_file():
+            raise ModelNotFoundError(
+                f"{model_file} is missing; export with `osneural export --quantize int8`"
+            )
+        if batch_size < 1:
+            raise EncoderError("batch_size must be at least 1")
+        self.precision = precision
+        self.batch_size = batch_size
+        self.max_length = int(self.manifest["max_length"])
+        self.query_max_length = int(self.manifest.get("query_max_length") or self.max_length)
+        self.query_prefix = str(self.manifest.get("query_prefix") or "")
+        self.document_prefix = str(self.manifest.get("document_prefix") or "")
+        self.sha256 = str(self.manifest["sha256"])
+        self.tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_NAME))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.pad_id = int(self.manifest.get("special_tokens", {}).get("pad_id") or 0)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            opts.intra_op_num_threads = int(intra_op_threads)
+        if inter_op_threads:
+            opts.inter_op_num_threads = int(inter_op_threads)
+        self.session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+        self.truncated_count = 0  # over the encoder's lifetime
+        self.last_stats = EncodeStats()
+
+    # -- tokenisation -------------------------------------------------------------------------
+    def _tokenize(self, texts: list[str], prefix: str, max_length: int,
+                  stats: EncodeStats) -> list[list[int] | None]:
+        """Token ids per text (None for empty texts), truncated to `max_length`."""
+        stats.texts = len(texts)
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        stats.empty = len(texts) - len(keep)
+        result: list[list[int] | None] = [None] * len(texts)
+        if not keep:
+            return result
+        self.tokenizer.enable_truncation(max_length)
+        try:
+            encodings = self.tokenizer.encode_batch([prefix + texts[i] for i in keep])
+        finally:
+            self.tokenizer.no_truncation()
+        for i, enc in zip(keep, encodings, strict=True):
+            result[i] = list(enc.ids)
+            if enc.overflowing:
+                stats.truncated += 1
+                stats.truncated_indices.append(i)
+        self.truncated_count += stats.truncated
+        return result
+
+    def _run(self, ids: list[list[int] | None], masks: list[list[int]] | None = None,
+             stats: EncodeStats | None = None) -> dict[int, tuple[np.ndarray, ...]]:
+        """Run the session over length-sorted batches; returns per-text output rows."""
+        order = sorted((i for i, x in enumerate(ids) if x is not None), key=lambda i: -len(ids[i]))
+        rows: dict[int, tuple[np.ndarray, ...]] = {}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            width = max(len(ids[i]) for i in batch)
+            input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for r, i in enumerate(batch):
+                seq = ids[i]
+                input_ids[r, : len(seq)] = seq
+                mask[r, : len(seq)] = masks[i] if masks is not None else 1
+                if stats is not None:
+                    stats.tokens += len(seq)
+            outputs = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
+            for r, i in enumerate(batch):
+                rows[i] = tuple(o[r] for o in outputs) + (input_ids[r, : len(ids[i])],)
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.manifest["kind"], "folder": str(self.folder), "sha256": self.sha256,
+                "precision": self.precision, "max_length": self.max_length}
+
+
+class DenseEncoder(OnnxEncoder):
+    """One L2-normalised vector per text, optionally truncated to a Matryoshka dimension."""
+
+    kind = "dense"
+
+    def __init__(self, folder: str | Path, *, dim: int | None = None, **kwargs: Any) -> None:
+        super().__init__(folder, **kwargs)
+        full = int(self.manifest["dim"])
+        allowed = [full, *self.manifest.get("matryoshka_dims", [])]
+        if dim is not None and dim not in allowed:
+            raise EncoderError(f"dim {dim}: this model offers {sorted(set(allowed), reverse=True)}")
+        self.dim = dim or full
+
+    def _encode(self, texts: Iterable[TextInput], prefix: str, max_length: int) -> np.ndarray:
+        stats = EncodeStats()
+        texts = check_texts(texts)
+        ids = self._tokenize(texts, prefix, max_length, stats)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, row in self._run(ids, stats=stats).items():
+            # The graph already normalises; renormalising after a Matryoshka cut is what makes
+            # the shorter vector a unit vector again (a no-op at full dimension).
+            vec = row[0][: self.dim].astype(np.float32)
+            norm = float(np.linalg.norm(vec))
+            out[i] = vec / norm if norm > 0 else vec
+        self.last_stats = stats
+        return out
+
+    def encode_documents(self, texts: Iterable[TextInput]) -> np.ndarray:
+        """float32 [n, dim]; empty texts give zero rows."""
+        return self._encode(texts, self.document_prefix, self.max_length)
+
+    def encode_queries(self, texts: Iterable[TextInput]) -> np.ndarray:
+        return self._encode(texts, self.query_prefix, self.query_max_length)
+
+
+class SparseEncoder(OnnxEncoder):
+    """SPLADE term weights as `{token: weight}` (raw wordpiece strings; ingestion sanitises keys).
+
+    `doc_top_k=None` takes the manifest's default (256), `0` keeps every non-zero term; queries
+    keep every non-zero term unless `query_top_k` is set.
+    `query_mode="inference_free"` encodes queries with the tokenizer alone, each distinct token
+    weighted by `idf` (an `IdfTable`, its `to_dict()` form, a path to one, or None for 1.0).
+    """
+
+    kind = "sparse"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        doc_top_k: int | None = None,
+        query_top_k: int | None = None,
+        query_mode: str = "model",
+        idf: IdfTable | Mapping[str, Any] | str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(folder, **kwargs)
+        if query_mode not in ("model", "inference_free"):
+            raise EncoderError(f"query_mode {query_mode!r}: use 'model' or 'inference_free'")
+        self.doc_top_k = doc_top_k if doc_top_k is not None else self.manifest.get("doc_top_k")
+        self.query_top_k = query_top_k
+        self.query_mode = query_mode
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        self.vocab_size = int(self.manifest["vocab_size"])
+        self.id_to_token: list[str] = [""] * max(self.vocab_size, max(vocab.values()) + 1)
+        for tok, i in vocab.items():
+            self.id_to_token[i] = tok
+        specials = self.manifest.get("special_tokens", {})
+        self.special_ids = {int(v) for v in specials.values() if v is not None}
+        if idf is None and (self.folder / IDF_NAME).is_file():
+            idf = self.folder / IDF_NAME
+        self.idf: IdfTable | None = None
+        self._idf_weights: np.ndarray | None = None
+        if idf is not None:
+            self.set_idf(idf)
+
+    # -- IDF ------------------------------------------------------------------------------------
+    def set_idf(self, idf: IdfTable | Mapping[str, Any] | str | Path | None) -> None:
+        if idf is None:
+            self.idf, self._idf_weights = None, None
+            return
+        if isinstance(idf, (str, Path)):
+            idf = IdfTable.load(idf)
+        elif not isinstance(idf, IdfTable):
+            idf = IdfTable.from_dict(idf)
+        if idf.vocab_size != len(self.id_to_token) and idf.vocab_size != self.vocab_size:
+            raise EncoderError(
+                f"IDF table has vocabulary {idf.vocab_size}, model has {self.vocab_size}"
+            )
+        self.idf = idf
+        self._idf_weights = idf.weights()
+
+    def fit_idf(self, texts: Iterable[TextInput], *, use: bool = True) -> IdfTable:
+        """Document frequencies of the tokens of `texts` (special tokens excluded)."""
+        texts = check_texts(texts)
+        encs = self.tokenizer.encode_batch([self.document_prefix + t for t in texts],
+                                           add_special_tokens=False)
+        n, counts = document_frequencies((e.ids for e in encs), len(self.id_to_token))
+        table = idf_from_counts(n, counts)
+        if use:
+            self.set_idf(table)
+        return table
+
+    def idf_to_dict(self) -> dict[str, Any]:
+        if self.idf is None:
+            raise EncoderError("no IDF table: call fit_idf(texts) or pass idf=")
+        return self.idf.to_dict()
+
+    # -- encoding -------------------------------------------------------------------------------
+    def _to_dict(self, weights: np.ndarray, top_k: int | None) -> dict[str, float]:
+        nz = np.flatnonzero(weights > 0)
+        if top_k and nz.size > top_k:
+            nz = nz[np.argpartition(-weights[nz], top_k - 1)[:top_k]]
+        nz = nz[np.argsort(-weights[nz], kind="stable")]
+        return {self.id_to_token[i]: float(weights[i]) for i in nz}
+
+    def _encode_model(self, texts: Iterable[TextInput], prefix: str, max_length: int,
+                      top_k: int | None) -> list[dict[str, float]]:
+        stats = EncodeStats()
+        texts = check_texts(texts)
+        ids = self._tokenize(texts, prefix, max_length, stats)
+        out: list[dict[str, float]] = [{} for _ in texts]
+        for i, row in self._run(ids, stats=stats).items():
+            out[i] = self._to_dict(row[0], top_k)
+        self.last_stats = stats
+        return out
+
+    def encode_documents(self, texts: Iterable[TextInput]) -> list[dict[str, float]]:
+        return self._encode_model(texts, self.document_prefix, self.max_length, self.doc_top_k)
+
+    def encode_queries(self, texts: Iterable[TextInput], *,
+                       idf: IdfTable | Mapping[str, Any] | None = None) -> list[dict[str, float]]:
+        if self.query_mode == "model" and idf is None:
+            return self._encode_model(texts, self.query_prefix, self.query_max_length,
+                                      self.query_top_k)
+        weights = self._idf_weights
+        if idf is not None:
+            table = idf if isinstance(idf, IdfTable) else IdfTable.from_dict(idf)
+            weights = table.weights()
+        return self._encode_inference_free(texts, weights)
+
+    def _encode_inference_free(self, texts: Iterable[TextInput],
+                               weights: np.ndarray | None) -> list[dict[str, float]]:
+        stats = EncodeStats()
+        texts = check_texts(texts)
+        ids = self._tokenize(texts, self.query_prefix, self.query_max_length, stats)
+        out: list[dict[str, float]] = []
+        for seq in ids:
+            terms: dict[str, float] = {}
+            for t in seq or ():
+                if t in self.special_ids:
+                    continue
+                w = 1.0 if weights is None else float(weights[t])
+                if w > 0:
+                    terms[self.id_to_token[t]] = w
+                    stats.tokens += 1
+            if self.query_top_k is not None and len(terms) > self.query_top_k:
+                terms = dict(sorted(terms.items(), key=lambda kv: -kv[1])[: self.query_top_k])
+            out.append(terms)
+        self.last_stats = stats
+        return out
+
+
+def _punctuation_mask(tokenizer, size: int) -> np.ndarray:
+    """True for vocabulary entries made only of punctuation (ColBERT's document skiplist)."""
+    mask = np.zeros(size, dtype=bool)
+    for tok, i in tokenizer.get_vocab(with_added_tokens=True).items():
+        core = tok[2:] if tok.startswith("##") else tok
+        if core and all(c in string.punctuation or unicodedata.category(c).startswith("P")
+                        for c in core):
+            mask[i] = True
+    return mask
+
+
+class MultiVectorEncoder(OnnxEncoder):
+    """ColBERT-style token embeddings, rows L2-normalised.
+
+    Documents keep [CLS] and [SEP] (ColBERT's skiplist covers punctuation only) and drop padding
+    and punctuation tokens. Queries are padded with [MASK] to `query_max_length` (32 by default)
+    and keep every row, expansion tokens included; the [MASK] tokens are attended to only when the
+    checkpoint asks for it (`attend_to_expansion_tokens`, PyLate's setting; off as in ColBERTv2).
+    """
+
+    kind = "multivector"
+
+    def __init__(self, folder: str | Path, *, drop_punctuation: bool = True, **kwargs: Any) -> None:
+        super().__init__(folder, **kwargs)
+        self.dim = int(self.manifest["dim"])
+        size = max(self.tokenizer.get_vocab_size(with_added_tokens=True), int(self.manifest["vocab_size"]))
+        self.skip = _punctuation_mask(self.tokenizer, size) if drop_punctuation else np.zeros(size, bool)
+        mask_id = self.manifest.get("special_tokens", {}).get("mask_id")
+        if mask_id is None:
+            raise EncoderError(f"{self.folder}: manifest has no [MASK] token id for query padding")
+        self.mask_id = int(mask_id)
+        self.attend_to_expansion = bool(self.manifest.get("attend_to_expansion_tokens", False))
+
+    def encode_documents(self, texts: Iterable[TextInput]) -> list[np.ndarray]:
+        """float32 [t_i, dim] per text; `[0, dim]` for empty text."""
+        stats = EncodeStats()
+        texts = check_texts(texts)
+        ids = self._tokenize(texts, self.document_prefix, self.max_length, stats)
+        out = [np.zeros((0, self.dim), dtype=np.float32) for _ in texts]
+        for i, row in self._run(ids, stats=stats).items():
+            seq = row[-1]
+            keep = ~self.skip[seq]
+            out[i] = np.ascontiguousarray(row[0][: len(seq)][keep], dtype=np.float32)
+        self.last_stats = stats
+        return out
+
+    def encode_queries(self, texts: Iterable[TextInput]) -> list[np.ndarray]:
+        """float32 [query_max_length, dim] per text; `[0, dim]` for empty text."""
+        stats = EncodeStats()
+        texts = check_texts(texts)
+        ids = self._tokenize(texts, self.query_prefix, self.query_max_length, stats)
+        length = self.query_max_length
+        padded: list[list[int] | None] = []
+        masks: list[list[int]] = []
+        for seq in ids:
+            if seq is None:
+                padded.append(None)
+                masks.append([])
+                continue
+            extra = length - len(seq)
+            padded.append(seq + [self.mask_id] * extra)
+            masks.append([1] * len(seq) + [int(self.attend_to_expansion)] * extra)
+        out = [np.zeros((0, self.dim), dtype=np.float32) for _ in texts]
+        for i, row in self._run(padded, masks, stats=stats).items():
+            out[i] = np.ascontiguousarray(row[0][:length], dtype=np.float32)
+        self.last_stats = stats
+        return out
+
+
+ENCODER_CLASSES: dict[str, type[OnnxEncoder]] = {
+    "dense": DenseEncoder,
+    "sparse": SparseEncoder,
+    "multivector": MultiVectorEncoder,
+}
+
+
+def load_encoder(path: str | Path, **kwargs: Any) -> DenseEncoder | SparseEncoder | MultiVectorEncoder:
+    """Open an exported model folder; `kwargs` go to the encoder class (precision, batch_size,
+    intra_op_threads, ... and kind-specific options)."""
+    manifest = read_manifest(path)
+    cls = ENCODER_CLASSES[manifest["kind"]]
+    return cls(path, manifest=manifest, **kwargs)  # type: ignore[return-value]
+
+
+def sequence_lengths(encoder: OnnxEncoder, texts: Sequence[str]) -> list[int]:
+    """Token counts without truncation, to decide whether a corpus needs chunking."""
+    return [len(e.ids) for e in encoder.tokenizer.encode_batch(check_texts(texts))]

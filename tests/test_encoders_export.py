@@ -1,0 +1,373 @@
+"""Export the real default weights once per session and check the ONNX encoders against torch.
+
+References are computed here with transformers + numpy (not with the exporter's wrapper modules),
+so a pooling or masking mistake in the traced graph shows up as a parity failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")  # the export extra; installed in this project's venv
+transformers = pytest.importorskip("transformers")
+
+from osneural.ingest.encoders import (  # noqa: E402
+    CheckpointError,
+    DenseEncoder,
+    EncoderInputError,
+    MultiVectorEncoder,
+    SparseEncoder,
+    default_checkpoint,
+    load_encoder,
+    read_manifest,
+)
+from osneural.ingest.encoders.export import export_model  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Vitamin D deficiency is associated with a higher risk of respiratory infection.",
+    "short",
+    "Insulin resistance precedes type 2 diabetes by several years in most patients, and weight "
+    "loss through diet and exercise restores insulin sensitivity in many of them.",
+    "Café owners in Zürich sold 42 crêpes",
+]
+
+PAIRS = [  # (query, relevant passage, irrelevant passage)
+    ("how do antibiotics treat bacterial infections",
+     "Antibiotics kill bacteria or stop them from multiplying, which cures bacterial infections.",
+     "The central bank raised interest rates to slow inflation and stock prices fell."),
+    ("what is the capital of France",
+     "Paris is the capital and largest city of France, on the river Seine.",
+     "Photosynthesis converts light energy into chemical energy stored in glucose."),
+    ("effects of smoking on lung cancer",
+     "Tobacco smoking is the leading cause of lung cancer, damaging the cells lining the lungs.",
+     "The football team won the championship after a penalty shootout in the final."),
+]
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """kind -> folder; dense goes through the CLI so the command wiring is exercised too."""
+    from osneural.cli import main
+
+    root = tmp_path_factory.mktemp("encoders")
+    out = {k: root / k for k in ("dense", "sparse", "multivector")}
+    assert main(["export", "--kind", "dense", "--out", str(out["dense"]), "--quantize", "int8",
+                 "--matryoshka-dims", "128,64"]) == 0
+    export_model(default_checkpoint("sparse"), "sparse", out["sparse"])
+    export_model(default_checkpoint("multivector"), "multivector", out["multivector"],
+                 query_length=16)
+    return out
+
+
+def _tokenize(path, texts, max_length):
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    return tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def test_manifests_describe_the_exports(exported) -> None:
+    dense = read_manifest(exported["dense"])
+    assert dense["kind"] == "dense" and dense["dim"] == 384 and dense["pooling"] == "mean"
+    assert dense["normalization"] == "l2" and dense["max_length"] == 256
+    assert dense["matryoshka_dims"] == [128, 64] and dense["opset"] == 17
+    assert dense["parity_max_abs_diff"] <= 1e-4
+    assert len(dense["sha256"]) == 64 and dense["vocab_size"] == 30522
+    assert dense["variants"]["int8"]["file"] == "model.int8.onnx"
+    sparse = read_manifest(exported["sparse"])
+    assert sparse["dim"] == 30522 and sparse["doc_top_k"] == 256
+    assert sparse["parity_max_abs_diff"] <= 1e-4
+    mv = read_manifest(exported["multivector"])
+    assert mv["query_max_length"] == 16 and mv["projection"] is None
+    assert mv["parity_max_abs_diff"] <= 1e-4
+    assert dense["sha256"] == mv["sha256"] != sparse["sha256"]  # same weights, different kinds
+
+
+def test_dense_matches_torch_on_a_padded_batch(exported) -> None:
+    src = default_checkpoint("dense")
+    model = transformers.AutoModel.from_pretrained(str(src)).eval()
+    batch = _tokenize(src, TEXTS, 256)
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state.numpy()
+    mask = batch["attention_mask"].numpy()[..., None].astype(np.float32)
+    ref = (hidden * mask).sum(1) / mask.sum(1)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    enc = load_encoder(exported["dense"])
+    got = enc.encode_documents(TEXTS)
+    assert got.dtype == np.float32 and got.shape == (len(TEXTS), 384)
+    assert np.max(np.abs(got - ref)) <= 1e-4
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # Matryoshka: the first 128 dims, renormalised
+    small = DenseEncoder(exported["dense"], dim=128).encode_documents(TEXTS)
+    cut = ref[:, :128] / np.linalg.norm(ref[:, :128], axis=1, keepdims=True)
+    assert np.max(np.abs(small - cut)) <= 1e-4
+
+
+def test_sparse_matches_torch_on_a_padded_batch(exported) -> None:
+    src = default_checkpoint("sparse")
+    model = transformers.AutoModelForMaskedLM.from_pretrained(str(src)).eval()
+    batch = _tokenize(src, TEXTS, 256)
+    with torch.no_grad():
+        logits = model(**batch).logits.numpy()
+    mask = batch["attention_mask"].numpy()[..., None]
+    ref = (np.log1p(np.maximum(logits, 0)) * mask).max(axis=1)
+    # the raw graph on the same padded batch
+    enc = SparseEncoder(exported["sparse"], doc_top_k=0)
+    raw = enc.session.run(None, {"input_ids": batch["input_ids"].numpy(),
+                                 "attention_mask": batch["attention_mask"].numpy()})[0]
+    assert raw.shape == ref.shape and np.max(np.abs(raw - ref)) <= 1e-4
+    # the runtime's dicts (its own length-sorted batching) hold the same weights
+    for row, terms in zip(ref, enc.encode_documents(TEXTS), strict=True):
+        ids = [enc.tokenizer.token_to_id(t) for t in terms]
+        np.testing.assert_allclose([terms[t] for t in terms], row[ids], atol=1e-4)
+        assert set(np.flatnonzero(row > 1e-4).tolist()) <= set(ids)  # nothing non-zero dropped
+    top = SparseEncoder(exported["sparse"]).encode_documents(TEXTS)
+    assert all(0 < len(t) <= 256 for t in top)
+    weights = list(top[2].values())
+    assert weights == sorted(weights, reverse=True) and min(weights) > 0
+
+
+def test_sparse_terms_are_related_words(exported) -> None:
+    enc = load_encoder(exported["sparse"])
+    terms = enc.encode_documents(["The patient was treated with antibiotics for a bacterial infection."])[0]
+    top = list(terms)[:12]
+    assert {"antibiotics", "infection", "bacteria"} <= set(top)
+
+
+def test_multivector_matches_torch_on_a_padded_batch(exported) -> None:
+    src = default_checkpoint("multivector")
+    model = transformers.AutoModel.from_pretrained(str(src)).eval()
+    batch = _tokenize(src, TEXTS, 256)
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state.numpy()
+    ref = hidden / np.linalg.norm(hidden, axis=-1, keepdims=True)
+    enc = MultiVectorEncoder(exported["multivector"])
+    docs = enc.encode_documents(TEXTS)
+    for i, doc in enumerate(docs):
+        ids = batch["input_ids"][i][batch["attention_mask"][i].bool()].numpy()
+        keep = ~enc.skip[ids]
+        assert doc.shape == (int(keep.sum()), 384)
+        assert np.max(np.abs(doc - ref[i, : len(ids)][keep])) <= 1e-4
+        np.testing.assert_allclose(np.linalg.norm(doc, axis=1), 1.0, atol=1e-5)
+    # the comma-free text keeps every token, [CLS] and [SEP] included; punctuation is dropped
+    tokens = enc.tokenizer.encode("Café owners in Zürich sold 42 crêpes").tokens
+    assert docs[3].shape[0] == len(tokens)
+    assert docs[0].shape[0] == len(enc.tokenizer.encode(TEXTS[0]).ids) - 1  # the final "."
+    queries = enc.encode_queries(["what is vitamin d", "x " * 40])
+    assert [q.shape for q in queries] == [(16, 384), (16, 384)]
+    assert enc.last_stats.truncated == 1 and enc.last_stats.truncated_indices == [1]
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "multivector"])
+def test_relevant_passage_scores_higher(exported, kind) -> None:
+    enc = load_encoder(exported[kind])
+    for query, good, bad in PAIRS:
+        q = enc.encode_queries([query])[0]
+        d_good, d_bad = enc.encode_documents([good, bad])
+        if kind == "dense":
+            s_good, s_bad = float(q @ d_good), float(q @ d_bad)
+        elif kind == "sparse":
+            s_good = sum(w * d_good.get(t, 0.0) for t, w in q.items())
+            s_bad = sum(w * d_bad.get(t, 0.0) for t, w in q.items())
+        else:
+            s_good = float((q @ d_good.T).max(axis=1).sum())
+            s_bad = float((q @ d_bad.T).max(axis=1).sum())
+        assert s_good > s_bad, (kind, query, s_good, s_bad)
+
+
+def test_inference_free_queries_use_idf_only(exported) -> None:
+    corpus = [good for _, good, _ in PAIRS] + [bad for _, _, bad in PAIRS]
+    enc = SparseEncoder(exported["sparse"], query_mode="inference_free")
+    assert enc.encode_queries(["Antibiotics cure infections"]) == [
+        {"antibiotics": 1.0, "cure": 1.0, "infections": 1.0}]
+    table = enc.fit_idf(corpus)
+    weights = table.weights()
+    q = enc.encode_queries(["the capital of France"])[0]
+    tok = enc.tokenizer
+    assert set(q) == {"the", "capital", "of", "france"}
+    for term, w in q.items():
+        assert w == pytest.approx(float(weights[tok.token_to_id(term)]))
+    assert q["france"] > q["the"]  # "the" occurs in more documents
+    # a dict round trip (what ingestion stores in OpenSearch) gives the same weights
+    other = SparseEncoder(exported["sparse"], query_mode="inference_free",
+                          idf=json.loads(json.dumps(enc.idf_to_dict())))
+    assert other.encode_queries(["the capital of France"])[0] == q
+    # relevance still holds with document-side expansion only
+    for query, good, bad in PAIRS:
+        qv = enc.encode_queries([query])[0]
+        d_good, d_bad = enc.encode_documents([good, bad])
+        assert sum(w * d_good.get(t, 0) for t, w in qv.items()) > \
+            sum(w * d_bad.get(t, 0) for t, w in qv.items())
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "multivector"])
+def test_empty_long_and_invalid_texts(exported, kind) -> None:
+    enc = load_encoder(exported[kind])
+    out = enc.encode_documents(["", "   \n\t", "fine text", "word " * 600])
+    assert enc.last_stats.empty == 2 and enc.last_stats.truncated == 1
+    assert enc.last_stats.truncated_indices == [3]
+    before = enc.truncated_count
+    enc.encode_documents(["word " * 600])
+    assert enc.truncated_count == before + 1
+    if kind == "dense":
+        assert np.all(out[:2] == 0) and np.isfinite(out).all()
+    elif kind == "sparse":
+        assert out[0] == {} and out[1] == {} and len(out[3]) > 0
+        assert all(np.isfinite(v) for d in out for v in d.values())
+    else:
+        assert out[0].shape == (0, 384) and out[1].shape == (0, 384)
+        assert out[3].shape[0] <= 256 and np.isfinite(out[3]).all()
+    with pytest.raises(EncoderInputError, match="text #1 is not valid UTF-8"):
+        enc.encode_documents(["ok", b"\xc3\x28"])
+
+
+def test_int8_variant_is_close_and_loadable(exported) -> None:
+    fp32 = load_encoder(exported["dense"])
+    int8 = load_encoder(exported["dense"], precision="int8", intra_op_threads=1)
+    a, b = fp32.encode_documents(TEXTS), int8.encode_documents(TEXTS)
+    cos = np.sum(a * b, axis=1)
+    assert cos.min() > 0.98
+    diff = read_manifest(exported["dense"])["variants"]["int8"]["parity_max_abs_diff_vs_fp32"]
+    assert 0 < diff < 0.2
+
+
+def test_runtime_does_not_import_torch(exported) -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from osneural.ingest.encoders import load_encoder\n"
+        f"e = load_encoder({str(exported['sparse'])!r})\n"
+        "e.encode_documents(['hello world'])\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False False"
+
+
+# -- ColBERT-layout checkpoints ------------------------------------------------------------
+
+
+def _minilm_copy(dst):
+    src = default_checkpoint("dense")
+    dst.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        shutil.copyfile(src / name, dst / name)
+    return src
+
+
+def _projection(seed=0):
+    return np.random.default_rng(seed).standard_normal((128, 384)).astype(np.float32) / 20
+
+
+def _reference_tokens(src, text, weight):
+    model = transformers.AutoModel.from_pretrained(str(src)).eval()
+    batch = _tokenize(src, [text], 256)
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state.numpy()[0]
+    proj = hidden @ weight.T
+    return proj / np.linalg.norm(proj, axis=1, keepdims=True)
+
+
+def test_pylate_layout_exports_and_loads(tmp_path) -> None:
+    from safetensors.numpy import save_file
+
+    ck = tmp_path / "pylate"
+    src = _minilm_copy(ck)
+    os.symlink(src / "model.safetensors", ck / "model.safetensors")
+    (ck / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+    ]))
+    (ck / "config_sentence_transformers.json").write_text(json.dumps(
+        {"query_length": 24, "document_length": 128, "attend_to_expansion_tokens": False}))
+    (ck / "1_Dense").mkdir()
+    (ck / "1_Dense" / "config.json").write_text(json.dumps(
+        {"in_features": 384, "out_features": 128, "bias": False,
+         "activation_function": "torch.nn.modules.linear.Identity"}))
+    weight = _projection(1)
+    save_file({"linear.weight": weight}, str(ck / "1_Dense" / "model.safetensors"))
+
+    manifest = export_model(ck, "multivector", tmp_path / "out")
+    assert manifest["dim"] == 128 and manifest["projection"]["out_features"] == 128
+    assert manifest["query_max_length"] == 24 and manifest["max_length"] == 128
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    enc = load_encoder(tmp_path / "out")
+    text = "Insulin resistance precedes type 2 diabetes"
+    doc = enc.encode_documents([text])[0]
+    ref = _reference_tokens(src, text, weight)
+    assert doc.shape == ref.shape == (len(enc.tokenizer.encode(text).ids), 128)
+    assert np.max(np.abs(doc - ref)) <= 1e-4
+    assert enc.encode_queries(["insulin"])[0].shape == (24, 128)
+
+
+def test_original_colbert_layout_exports_and_loads(tmp_path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    ck = tmp_path / "colbert"
+    src = _minilm_copy(ck)
+    config = json.loads((ck / "config.json").read_text())
+    config["architectures"] = ["HF_ColBERT"]
+    (ck / "config.json").write_text(json.dumps(config))
+    weights = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
+    weight = _projection(2)
+    weights["linear.weight"] = weight
+    save_file(weights, str(ck / "model.safetensors"))
+
+    manifest = export_model(ck, "multivector", tmp_path / "out")
+    assert manifest["dim"] == 128 and manifest["projection"]["file"] == "model.safetensors"
+    enc = load_encoder(tmp_path / "out")
+    text = "Vitamin D and respiratory infection"
+    doc = enc.encode_documents([text])[0]
+    ref = _reference_tokens(src, text, weight)
+    assert doc.shape == (ref.shape[0], 128) and np.max(np.abs(doc - ref)) <= 1e-4
+
+
+def test_unusable_checkpoints_get_clear_errors(tmp_path) -> None:
+    ck = tmp_path / "mystery"
+    _minilm_copy(ck)
+    os.symlink(default_checkpoint("dense") / "model.safetensors", ck / "model.safetensors")
+    config = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps({**config, "model_type": "no-such-model"}))
+    with pytest.raises(CheckpointError, match="unknown architecture"):
+        export_model(ck, "dense", tmp_path / "out1")
+    (ck / "config.json").write_text(json.dumps(config))
+    # MiniLM has no masked-language-model head: a sparse export must refuse it
+    with pytest.raises(CheckpointError, match="masked-language-model head"):
+        export_model(ck, "sparse", tmp_path / "out2")
+    for name in ("tokenizer.json", "vocab.txt"):
+        (ck / name).unlink()
+    with pytest.raises(CheckpointError, match="no tokenizer files"):
+        export_model(ck, "dense", tmp_path / "out3")
+
+
+def test_ensure_and_load_default(tmp_path, monkeypatch) -> None:
+    from osneural.ingest.encoders import ensure_default_models, load_default
+
+    monkeypatch.setenv("OSNEURAL_MODELS", str(tmp_path))
+    paths = ensure_default_models(["sparse"])
+    assert paths == {"sparse": tmp_path / "splade-tiny"}
+    stamp = (paths["sparse"] / "model.onnx").stat().st_mtime_ns
+    assert ensure_default_models(["sparse"]) == paths  # present: not exported again
+    assert (paths["sparse"] / "model.onnx").stat().st_mtime_ns == stamp
+    enc = load_default("sparse", batch_size=4)
+    assert isinstance(enc, SparseEncoder) and enc.encode_documents(["insulin"])[0]
+
+
+def test_export_command_reports_bad_checkpoints(tmp_path, capsys) -> None:
+    from osneural.cli import main
+
+    code = main(["export", "--kind", "sparse", "--model", str(default_checkpoint("dense")),
+                 "--out", str(tmp_path / "x")])
+    assert code == 1
+    assert "masked-language-model head" in capsys.readouterr().err
