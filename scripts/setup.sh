@@ -21,6 +21,6 @@ if ! $VPY -c "from osneural.node.java import find_java; find_java()" 2>/dev/null
 fi
 # Export the three default encoders to ONNX once (skipped when already exported).
 for kind in dense sparse multivector; do
-  .venv/bin/osneural export --kind "$kind" --skip-existing
+  .venv/bin/osneural export --kind "$kind"   # skips a default already exported
 done
 .venv/bin/osneural models
