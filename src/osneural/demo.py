@@ -23,7 +23,8 @@ DEMO_QUERIES = (
 def configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9200"))
     parser.add_argument("--index", default="osneural-demo")
-    parser.add_argument("--limit", type=int, default=None, help="ingest at most this many docstrings")
+    parser.add_argument("--limit", type=int, default=600,
+                        help="ingest this many docstrings, spread evenly over all modules (0 = all)")
     parser.add_argument("--spec", default="hybrid", help="pipeline spec name or JSON file")
     parser.add_argument("query", nargs="*", help="questions to ask (defaults to a few examples)")
 
@@ -37,7 +38,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from osneural.plugin.spec import load_spec
 
     client = OpenSearch(hosts=[args.url], timeout=120)
-    corpus = sample_corpus(args.limit)
+    corpus = sample_corpus()
+    if args.limit and args.limit < len(corpus):
+        # An even spread keeps every module represented, so the example questions have answers.
+        step = len(corpus) / args.limit
+        corpus = [corpus[int(i * step)] for i in range(args.limit)]
     print(f"sample corpus: {len(corpus)} standard-library docstrings -> index {args.index!r} at {args.url}")
     summary = index_corpus(client, corpus, args.index, resume=True)
     print(summary.format())
