@@ -1,0 +1,108 @@
+"""All codecs of one index in one JSON-safe object, and its companion document in OpenSearch.
+
+Ingestion trains the codecs and stores the bundle; every query node loads it with one GET, so a
+node never needs a shared file system or the training sample. The companion index
+(`osneural-codecs`, one document per target index, `_id` = target index name) maps nothing but a
+few keyword fields: the base64 payloads stay in `_source` only, unindexed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from osneural.ingest.codecs.binary import BinaryQuantizer
+from osneural.ingest.codecs.muvera import MuveraFDE
+from osneural.ingest.codecs.pq import ProductQuantizer
+from osneural.ingest.codecs.serialization import FORMAT_VERSION
+
+BUNDLE_KIND = "bundle"
+CODECS_INDEX = "osneural-codecs"
+_LOADERS = {"binary": BinaryQuantizer, "pq": ProductQuantizer, "muvera": MuveraFDE}
+_SLOTS = {"binary": "binary", "pq_dense": "pq", "pq_tokens": "pq", "fde": "muvera"}
+
+
+@dataclass
+class CodecBundle:
+    """The trained codecs of one index; any of them may be absent.
+
+    `params` holds plain JSON settings that are not trained state but must agree between ingest
+    and query (e.g. `{"mih_m": 16, "mih_radius": 1, "pool_factor": 2}`).
+    """
+
+    binary: BinaryQuantizer | None = None
+    pq_dense: ProductQuantizer | None = None
+    pq_tokens: ProductQuantizer | None = None
+    fde: MuveraFDE | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        codecs = {
+            slot: getattr(self, slot).to_dict()
+            for slot in _SLOTS
+            if getattr(self, slot) is not None
+        }
+        return {
+            "kind": BUNDLE_KIND,
+            "version": FORMAT_VERSION,
+            "codecs": codecs,
+            "params": dict(self.params),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodecBundle:
+        if not isinstance(data, dict) or data.get("kind") != BUNDLE_KIND:
+            raise ValueError("not a codec bundle dict (kind != 'bundle')")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"codec bundle version {data.get('version')!r}, this build reads {FORMAT_VERSION}"
+            )
+        bundle = cls(params=dict(data.get("params") or {}))
+        for slot, codec_data in (data.get("codecs") or {}).items():
+            if slot not in _SLOTS:
+                raise ValueError(f"codec bundle: unknown slot {slot!r} (known: {sorted(_SLOTS)})")
+            kind = _SLOTS[slot]
+            if codec_data.get("kind") != kind:
+                raise ValueError(
+                    f"codec bundle: slot {slot!r} holds kind {codec_data.get('kind')!r}, "
+                    f"expected {kind!r}"
+                )
+            setattr(bundle, slot, _LOADERS[kind].from_dict(codec_data))
+        return bundle
+
+
+def store_bundle(
+    client: Any, index_name: str, bundle: CodecBundle, codecs_index: str = CODECS_INDEX
+) -> None:
+    """Write the bundle as the companion document of `index_name` (created or replaced)."""
+    if not client.indices.exists(index=codecs_index):
+        client.indices.create(
+            index=codecs_index,
+            body={
+                "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-all"}},
+                "mappings": {
+                    "dynamic": False,
+                    "properties": {
+                        "target_index": {"type": "keyword"},
+                        "kind": {"type": "keyword"},
+                        "version": {"type": "integer"},
+                    },
+                },
+            },
+            ignore=400,  # created concurrently by another ingester
+        )
+    document = {"target_index": index_name, **bundle.to_dict()}
+    client.index(index=codecs_index, id=index_name, body=document, refresh="wait_for")
+
+
+def load_bundle(client: Any, index_name: str, codecs_index: str = CODECS_INDEX) -> CodecBundle:
+    """Read the companion document of `index_name`; a clear error when there is none."""
+    from opensearchpy.exceptions import NotFoundError
+
+    try:
+        response = client.get(index=codecs_index, id=index_name)
+    except NotFoundError as exc:
+        raise LookupError(f"no codecs stored for index {index_name!r} in {codecs_index!r}") from exc
+    source = dict(response["_source"])
+    source.pop("target_index", None)
+    return CodecBundle.from_dict(source)
