@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,9 @@ def _unavailable(name: str, exc: Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # numpy's BLAS only ever sees small matrices here (token pooling, query-side math); its idle
+    # threads would spin against onnxruntime's for the same two cores. Set before numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
