@@ -1,0 +1,315 @@
+"""Retrieval quality on BEIR SciFact and NFCorpus: the fixed spec set, one index per dataset.
+
+    python bench/quality.py [--datasets scifact nfcorpus] [--rebuild] [--json] [--write-docs]
+
+For each dataset: build `<prefix><dataset>` with every representation through the ingestion API
+(skipped when the index already holds the corpus's document count; `--rebuild` forces it), then
+run the test queries through each spec of `SPECS` with the same `Searcher` a user's query takes,
+and print nDCG@10 / Recall@100 / MRR@10, mean and p95 latency, and the differences against BM25
+measured in the same run. `--json` prints the same figures as JSON. `--write-docs` also writes
+`docs/results.md` (with this command line) and one recall-against-latency PNG per dataset.
+
+The issue's targets are checked and printed as pass/fail lines; a failing target is a finding to
+report, not a reason to tune the specs here (they are fixed so results stay comparable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "beir"
+DOCS = REPO / "docs"
+
+_BM25 = {"type": "bm25", "k": 100, "fields": ["title^1.2", "text"]}
+_DENSE = {"type": "dense", "k": 100, "num_candidates": 200}
+_SPARSE = {"type": "sparse", "k": 100, "mode": "model"}
+_MAXSIM100 = {"type": "maxsim", "window": 100}
+
+#: The fixed spec set of issue 8, in the order of the table. Hybrids name their single stages in
+#: `parts` so the "every hybrid beats each of its single stages" target can be checked.
+SPECS: list[dict[str, Any]] = [
+    {"name": "bm25", "spec": {"first_stages": [_BM25]}},
+    {"name": "dense", "spec": {"first_stages": [_DENSE]}},
+    {"name": "sparse", "spec": {"first_stages": [_SPARSE]}},
+    {"name": "sparse-inference-free",
+     "spec": {"first_stages": [{**_SPARSE, "mode": "inference_free"}]}},
+    {"name": "binary+hamming",
+     "spec": {"first_stages": [{"type": "binary", "k": 1000, "radius": 1}],
+              "rescore": [{"type": "hamming", "window": 1000}]}},
+    {"name": "binary+pq+dense",
+     "spec": {"first_stages": [{"type": "binary", "k": 1000, "radius": 1}],
+              "rescore": [{"type": "pq", "window": 1000}, {"type": "dense", "window": 100}]}},
+    {"name": "fde+maxsim",
+     "spec": {"first_stages": [{"type": "fde", "k": 200, "num_candidates": 400}],
+              "rescore": [{"type": "maxsim", "window": 200}]}},
+    {"name": "bm25+dense (rrf)", "parts": ["bm25", "dense"],
+     "spec": {"first_stages": [_BM25, _DENSE], "fusion": {"type": "rrf", "rank_constant": 60}}},
+    {"name": "bm25+dense+sparse (rrf)", "parts": ["bm25", "dense", "sparse"],
+     "spec": {"first_stages": [_BM25, _DENSE, _SPARSE],
+              "fusion": {"type": "rrf", "rank_constant": 60}}},
+    {"name": "bm25+dense+sparse (rrf) +maxsim@100", "parts": ["bm25", "dense", "sparse"],
+     "spec": {"first_stages": [_BM25, _DENSE, _SPARSE],
+              "fusion": {"type": "rrf", "rank_constant": 60}, "rescore": [_MAXSIM100]}},
+    {"name": "bm25+dense+sparse (linear) +maxsim@100", "parts": ["bm25", "dense", "sparse"],
+     "spec": {"first_stages": [_BM25, _DENSE, _SPARSE],
+              "fusion": {"type": "linear", "normalization": "minmax"}, "rescore": [_MAXSIM100]}},
+]
+
+#: nDCG@10 the issue asks the best pipeline to reach (SPLADE++ 110M reaches 0.704 / 0.347).
+BEST_TARGET = {"scifact": 0.70, "nfcorpus": 0.345}
+DATASETS = ("scifact", "nfcorpus")
+
+
+# ---------------------------------------------------------------- index
+
+
+def ensure_index(
+    client: Any, data_dir: Path, index: str, rebuild: bool, log: Any
+) -> dict[str, Any]:
+    """Build `index` with every representation unless it already holds the whole corpus."""
+    from osneural.ingest.codec_store import delete_codecs
+    from osneural.ingest.indexer import index_corpus
+    from osneural.plugin.eval_beir import load_corpus_ids
+
+    expected = len(load_corpus_ids(data_dir))
+    if client.indices.exists(index=index) and not rebuild:
+        client.indices.refresh(index=index)
+        have = int(client.count(index=index)["count"])
+        if have == expected:
+            print(f"{index}: {have} documents already indexed; not rebuilding", file=log)
+            return {"built": False, "documents": have, "seconds": 0.0}
+        print(f"{index}: holds {have} documents, corpus has {expected}; rebuilding", file=log)
+    if client.indices.exists(index=index):
+        client.indices.delete(index=index)
+    delete_codecs(client, index)
+    print(f"{index}: building with every representation ({expected} documents)", file=log)
+    t0 = time.perf_counter()
+    summary = index_corpus(
+        client, data_dir, index, representations="all", progress=log.isatty(),
+        failure_report=Path(os.environ.get("TMPDIR", "/tmp")) / f"{index}.failures.jsonl",
+    )
+    print(summary.format(), file=log)
+    return {"built": True, "documents": summary.indexed, "failed": summary.failed,
+            "seconds": time.perf_counter() - t0, "stage_seconds": summary.stage_seconds}
+
+
+# ---------------------------------------------------------------- targets
+
+
+def check_targets(dataset: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's quality targets as pass/fail records (missing figures fail, never pass)."""
+    ndcg = {r["name"]: r["metrics"].get("ndcg@10") for r in runs if r.get("failed", 0) == 0}
+    parts = {s["name"]: s.get("parts", []) for s in SPECS}
+    checks = []
+
+    def add(claim: str, ok: bool | None, detail: str) -> None:
+        checks.append({"claim": claim, "pass": bool(ok), "detail": detail})
+
+    def fmt(x: float | None) -> str:
+        return "missing" if x is None else f"{x:.4f}"
+
+    for name, singles in parts.items():
+        if not singles:
+            continue
+        mine = ndcg.get(name)
+        rivals = {s: ndcg.get(s) for s in dict.fromkeys(["bm25", *singles])}
+        ok = mine is not None and all(v is not None and mine > v for v in rivals.values())
+        add(f"{name} beats BM25 and each of its single stages", ok,
+            f"{fmt(mine)} vs " + ", ".join(f"{k} {fmt(v)}" for k, v in rivals.items()))
+    complete = {k: v for k, v in ndcg.items() if v is not None}
+    if complete:
+        best = max(complete, key=complete.get)
+        target = BEST_TARGET.get(dataset)
+        if target is not None:
+            add(f"best pipeline reaches nDCG@10 {target}", complete[best] >= target,
+                f"{best} {complete[best]:.4f}")
+    b, d = ndcg.get("binary+pq+dense"), ndcg.get("dense")
+    add("binary-token first stage with rescoring within 1 point of dense",
+        b is not None and d is not None and b >= d - 0.01, f"{fmt(b)} vs dense {fmt(d)}")
+    return checks
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _table(dataset: str, result: dict[str, Any], markdown: bool) -> str:
+    """The eval table plus the differences against BM25 measured in the same run."""
+    from osneural.plugin.eval_report import format_table
+
+    base = next((r for r in result["runs"] if r["name"] == "bm25"), None)
+    text = format_table(result, markdown=markdown)
+    if base is None or base["metrics"].get("ndcg@10") is None:
+        return text
+    lines = ["", f"against bm25 ({dataset}): ΔnDCG@10, latency ratio (mean)"]
+    for run in result["runs"]:
+        n, b = run["metrics"].get("ndcg@10"), base["metrics"]["ndcg@10"]
+        lm, bm = run["latency_ms"].get("mean"), base["latency_ms"].get("mean")
+        dn = "-" if n is None else f"{n - b:+.4f}"
+        ratio = "-" if not lm or not bm else f"{lm / bm:.2f}x"
+        lines.append(f"  {run['name']:<40} {dn:>8} {ratio:>8}")
+    return text + "\n".join(lines)
+
+
+def plot(dataset: str, result: dict[str, Any], path: Path) -> None:
+    """Recall@100 against mean latency (p95 as the error bar's right end), one point per spec."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for run in result["runs"]:
+        recall, lat = run["metrics"].get("recall@100"), run["latency_ms"]
+        if recall is None or lat.get("mean") is None:
+            continue
+        hybrid = "+" in run["name"] and "(" in run["name"]
+        ax.errorbar(
+            lat["mean"], recall, xerr=[[0], [max(0.0, lat["p95"] - lat["mean"])]],
+            fmt="s" if hybrid else "o", capsize=3, color="tab:red" if hybrid else "tab:blue",
+        )
+        ax.annotate(run["name"], (lat["mean"], recall), textcoords="offset points",
+                    xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per query, ms (marker: mean; bar: to p95; log scale)")
+    ax.set_ylabel("Recall@100")
+    ax.set_title(f"{dataset}: recall against latency (red: hybrids)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    out = [
+        "# Retrieval quality on BEIR",
+        "",
+        "Produced by:",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        f"Measured {report['created']} on {report['machine']}; OpenSearch {report['opensearch']} "
+        f"at {report['url']}. Metrics by ranx with BEIR's conventions (nDCG@10 with gain = grade, "
+        "grade 0 non-relevant, hits equal to the query id dropped, queries without judgments "
+        "skipped); latency is the client's wall time of `Searcher.search` per query, run one "
+        "query at a time after one warm-up query, on a shared machine, so read it as relative.",
+        "",
+    ]
+    for ds in report["datasets"]:
+        res = ds["result"]
+        coll = res["collection"]
+        out += [
+            f"## {ds['name']}",
+            "",
+            f"{coll['evaluated']} test queries, index `{res['index']}` "
+            f"({ds['index']['documents']} documents).",
+            "",
+            _table(ds["name"], res, markdown=True).split("\n\nagainst bm25")[0],
+            "",
+            "| target | result | detail |",
+            "|---|---|---|",
+            *(f"| {c['claim']} | {'pass' if c['pass'] else 'FAIL'} | {c['detail']} |"
+              for c in ds["targets"]),
+            "",
+            f"![{ds['name']} recall against latency]({ds['chart']})" if ds.get("chart") else "",
+            "",
+        ]
+    path.write_text("\n".join(out).rstrip() + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9200"))
+    ap.add_argument("--index-prefix", default="osneural-quality-")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the indexes even if complete")
+    ap.add_argument("--max-queries", type=int, help="first N judged queries only (smoke runs)")
+    ap.add_argument("--specs", nargs="+", help="only these spec names (default: all)")
+    ap.add_argument("--timeout-ms", type=int, default=30_000,
+                    help="per-stage deadline; generous so a loaded machine degrades no stage")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--write-docs", action="store_true", help="write docs/results.md and PNGs")
+    ap.add_argument("--results-dir", type=Path, help="also save each dataset's eval JSON here")
+    args = ap.parse_args(argv)
+
+    from opensearchpy import OpenSearch
+    from osneural.plugin.eval_beir import load_beir
+    from osneural.plugin.eval_report import build_result
+    from osneural.plugin.evaluate import evaluate_specs
+    from osneural.plugin.searcher import Searcher
+    from osneural.plugin.spec import parse_spec
+
+    log = sys.stderr
+    chosen = [s for s in SPECS if not args.specs or s["name"] in args.specs]
+    if not chosen:
+        ap.error(f"no spec matches {args.specs}; known: {[s['name'] for s in SPECS]}")
+    specs = [(s["name"], parse_spec(s["spec"]), "bench/quality.py") for s in chosen]
+    client = OpenSearch(hosts=[args.url], timeout=120)
+    version = client.info()["version"]["number"]
+    report: dict[str, Any] = {
+        "command": "python bench/quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "opensearch": version,
+        "url": args.url,
+        "datasets": [],
+    }
+    for name in args.datasets:
+        data_dir = args.data_dir / name
+        index = f"{args.index_prefix}{name}"
+        built = ensure_index(client, data_dir, index, args.rebuild, log)
+        collection = load_beir(data_dir, "test", limit=args.max_queries)
+        searcher = Searcher(client, index)
+        print(f"{index}: evaluating {len(specs)} specs on {collection.stats.evaluated} queries",
+              file=log)
+        try:
+            runs = evaluate_specs(searcher.search, collection, specs, warmup=1,
+                                  timeout_ms=args.timeout_ms, progress=log.isatty())
+        finally:
+            searcher.close()
+        result = build_result(
+            runs, collection=collection.describe(), index=index, url=args.url,
+            settings={"run_depth": 100, "drop_identical_ids": True, "warmup": 1,
+                      "timeout_ms": args.timeout_ms},
+            created=report["created"],
+        )
+        entry = {"name": name, "index": built, "result": result,
+                 "targets": check_targets(name, result["runs"])}
+        if args.results_dir:
+            args.results_dir.mkdir(parents=True, exist_ok=True)
+            (args.results_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        if args.write_docs:
+            chart = DOCS / f"quality-{name}.png"
+            plot(name, result, chart)
+            entry["chart"] = chart.name
+        report["datasets"].append(entry)
+        if not args.json:
+            print(f"\n== {name} ==")
+            print(_table(name, result, markdown=False))
+            for c in entry["targets"]:
+                print(f"  [{'pass' if c['pass'] else 'FAIL'}] {c['claim']}: {c['detail']}")
+    client.close()
+    if args.write_docs:
+        write_markdown(report, DOCS / "results.md")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    failed = any(r["failed"] for d in report["datasets"] for r in d["result"]["runs"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
