@@ -30,7 +30,10 @@ from pathlib import Path
 import numpy as np
 
 KINDS = ("dense", "sparse", "multivector")
-SCIFACT = Path("/work/shared/data/beir/scifact/corpus.jsonl")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import beir_dir  # noqa: E402
+
+SCIFACT = beir_dir("scifact") / "corpus.jsonl"
 TARGETS = {"ort-fp32": 1.5, "ort-int8": 2.0}
 
 

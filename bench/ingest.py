@@ -24,11 +24,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA = next(
-    (p for p in (Path("/work/shared/data/beir/scifact"), Path(__file__).resolve().parents[2]
-                 / "shared/data/beir/scifact") if p.is_dir()),
-    Path("../shared/data/beir/scifact"),
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import beir_dir  # noqa: E402
+
+DEFAULT_DATA = beir_dir("scifact")
 REPS = ("dense", "sparse", "binary", "pq", "multivector")
 
 

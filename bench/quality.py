@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "beir"
+sys.path.insert(0, str(REPO / "bench"))
+from _data import beir_root  # noqa: E402
+
+DEFAULT_DATA = beir_root()
 DOCS = REPO / "docs"
 
 _BM25 = {"type": "bm25", "k": 100, "fields": ["title^1.2", "text"]}
@@ -87,14 +90,18 @@ def ensure_index(
         if have == expected:
             print(f"{index}: {have} documents already indexed; not rebuilding", file=log)
             return {"built": False, "documents": have, "seconds": 0.0}
-        print(f"{index}: holds {have} documents, corpus has {expected}; rebuilding", file=log)
-    if client.indices.exists(index=index):
-        client.indices.delete(index=index)
-    delete_codecs(client, index)
+        # A partial index (an interrupted build) resumes: its codecs are stored, ids are skipped.
+        print(f"{index}: holds {have} documents, corpus has {expected}; resuming", file=log)
+        resume = True
+    else:
+        resume = False
+        if client.indices.exists(index=index):
+            client.indices.delete(index=index)
+        delete_codecs(client, index)
     print(f"{index}: building with every representation ({expected} documents)", file=log)
     t0 = time.perf_counter()
     summary = index_corpus(
-        client, data_dir, index, representations="all", progress=log.isatty(),
+        client, data_dir, index, representations="all", progress=log.isatty(), resume=resume,
         failure_report=Path(os.environ.get("TMPDIR", "/tmp")) / f"{index}.failures.jsonl",
     )
     print(summary.format(), file=log)

@@ -21,24 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data/beir/scifact")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import beir_dir  # noqa: E402
+
+DATA = beir_dir("scifact")
 
 
 def load_queries(limit: int) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(DATA / "qrels" / "test.tsv", encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            qid, did, rel = line.rstrip("\n").split("\t")
-            qrels.setdefault(qid, {})[did] = int(rel)
-    queries = {}
-    with open(DATA / "queries.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            q = json.loads(line)
-            if q["_id"] in qrels:
-                queries[q["_id"]] = q["text"]
-    keep = list(queries)[:limit]
-    return {k: queries[k] for k in keep}, {k: qrels[k] for k in keep}
+    from osneural.plugin.eval_beir import load_beir
+
+    collection = load_beir(DATA, "test", limit=limit)
+    return collection.queries, {q: dict(d) for q, d in collection.qrels.items()}
 
 
 def ndcg10(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
@@ -68,41 +61,50 @@ def timed(fn, items, workers: int):
     return out, lat
 
 
-def build_mvfloat_index(client, index: str, side: str, limit: int | None) -> None:
-    """Float token vectors of every document, for lateInteractionScore (object, enabled: false)."""
+def build_mvfloat_index(client, side: str, doc_ids: set[str], pool_factor: int) -> None:
+    """Float token vectors (pooled like `mv_codes`, so both sides score the same token set) of the
+    candidate documents only, for lateInteractionScore (`object` field with `enabled: false`)."""
     from opensearchpy import helpers
+    from osneural.ingest.codecs import pool_tokens
     from osneural.ingest.encoders import load_default
 
     if client.indices.exists(index=side):
-        return
+        client.indices.refresh(index=side)
+        if int(client.count(index=side)["count"]) >= len(doc_ids):
+            return
+        client.indices.delete(index=side)
     enc = load_default("multivector")
-    client.indices.create(index=side, body={"mappings": {"properties": {
-        "mv": {"type": "object", "enabled": False}}}})
+    client.indices.create(index=side, body={
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {"properties": {"mv": {"type": "object", "enabled": False}}}})
     docs = []
     with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if limit and i >= limit:
-                break
+        for line in fh:
             d = json.loads(line)
-            docs.append((d["_id"], (d.get("title", "") + " " + d["text"]).strip()))
+            if d["_id"] in doc_ids:
+                docs.append((d["_id"], (d.get("title", "") + " " + d["text"]).strip()))
 
     def actions():
-        for start in range(0, len(docs), 32):
-            batch = docs[start : start + 32]
+        for start in range(0, len(docs), 16):
+            batch = docs[start : start + 16]
             for (doc_id, _), toks in zip(batch, enc.encode_documents([t for _, t in batch]), strict=True):
-                yield {"_index": side, "_id": doc_id, "_source": {"mv": np.round(toks, 6).tolist()}}
+                if pool_factor > 1:
+                    toks = pool_tokens(toks, pool_factor)
+                yield {"_index": side, "_id": doc_id, "_source": {"mv": np.round(toks, 4).tolist()}}
 
-    helpers.bulk(client, actions(), chunk_size=64)
+    helpers.bulk(client, actions(), chunk_size=8, max_chunk_bytes=20 << 20, request_timeout=300)
     client.indices.refresh(index=side)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://127.0.0.1:9200")
-    ap.add_argument("--index", default="bench-scifact")
+    ap.add_argument("--index", default="osneural-quality-scifact",
+                    help="a SciFact index built by bench/quality.py or `osneural ingest`")
     ap.add_argument("--build", action="store_true", help="ingest SciFact first (ingestion API)")
-    ap.add_argument("--limit", type=int, default=None, help="corpus subset for --build")
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--maxsim-queries", type=int, default=30,
+                    help="queries for the MaxSim comparison (its float side index grows with them)")
     ap.add_argument("--spec", default="hybrid")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", action="store_true")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build:
         from osneural.ingest.indexer import index_corpus
 
-        index_corpus(client, str(DATA / "corpus.jsonl"), args.index, limit=args.limit)
+        index_corpus(client, DATA, args.index, representations="all", resume=True)
     queries, qrels = load_queries(args.queries)
     spec = load_spec(args.spec)
     searcher = Searcher(client, args.index)
@@ -156,14 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     side = f"{args.index}-mvfloat"
     info = client.info()["version"]["number"]
     if tuple(int(x) for x in info.split(".")[:2]) >= (3, 3):
-        build_mvfloat_index(client, args.index, side, args.limit)
         base = {"first_stages": [s.model_dump() for s in spec.first_stages],
                 "fusion": spec.fusion.model_dump(), "size": 100, "_source": False}
+        mq = dict(list(queries.items())[: args.maxsim_queries])
         fused = {q: [h["_id"] for h in searcher.search(t, base)["hits"]["hits"]]
-                 for q, t in queries.items()}
-        mv = searcher.cache.encoders.get("multivector")
-        qtok = {q: mv.encode_queries([t])[0] for q, t in queries.items()}
+                 for q, t in mq.items()}
         res = searcher.cache.index(client, args.index)
+        pool = int((res.codecs.params or {}).get("pool_factor", 1))
+        build_mvfloat_index(client, side, {d for ids in fused.values() for d in ids}, pool)
+        mv = searcher.cache.encoders.get("multivector")
+        qtok = {q: mv.encode_queries([t])[0] for q, t in mq.items()}
         books = res.codec("pq_tokens", "bench").codebooks
         from osneural.plugin import rescoring
 
@@ -180,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             return [h["_id"] for h in client.search(index=side, body=body)["hits"]["hits"]]
 
         for workers in (1, args.concurrency):
-            o1, l1 = timed(ours, list(queries), workers)
-            o2, l2 = timed(theirs, list(queries), workers)
+            o1, l1 = timed(ours, list(mq), workers)
+            o2, l2 = timed(theirs, list(mq), workers)
             a1, b1 = pct(l1)
             a2, b2 = pct(l2)
             rows.append({"what": "maxsim top100: osneural (PQ tokens)", "clients": workers,
-                         "p50_ms": a1, "p95_ms": b1, "ndcg@10": ndcg10(o1, qrels)})
+                         "p50_ms": a1, "p95_ms": b1, "ndcg@10": ndcg10(o1, {q: qrels[q] for q in mq})})
             rows.append({"what": "maxsim top100: lateInteractionScore", "clients": workers,
-                         "p50_ms": a2, "p95_ms": b2, "ndcg@10": ndcg10(o2, qrels),
+                         "p50_ms": a2, "p95_ms": b2, "ndcg@10": ndcg10(o2, {q: qrels[q] for q in mq}),
                          "ratio_ours_over_theirs_p50": a1 / a2})
     else:
         results["late_interaction"] = f"skipped: node is {info}, lateInteractionScore needs 3.3"
