@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import beir_dir  # noqa: E402
+
+from osneural.paths import opensearch_url
 
 DEFAULT_DATA = beir_dir("scifact")
 REPS = ("dense", "sparse", "binary", "pq", "multivector")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--limit", type=int, default=None, help="first N documents only")
-    ap.add_argument("--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9250"))
+    ap.add_argument("--url", default=opensearch_url())
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-docs", type=int, default=2000)
     ap.add_argument("--analyzers", action="store_true", help="also compare BM25 analyzers (all docs)")

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from osneural.paths import opensearch_url
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 from _data import beir_root  # noqa: E402
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9200"))
+    ap.add_argument("--url", default=opensearch_url())
     ap.add_argument("--index-prefix", default="osneural-quality-")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the indexes even if complete")
     ap.add_argument("--max-queries", type=int, help="first N judged queries only (smoke runs)")

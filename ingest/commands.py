@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from osneural.paths import opensearch_url
 
 
 def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", help="corpus.jsonl, a folder of JSONL files, or 'sample'")
     parser.add_argument("--index", required=True, help="target index name")
-    parser.add_argument("--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://localhost:9200"),
+    parser.add_argument("--url", default=opensearch_url(),
                         help="OpenSearch URL (default $OSNEURAL_OPENSEARCH_URL or localhost:9200)")
     parser.add_argument("--representations", default=None,
                         help="comma list of dense,sparse,binary,pq,multivector or 'all' "

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-DEFAULT_URL = os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9200")
+from osneural.paths import opensearch_url
+
+DEFAULT_URL = opensearch_url()
 
 
 def configure_search(parser: argparse.ArgumentParser) -> None:

@@ -31,8 +31,10 @@ from osneural.plugin.eval_metrics import (
 from osneural.plugin.eval_report import SpecResult
 from osneural.plugin.spec import PipelineSpec, SpecError, load_spec, parse_spec
 
+from osneural.paths import opensearch_url
+
 SearchFn = Callable[[str, PipelineSpec], dict[str, Any]]
-DEFAULT_URL = "http://127.0.0.1:9200"
+DEFAULT_URL = opensearch_url()
 ERRORS_KEPT = 5
 
 

@@ -1,15 +1,15 @@
 """Product quantization: M sub-spaces x 2^nbits centroids, trained with faiss k-means.
 
 Codes are uint8 [n, M] (one centroid id per sub-space). Codebooks are float32 [M, ksub, dsub]:
-sub-space `j` covers dimensions `j * dsub ... (j + 1) * dsub - 1` of the (optionally rotated)
-vector, the same layout as `faiss.ProductQuantizer.centroids`, so faiss can reload them.
+sub-space `j` covers dimensions `j * dsub ... (j + 1) * dsub - 1` of the vector,
+the same layout as `faiss.ProductQuantizer.centroids`, so faiss can reload them.
 
-Encoding runs through a `faiss.ProductQuantizer` loaded with our codebooks (about 5x faster than
+Encoding runs through a `faiss.ProductQuantizer` loaded with our codebooks (about 3x faster than
 a numpy argmin on 384-d vectors). faiss packs codes of fewer than 8 bits, so `nbits < 8` takes the
 numpy path, which is also the reference the tests hold faiss to.
 
 No OPQ rotation: `faiss.OPQMatrix` was measured on MiniLM-like data (unit vectors, decaying
-spectrum in a random basis) and raised the reconstruction error (M=16: 0.814 vs 0.782;
+spectrum in a random basis) and raised the reconstruction error (M=16: 0.814 vs 0.776;
 `bench/codecs.py` repeats the comparison), so the codebooks stay in the original space and the
 `maxsim_pq` kernel can read them directly.
 """
@@ -34,7 +34,10 @@ KIND = "pq"
 
 
 class ProductQuantizer:
-    """Per-sub-space k-means codebooks, encode/decode, and asymmetric-distance lookup tables."""
+    """Per-sub-space k-means codebooks, encode/decode, and asymmetric-distance lookup tables.
+
+    `lookup_table` is [M, ksub] (ksub = 256 for the default nbits=8).
+    """
 
     def __init__(
         self,

@@ -8,9 +8,10 @@ BM25 alone and through the hybrid pipeline, so a newcomer sees what the neural s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+
+from osneural.paths import opensearch_url
 
 DEMO_QUERIES = (
     "how do I parse a JSON string into a Python object",
@@ -21,7 +22,7 @@ DEMO_QUERIES = (
 
 
 def configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9200"))
+    parser.add_argument("--url", default=opensearch_url())
     parser.add_argument("--index", default="osneural-demo")
     parser.add_argument("--limit", type=int, default=600,
                         help="ingest this many docstrings, spread evenly over all modules (0 = all)")

@@ -26,3 +26,9 @@ def models_dir() -> Path:
     """Exported ONNX models live here, one folder each; `OSNEURAL_MODELS` overrides it."""
     env = os.environ.get("OSNEURAL_MODELS")
     return Path(env).expanduser() if env else cache_dir() / "models"
+
+
+def opensearch_url() -> str:
+    """The cluster every command talks to unless told otherwise: `OSNEURAL_OPENSEARCH_URL`, else
+    the local node `osneural opensearch start` runs."""
+    return os.environ.get("OSNEURAL_OPENSEARCH_URL", "http://127.0.0.1:9200").rstrip("/")
