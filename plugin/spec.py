@@ -193,12 +193,15 @@ def _message(err: dict[str, Any]) -> str:
 
 
 def parse_spec(data: PipelineSpec | dict[str, Any] | str | None) -> PipelineSpec:
-    """Validate a spec given as a model, a dict, a JSON string or None (the default pipeline)."""
+    """Validate a spec given as a model, a dict, a JSON string, a built-in name or spec file path,
+    or None (the default pipeline)."""
     if isinstance(data, PipelineSpec):
         return data
     if data is None:
         data = {}
     if isinstance(data, str):
+        if not data.lstrip().startswith(("{", "[")):
+            return load_spec(data)
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:

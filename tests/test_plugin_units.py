@@ -306,3 +306,13 @@ def test_body_to_spec_overrides_and_filter():
         _spec_from_body({"aggs": {}, "ext": {"osneural": {"query": "x"}}})
     with pytest.raises(SpecError, match="first_stages\\[0\\]"):
         _spec_from_body({"ext": {"osneural": {"query": "x", "spec": {"first_stages": [{"type": "?"}]}}}})
+
+
+def test_parse_spec_accepts_builtin_names_and_rejects_unknown_ones():
+    from osneural.plugin.spec import SpecError, load_spec, parse_spec
+
+    assert parse_spec("hybrid") == load_spec("hybrid")
+    with pytest.raises(SpecError, match="unknown spec 'hybird'"):
+        parse_spec("hybird")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        parse_spec("{broken")
