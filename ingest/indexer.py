@@ -286,6 +286,11 @@ class _Timer:
             )
 
 
+def _one_pass(multi: Any, dense: Any) -> bool:
+    shares = getattr(multi, "shares_dense_pass", None)
+    return bool(shares and shares(dense))
+
+
 def _encode_raw(
     docs: list[CorpusDocument], encoders: dict[str, Any], params: CodecParams,
     expected_dim: int | None, timer: _Timer, summary: IngestSummary,
@@ -293,24 +298,34 @@ def _encode_raw(
     texts = [_joined_text(d) for d in docs]
     raw = _Raw()
     truncated: set[int] = set()
+    tokens = shared_dense = None
+    multi = encoders.get("multivector")
+    if multi is not None and "dense" in encoders and _one_pass(multi, encoders["dense"]):
+        # MiniLM serves both: its token rows and its pooled vector come from one forward pass.
+        with timer("encode_dense+multivector"):
+            tokens, shared_dense = multi.encode_documents_and_pooled(texts)
+            truncated |= _truncated_rows(multi)
     if "dense" in encoders:
         with timer("encode_dense"):
-            dense = np.asarray(encoders["dense"].encode_documents(texts), dtype=np.float32)
+            dense = shared_dense if shared_dense is not None else np.asarray(
+                encoders["dense"].encode_documents(texts), dtype=np.float32)
             if dense.shape[0] != len(docs) or (expected_dim and dense.shape[1] != expected_dim):
                 raise IndexMismatch(
                     f"dense encoder returned shape {dense.shape} for {len(docs)} documents; "
                     f"the index expects dimension {expected_dim}"
                 )
             raw.dense = dense
-            truncated |= _truncated_rows(encoders["dense"])
+            if shared_dense is None:
+                truncated |= _truncated_rows(encoders["dense"])
     if "sparse" in encoders:
         with timer("encode_sparse"):
             raw.sparse = list(encoders["sparse"].encode_documents(texts))
             truncated |= _truncated_rows(encoders["sparse"])
-    if "multivector" in encoders:
-        with timer("encode_multivector"):
-            tokens = encoders["multivector"].encode_documents(texts)
-            truncated |= _truncated_rows(encoders["multivector"])
+    if multi is not None:
+        if tokens is None:
+            with timer("encode_multivector"):
+                tokens = multi.encode_documents(texts)
+                truncated |= _truncated_rows(multi)
         with timer("codecs"):
             if params.pool_factor > 1:
                 tokens = [pool_tokens(t, params.pool_factor) for t in tokens]

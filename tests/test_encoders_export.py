@@ -279,6 +279,20 @@ def _reference_tokens(src, text, weight):
     return proj / np.linalg.norm(proj, axis=1, keepdims=True)
 
 
+def test_multivector_pass_also_yields_the_dense_vector(exported) -> None:
+    dense = load_encoder(exported["dense"])
+    multi = load_encoder(exported["multivector"])
+    assert multi.has_pooled_output and multi.shares_dense_pass(dense)
+    texts = ["Statins lower LDL cholesterol.", "", "A " + "long sentence " * 300]
+    tokens, pooled = multi.encode_documents_and_pooled(texts)
+    assert np.max(np.abs(pooled - dense.encode_documents(texts))) <= 1e-5
+    assert not pooled[1].any() and tokens[1].shape == (0, 384)  # empty text: zero, like dense
+    for got, want in zip(tokens, multi.encode_documents(texts), strict=True):
+        assert np.array_equal(got, want)
+    # A cut Matryoshka dense encoder is not the same vector: the shared pass must not claim it.
+    assert not multi.shares_dense_pass(load_encoder(exported["dense"], dim=128))
+
+
 def test_pylate_layout_exports_and_loads(tmp_path) -> None:
     from safetensors.numpy import save_file
 
@@ -300,6 +314,7 @@ def test_pylate_layout_exports_and_loads(tmp_path) -> None:
 
     manifest = export_model(ck, "multivector", tmp_path / "out")
     assert manifest["dim"] == 128 and manifest["projection"]["out_features"] == 128
+    assert "sentence_embedding" not in manifest["outputs"]  # projected tokens: no shared pass
     assert manifest["query_max_length"] == 24 and manifest["max_length"] == 128
     assert manifest["parity_max_abs_diff"] <= 1e-4
     enc = load_encoder(tmp_path / "out")

@@ -26,6 +26,7 @@ from osneural.ingest.encoders.manifest import (
     INT8_MODEL_NAME,
     KINDS,
     MODEL_NAME,
+    POOLED_OUTPUT,
     TOKENIZER_NAME,
     read_manifest,
     sha256_files,
@@ -111,6 +112,14 @@ def _build_module(kind: str, model, info: CheckpointInfo, pooling: str):
     nn = torch.nn
     functional = torch.nn.functional
 
+    def pool(hidden, attention_mask):
+        if pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return functional.normalize(pooled, p=2.0, dim=-1, eps=1e-12)
+
     class Dense(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -118,12 +127,7 @@ def _build_module(kind: str, model, info: CheckpointInfo, pooling: str):
 
         def forward(self, input_ids, attention_mask):
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            if pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return functional.normalize(pooled, p=2.0, dim=-1, eps=1e-12)
+            return pool(hidden, attention_mask)
 
     class Sparse(nn.Module):
         def __init__(self) -> None:
@@ -146,12 +150,16 @@ def _build_module(kind: str, model, info: CheckpointInfo, pooling: str):
 
         def forward(self, input_ids, attention_mask):
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            if self.linear is not None:
-                hidden = self.linear(hidden)
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            if self.linear is not None:
+                tokens = functional.normalize(self.linear(hidden), p=2.0, dim=-1, eps=1e-12)
+                return tokens, m.squeeze(-1)
             # Rows are not multiplied by the mask: ColBERT queries keep the embeddings of [MASK]
             # expansion tokens that nothing attends to; the runtime drops padding itself.
-            return functional.normalize(hidden, p=2.0, dim=-1, eps=1e-12), m.squeeze(-1)
+            tokens = functional.normalize(hidden, p=2.0, dim=-1, eps=1e-12)
+            # Without a projection the tokens come from the same encoder as the dense vector, so
+            # the graph also pools: ingestion then gets both from one forward pass.
+            return tokens, m.squeeze(-1), pool(hidden, attention_mask)
 
     if kind == "dense":
         return Dense().eval()
@@ -316,10 +324,13 @@ def export_model(
     ids, mask = _batch(tokenizer, PARITY_TEXTS, length)
     outputs = {"dense": ["embedding"], "sparse": ["term_weights"],
                "multivector": ["token_embeddings", "token_mask"]}[kind]
+    if kind == "multivector" and info.projection is None:
+        outputs = [*outputs, POOLED_OUTPUT]
     axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "sequence"},
                                        "attention_mask": {0: "batch", 1: "sequence"}}
     for name in outputs:
-        axes[name] = {0: "batch"} if kind != "multivector" else {0: "batch", 1: "sequence"}
+        axes[name] = {0: "batch", 1: "sequence"} if name in ("token_embeddings", "token_mask") \
+            else {0: "batch"}
     tmp = out / (MODEL_NAME + ".tmp")
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about Python-side shape checks in transformers' masking code; parity
@@ -331,6 +342,7 @@ def export_model(
             dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True,
         )
         reference = module(torch.from_numpy(ids), torch.from_numpy(mask))
+    pooled_reference = reference[2].numpy() if POOLED_OUTPUT in outputs else None
     reference = reference[0] if isinstance(reference, tuple) else reference
     fusion = _fuse_transformer_ops(tmp, backbone.config)
     tmp.replace(out / MODEL_NAME)
@@ -343,6 +355,9 @@ def export_model(
     if kind == "multivector":  # padding rows are dropped by the runtime
         delta = delta[mask.astype(bool)]
     parity = float(np.max(delta))
+    if pooled_reference is not None:
+        pooled = sess.run([POOLED_OUTPUT], {"input_ids": ids, "attention_mask": mask})[0]
+        parity = max(parity, float(np.max(np.abs(pooled - pooled_reference))))
     if not parity <= max(parity_tolerance, 0.0):
         raise ExportError(
             f"onnxruntime differs from torch by {parity:.3g} (> {parity_tolerance:g}) "
@@ -376,6 +391,7 @@ def export_model(
         "model_type": info.model_type,
         "pooling": {"dense": pooling, "sparse": "max log1p(relu(logits)) over tokens",
                     "multivector": "none (per token)"}[kind],
+        "sentence_pooling": pooling if POOLED_OUTPUT in outputs else None,
         "normalization": "none" if kind == "sparse" else "l2",
         "dim": dim,
         "hidden_size": hidden,

@@ -18,6 +18,8 @@ MODEL_NAME = "model.onnx"
 INT8_MODEL_NAME = "model.int8.onnx"
 TOKENIZER_NAME = "tokenizer.json"
 IDF_NAME = "idf.json"
+# Extra output of a projection-less multi-vector export: the pooled, normalised sentence vector.
+POOLED_OUTPUT = "sentence_embedding"
 FORMAT_VERSION = 1
 KINDS = ("dense", "sparse", "multivector")
 

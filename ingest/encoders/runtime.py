@@ -25,6 +25,7 @@ from osneural.ingest.encoders.manifest import (
     IDF_NAME,
     INT8_MODEL_NAME,
     MODEL_NAME,
+    POOLED_OUTPUT,
     TOKENIZER_NAME,
     read_manifest,
 )
@@ -361,18 +362,43 @@ class MultiVectorEncoder(OnnxEncoder):
         self.mask_id = int(mask_id)
         self.attend_to_expansion = bool(self.manifest.get("attend_to_expansion_tokens", False))
 
+    @property
+    def has_pooled_output(self) -> bool:
+        """True when the graph also yields the pooled sentence vector (no projection layer)."""
+        return POOLED_OUTPUT in self.manifest.get("outputs", [])
+
+    def shares_dense_pass(self, dense: DenseEncoder) -> bool:
+        """Whether `dense`'s vectors equal this graph's pooled output, so one pass serves both:
+        same weights, tokenizer limits, prefix, pooling and precision, at full dimension."""
+        return (self.has_pooled_output and dense.sha256 == self.sha256
+                and dense.max_length == self.max_length
+                and dense.document_prefix == self.document_prefix
+                and dense.precision == self.precision
+                and dense.dim == int(dense.manifest["dim"]) == self.dim
+                and dense.manifest.get("pooling") == self.manifest.get("sentence_pooling"))
+
     def encode_documents(self, texts: Iterable[TextInput]) -> list[np.ndarray]:
         """float32 [t_i, dim] per text; `[0, dim]` for empty text."""
+        return self.encode_documents_and_pooled(texts)[0]
+
+    def encode_documents_and_pooled(
+        self, texts: Iterable[TextInput]
+    ) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Token rows per text and, when the graph has it, the pooled vector per text (zero rows
+        for empty text, as `DenseEncoder` gives); None otherwise."""
         stats = EncodeStats()
         texts = check_texts(texts)
         ids = self._tokenize(texts, self.document_prefix, self.max_length, stats)
         out = [np.zeros((0, self.dim), dtype=np.float32) for _ in texts]
+        pooled = np.zeros((len(texts), self.dim), dtype=np.float32) if self.has_pooled_output else None
         for i, row in self._run(ids, stats=stats).items():
             seq = row[-1]
             keep = ~self.skip[seq]
             out[i] = np.ascontiguousarray(row[0][: len(seq)][keep], dtype=np.float32)
+            if pooled is not None:
+                pooled[i] = row[2]
         self.last_stats = stats
-        return out
+        return out, pooled
 
     def encode_queries(self, texts: Iterable[TextInput]) -> list[np.ndarray]:
         """float32 [query_max_length, dim] per text; `[0, dim]` for empty text."""
