@@ -151,6 +151,38 @@ def dense_exact_scores(
     return np.array([got.get(doc_id, np.nan) for doc_id in ids], dtype=np.float64)
 
 
+def combine_scores(
+    previous: Sequence[float], new: np.ndarray, how: str, weight: float = 0.5,
+    rank_constant: int = 60,
+) -> np.ndarray:
+    """Blend a rescoring stage's scores with the window's incoming scores (best first).
+
+    `replace` returns `new`. `rrf` adds (1 - weight) / (k + incoming rank) and
+    weight / (k + new rank); `linear` mixes min-max normalised scores. A document the stage could
+    not score (NaN) takes the stage's worst score, so it keeps its incoming evidence.
+    """
+    new = np.asarray(new, dtype=np.float64)
+    if how == "replace" or len(new) == 0:
+        return new
+    if np.all(np.isnan(new)):
+        return np.full(len(new), np.nan)
+    filled = np.where(np.isnan(new), np.nanmin(new), new)
+    prev = np.asarray(previous, dtype=np.float64)
+    if how == "rrf":
+        prev_rank = np.arange(1, len(prev) + 1)  # the window arrives sorted best first
+        new_rank = np.empty(len(filled), dtype=np.int64)
+        new_rank[np.argsort(-filled, kind="stable")] = np.arange(1, len(filled) + 1)
+        return (1 - weight) / (rank_constant + prev_rank) + weight / (rank_constant + new_rank)
+    if how == "linear":
+        return (1 - weight) * _minmax(prev) + weight * _minmax(filled)
+    raise ValueError(f"unknown combine mode {how!r}")
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return np.ones_like(x) if hi == lo else (x - lo) / (hi - lo)
+
+
 def reorder(
     candidates: Sequence[tuple[str, float]], window: int, scores: np.ndarray
 ) -> list[tuple[str, float]]:

@@ -62,7 +62,11 @@ class QueryEncodings:
         def compute() -> dict[str, float]:
             enc = self.cache.encoders.checked("sparse", self.res, stage)
             if mode == "inference_free":
-                return dict(enc.encode_queries_inference_free([self.text])[0])
+                idf = (self.res.codecs.params or {}).get("idf")
+                if idf is None:
+                    raise StageError(f"{stage}: the index stores no IDF table for inference-free "
+                                     "queries; re-ingest it with the sparse representation")
+                return dict(enc.encode_queries([self.text], idf=idf)[0])
             return dict(enc.encode_queries([self.text])[0])
 
         return self._memo(f"sparse.{mode}", compute)
@@ -136,8 +140,10 @@ class Searcher:
                 raise StageError(f"{where}: the index's codecs do not record the MIH substring count")
             from osneural.ingest.codecs import mih
 
-            terms = mih.query_tokens(enc.binary_code(where), m, stage.radius, n_bits=bq.n_bits)
-            query = stages.binary_query(stage, terms, flt)
+            code = enc.binary_code(where)
+            terms = mih.query_tokens(code, m, stage.radius, n_bits=bq.n_bits)
+            exact = set(mih.query_tokens(code, m, 0, n_bits=bq.n_bits))
+            query = stages.binary_query(stage, terms, flt, exact)
         elif stage.type == "fde":
             query = stages.fde_query(stage, enc.fde(where), flt)
         else:  # pragma: no cover - the spec's discriminated union forbids it
@@ -267,6 +273,9 @@ class Searcher:
             except Exception as exc:  # noqa: BLE001 - a failing rescorer degrades, never fails
                 warnings.append(f"rescore[{j}] ({n}) failed: {type(exc).__name__}: {exc}; skipped")
                 continue
+            scores = rescoring.combine_scores(
+                [s for _, s in candidates[: stage.window]], scores, stage.combine, stage.weight,
+                stage.rank_constant)
             candidates = rescoring.reorder(candidates, stage.window, scores)
             timings[f"rescore.{n}"] = ms
             if spec.explain:

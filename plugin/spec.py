@@ -104,22 +104,36 @@ Fusion = Annotated[RRFFusion | LinearFusion, Field(discriminator="type")]
 # ---------------------------------------------------------------- rescoring
 
 
-class HammingRescore(_Strict):
+class _Rescore(_Strict):
+    """How a rescoring stage's score meets the ranking it re-ranks.
+
+    `replace` orders the window by the new score alone (right when the new score is strictly
+    better, e.g. exact dense after PQ). `rrf` and `linear` blend it with the incoming ranking,
+    `weight` being the new score's share: a late-interaction model that was never trained for
+    the corpus (MiniLM tokens) then refines a strong hybrid instead of overriding it.
+    """
+
+    combine: Literal["replace", "rrf", "linear"] = "replace"
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    rank_constant: int = Field(60, ge=0)
+
+
+class HammingRescore(_Rescore):
     type: Literal["hamming"] = "hamming"
     window: int = Field(1000, ge=1, le=10_000)
 
 
-class PQRescore(_Strict):
+class PQRescore(_Rescore):
     type: Literal["pq"] = "pq"
     window: int = Field(200, ge=1, le=10_000)
 
 
-class DenseRescore(_Strict):
+class DenseRescore(_Rescore):
     type: Literal["dense"] = "dense"
     window: int = Field(100, ge=1, le=10_000)
 
 
-class MaxSimRescore(_Strict):
+class MaxSimRescore(_Rescore):
     type: Literal["maxsim"] = "maxsim"
     window: int = Field(100, ge=1, le=10_000)
 

@@ -86,17 +86,23 @@ def sparse_query(
     return query
 
 
-def binary_query(stage: BinaryStage, terms: list[str], filter_clause: dict | None = None) -> dict:
-    """Count of the query's MIH substring terms a document shares (each term scores exactly 1).
+def binary_query(
+    stage: BinaryStage, terms: list[str], filter_clause: dict | None = None,
+    exact: set[str] | frozenset[str] = frozenset(),
+) -> dict:
+    """Per substring: `radius + 1` when it equals the query's (terms in `exact`), 1 when it is
+    within `radius` flips, 0 otherwise; summed over substrings.
 
     A document holds one term per substring, and all expansions of one substring are distinct
-    values, so the score is the number of substrings within `radius` of the query's: a coarse
-    Hamming proximity that the `hamming` rescoring then makes exact.
+    values, so each substring contributes once. Weighting exact matches above near ones makes the
+    sum a finer Hamming proximity (on SciFact it lifts Recall@100 of the stage), which the
+    `hamming` rescoring then makes exact.
     """
     if not terms:
         raise ValueError("binary: no query terms")
     should = [
-        {"constant_score": {"filter": {"term": {stage.field: t}}, "boost": 1.0}}
+        {"constant_score": {"filter": {"term": {stage.field: t}},
+                            "boost": float(stage.radius + 1) if t in exact else 1.0}}
         for t in dict.fromkeys(terms)
     ]
     query: dict[str, Any] = {"bool": {"should": should, "minimum_should_match": 1}}

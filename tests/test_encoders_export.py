@@ -162,8 +162,10 @@ def test_multivector_matches_torch_on_a_padded_batch(exported) -> None:
     tokens = enc.tokenizer.encode("Café owners in Zürich sold 42 crêpes").tokens
     assert docs[3].shape[0] == len(tokens)
     assert docs[0].shape[0] == len(enc.tokenizer.encode(TEXTS[0]).ids) - 1  # the final "."
+    # MiniLM has no ColBERT projection: queries are not [MASK]-expanded, only truncated.
+    assert enc.query_expansion is False
     queries = enc.encode_queries(["what is vitamin d", "x " * 40])
-    assert [q.shape for q in queries] == [(16, 384), (16, 384)]
+    assert [q.shape for q in queries] == [(6, 384), (16, 384)]  # [CLS] 4 wordpieces [SEP]
     assert enc.last_stats.truncated == 1 and enc.last_stats.truncated_indices == [1]
 
 

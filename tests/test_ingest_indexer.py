@@ -92,7 +92,8 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
     assert osn["fields"]["matryoshka"] == [64]
 
     bundle = load_codecs(opensearch_client, index_name)
-    assert bundle is not None and bundle.params["mih_m"] == 24 and bundle.binary.n_bits == 384
+    assert bundle is not None and bundle.params["mih_m"] == CodecParams().mih_m == 64
+    assert bundle.binary.n_bits == 384
     ids = sorted(good)
     hits = _fetch(opensearch_client, index_name, ids)
     assert sorted(hits) == ids
@@ -111,8 +112,8 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
         np.testing.assert_allclose(src["dense_64"], head, atol=1e-6)
         assert src["sparse"] == sparse_features(sparse[k])
         assert "json%2Edumps" in src["sparse"] or doc_id == "long"
-        assert src["bin_tokens"] == code_tokens(codes[k : k + 1], 24, n_bits=384)[0]
-        assert len(src["bin_tokens"]) == 24
+        assert src["bin_tokens"] == code_tokens(codes[k : k + 1], 64, n_bits=384)[0]
+        assert len(src["bin_tokens"]) == 64
         assert np.array_equal(unb64(src["bin_code"]), codes[k])
         assert np.array_equal(unb64(hit["fields"]["bin_code"][0]), codes[k])
         pq = unb64(hit["fields"]["dense_pq"][0])

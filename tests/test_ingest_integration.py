@@ -92,7 +92,7 @@ def test_real_encoders_every_field_failures_and_resume(
         stored = unb64(src["bin_code"])
         assert np.unpackbits(stored ^ codes[k]).sum() <= 2  # bits at the sign boundary may flip
         assert np.array_equal(unb64(fields["bin_code"][0]), stored)
-        assert src["bin_tokens"] == code_tokens(stored[None, :], 24, n_bits=384)[0]
+        assert src["bin_tokens"] == code_tokens(stored[None, :], 64, n_bits=384)[0]
         assert_nearest_codes(bundle.pq_dense, np.asarray([src["dense"]], np.float32),
                              unb64(fields["dense_pq"][0])[None, :])
         mv = unb64(fields["mv_codes"][0], 16)

@@ -60,13 +60,15 @@ class SparseEnc(_Enc):
     def __init__(self) -> None:
         super().__init__("sparse")
 
-    def encode_queries(self, texts):
+    def encode_queries(self, texts, idf=None):
+        # Like SparseEncoder: an IDF table switches to inference-free (tokens only, no model);
+        # this stand-in weighs every query word 1.0 then.
+        if idf is not None:
+            return [{w: 1.0 for w in self._words(t)} for t in texts]
         return [{w: 1.0 + len(w) / 10 for w in self._words(t)} for t in texts]
 
-    encode_documents = encode_queries
-
-    def encode_queries_inference_free(self, texts):
-        return [{w: 1.0 for w in self._words(t)} for t in texts]
+    def encode_documents(self, texts):
+        return self.encode_queries(texts)
 
 
 class MultiEnc(_Enc):
@@ -116,7 +118,7 @@ def plugin_index(opensearch_client, cache):
     pq_tok = ProductQuantizer(M=4).fit(all_tok)
     fde = MuveraFDE(dim=DIM, k_sim=2, reps=2, d_proj=8)
     bundle = CodecBundle(binary=bq, pq_dense=pq_dense, pq_tokens=pq_tok, fde=fde,
-                         params={"mih_m": 4, "mih_radius": 1})
+                         params={"mih_m": 4, "mih_radius": 1, "idf": {"format": "stand-in"}})
     codes = bq.encode(dense)
     terms = mih_code_tokens(codes, 4, n_bits=bq.n_bits)
     fdes = np.stack([fde.encode_document(t) for t in tokens])
@@ -192,8 +194,7 @@ def test_sparse_stage_is_the_dot_product(searcher, plugin_index):
     for mode in ("model", "inference_free"):
         resp = searcher.search(q, {"first_stages": [{"type": "sparse", "k": 80, "mode": mode}],
                                    "size": 80})
-        qw = (SparseEnc().encode_queries if mode == "model"
-              else SparseEnc().encode_queries_inference_free)([q])[0]
+        qw = SparseEnc().encode_queries([q], idf=None if mode == "model" else {})[0]
         want = {}
         for i, d in plugin_index["docs"].items():
             dw = SparseEnc().encode_documents([d["text"]])[0]

@@ -316,3 +316,30 @@ def test_parse_spec_accepts_builtin_names_and_rejects_unknown_ones():
         parse_spec("hybird")
     with pytest.raises(SpecError, match="not valid JSON"):
         parse_spec("{broken")
+
+
+def test_combine_scores_modes():
+    import numpy as np
+    from osneural.plugin.rescoring import combine_scores
+
+    prev = [3.0, 2.0, 1.0]  # incoming window, best first
+    new = np.array([0.1, 0.9, np.nan])
+    assert np.array_equal(combine_scores(prev, new, "replace"), new, equal_nan=True)
+    rrf = combine_scores(prev, new, "rrf", weight=0.5, rank_constant=0)
+    # ranks: prev 1,2,3; new 2,1,3 (NaN takes the worst score, ties keep incoming order)
+    np.testing.assert_allclose(rrf, [0.5 / 1 + 0.5 / 2, 0.5 / 2 + 0.5 / 1, 0.5 / 3 + 0.5 / 3])
+    lin = combine_scores(prev, new, "linear", weight=0.25)
+    np.testing.assert_allclose(lin, [0.75 * 1.0 + 0.0, 0.75 * 0.5 + 0.25, 0.0 + 0.0])
+    assert np.isnan(combine_scores(prev, np.full(3, np.nan), "linear")).all()
+    with pytest.raises(ValueError, match="unknown combine mode"):
+        combine_scores(prev, new, "max")
+
+
+def test_binary_query_weights_exact_substrings_above_near_ones():
+    from osneural.plugin.spec import BinaryStage
+    from osneural.plugin.stages import binary_query
+
+    q = binary_query(BinaryStage(radius=1), ["00:a", "00:b", "01:c"], None, {"00:a", "01:c"})
+    boosts = {c["constant_score"]["filter"]["term"]["bin_tokens"]: c["constant_score"]["boost"]
+              for c in q["bool"]["should"]}
+    assert boosts == {"00:a": 2.0, "00:b": 1.0, "01:c": 2.0}

@@ -344,8 +344,8 @@ class MultiVectorEncoder(OnnxEncoder):
     """ColBERT-style token embeddings, rows L2-normalised.
 
     Documents keep [CLS] and [SEP] (ColBERT's skiplist covers punctuation only) and drop padding
-    and punctuation tokens. Queries are padded with [MASK] to `query_max_length` (32 by default)
-    and keep every row, expansion tokens included; the [MASK] tokens are attended to only when the
+    and punctuation tokens. Queries of ColBERT-layout checkpoints are padded with [MASK] to
+    `query_max_length` (32 by default) and keep every row, expansion tokens included; the [MASK] tokens are attended to only when the
     checkpoint asks for it (`attend_to_expansion_tokens`, PyLate's setting; off as in ColBERTv2).
     """
 
@@ -361,6 +361,7 @@ class MultiVectorEncoder(OnnxEncoder):
             raise EncoderError(f"{self.folder}: manifest has no [MASK] token id for query padding")
         self.mask_id = int(mask_id)
         self.attend_to_expansion = bool(self.manifest.get("attend_to_expansion_tokens", False))
+        self.query_expansion = bool(self.manifest.get("query_expansion", True))
 
     @property
     def has_pooled_output(self) -> bool:
@@ -401,7 +402,8 @@ class MultiVectorEncoder(OnnxEncoder):
         return out, pooled
 
     def encode_queries(self, texts: Iterable[TextInput]) -> list[np.ndarray]:
-        """float32 [query_max_length, dim] per text; `[0, dim]` for empty text."""
+        """float32 [query_max_length, dim] per text ([MASK]-padded) when the model expands
+        queries, else [query tokens, dim]; `[0, dim]` for empty text."""
         stats = EncodeStats()
         texts = check_texts(texts)
         ids = self._tokenize(texts, self.query_prefix, self.query_max_length, stats)
@@ -413,12 +415,12 @@ class MultiVectorEncoder(OnnxEncoder):
                 padded.append(None)
                 masks.append([])
                 continue
-            extra = length - len(seq)
+            extra = length - len(seq) if self.query_expansion else 0
             padded.append(seq + [self.mask_id] * extra)
             masks.append([1] * len(seq) + [int(self.attend_to_expansion)] * extra)
         out = [np.zeros((0, self.dim), dtype=np.float32) for _ in texts]
         for i, row in self._run(padded, masks, stats=stats).items():
-            out[i] = np.ascontiguousarray(row[0][:length], dtype=np.float32)
+            out[i] = np.ascontiguousarray(row[0][: len(padded[i])], dtype=np.float32)
         self.last_stats = stats
         return out
 

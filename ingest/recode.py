@@ -1,0 +1,70 @@
+"""Re-derive the binary-token fields of an existing index from its stored dense vectors.
+
+The MIH substring count decides recall of the binary first stage (shorter substrings: near codes
+share more terms), and it is a pure function of the dense vector and the stored binary quantizer.
+So changing it needs no encoder pass: read `dense` from `_source`, re-cut, and partially update
+`bin_tokens` and `bin_code`. The codec document and `_meta` are updated last; queries during the run may
+see documents cut both ways, so run it before serving traffic from the index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from osneural.ingest.bulk import BulkWriter
+from osneural.ingest.codec_store import load_codecs, save_codecs
+from osneural.ingest.codecs.mih import code_tokens
+from osneural.ingest.documents import b64
+
+
+def recode_binary(client: Any, index: str, mih_m: int, *, batch_size: int = 500) -> int:
+    """Rewrite `bin_tokens`/`bin_code` of every document with `mih_m` substrings; returns the
+    number of documents updated. Raises if the index has no binary codec or no stored dense."""
+    from opensearchpy import helpers
+
+    bundle = load_codecs(client, index)
+    if bundle is None or bundle.binary is None:
+        raise ValueError(f"index {index!r} has no binary codec in the codec store; ingest with 'binary'")
+    bq = bundle.binary
+    if not 1 <= mih_m <= bq.n_bits:
+        raise ValueError(f"mih_m must lie in 1..{bq.n_bits}, got {mih_m}")
+
+    def batches():
+        ids: list[str] = []
+        rows: list[list[float]] = []
+        for hit in helpers.scan(client, index=index, query={"_source": ["dense"]}, size=batch_size):
+            vec = (hit.get("_source") or {}).get("dense")
+            if vec is None:
+                continue
+            ids.append(hit["_id"])
+            rows.append(vec)
+            if len(ids) == batch_size:
+                yield ids, rows
+                ids, rows = [], []
+        if ids:
+            yield ids, rows
+
+    writer = BulkWriter(client, index)
+    updated = 0
+    for ids, rows in batches():
+        codes = bq.encode(np.asarray(rows, dtype=np.float32))
+        tokens = code_tokens(codes, mih_m, n_bits=bq.n_bits)
+        actions = [{"_op_type": "update", "_index": index, "_id": doc_id,
+                    "doc": {"bin_tokens": toks, "bin_code": b64(code)}}
+                   for doc_id, toks, code in zip(ids, tokens, codes, strict=True)]
+        result = writer.write(actions)
+        if result.failures:
+            first = result.failures[0]
+            raise RuntimeError(f"recode of {index!r}: {len(result.failures)} updates failed, e.g. "
+                               f"document {first.doc_id!r}: {first.reason}; rerun to finish")
+        updated += result.indexed
+    bundle.params["mih_m"] = int(mih_m)
+    save_codecs(client, index, bundle)
+    from osneural.ingest.indexer import codec_meta
+
+    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
+    meta.setdefault("osneural", {})["codecs"] = codec_meta(bundle)
+    client.indices.put_mapping(index=index, body={"_meta": meta})
+    client.indices.refresh(index=index)
+    return updated

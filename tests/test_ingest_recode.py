@@ -1,0 +1,40 @@
+"""recode_binary against the real node: new MIH cut from stored dense vectors, no encoder pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osneural.ingest.codec_store import delete_codecs, load_codecs
+from osneural.ingest.codecs import code_tokens
+from osneural.ingest.documents import unb64
+from osneural.ingest.indexer import index_corpus
+from osneural.ingest.recode import recode_binary
+from test_ingest_fakes import fake_encoders
+
+pytestmark = pytest.mark.integration
+
+
+def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_name):
+    docs = [{"_id": f"d{i}", "title": "", "text": f"document {i} about topic {i % 4}"}
+            for i in range(20)]
+    index_corpus(opensearch_client, docs, index_name, representations="dense,binary",
+                 encoders=fake_encoders(), progress=False)
+    try:
+        before = load_codecs(opensearch_client, index_name)
+        assert before.params["mih_m"] != 8
+        assert recode_binary(opensearch_client, index_name, 8) == len(docs)
+        bundle = load_codecs(opensearch_client, index_name)
+        assert bundle.params["mih_m"] == 8
+        meta = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["_meta"]
+        assert meta["osneural"]["codecs"]["params"]["mih_m"] == 8
+        hits = opensearch_client.search(index=index_name, body={
+            "size": 100, "_source": ["dense", "bin_tokens"], "docvalue_fields": ["bin_code"]})["hits"]["hits"]
+        assert len(hits) == len(docs)
+        for hit in hits:
+            code = bundle.binary.encode(np.asarray([hit["_source"]["dense"]], dtype=np.float32))
+            assert hit["_source"]["bin_tokens"] == code_tokens(code, 8, n_bits=bundle.binary.n_bits)[0]
+            assert np.array_equal(unb64(hit["fields"]["bin_code"][0]), code[0])
+        with pytest.raises(ValueError, match="mih_m must lie in"):
+            recode_binary(opensearch_client, index_name, 0)
+    finally:
+        delete_codecs(opensearch_client, index_name)
