@@ -15,7 +15,7 @@ import numpy as np
 from osneural.ingest.bulk import BulkWriter
 from osneural.ingest.codec_store import load_codecs, save_codecs
 from osneural.ingest.codecs.mih import code_tokens
-from osneural.ingest.documents import b64
+from osneural.ingest.documents import b64, unb64
 
 
 def recode_binary(client: Any, index: str, mih_m: int, *, batch_size: int = 500) -> int:
@@ -30,29 +30,38 @@ def recode_binary(client: Any, index: str, mih_m: int, *, batch_size: int = 500)
     if not 1 <= mih_m <= bq.n_bits:
         raise ValueError(f"mih_m must lie in 1..{bq.n_bits}, got {mih_m}")
 
+    # A partial update re-indexes the document from `_source`, which would silently drop the
+    # fields kept out of it (`mv_codes`): read those from doc values and write them back too.
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+    hidden = list((mapping.get("_source") or {}).get("excludes") or [])
+    query = {"_source": ["dense"], "docvalue_fields": hidden}
+
     def batches():
         ids: list[str] = []
         rows: list[list[float]] = []
-        for hit in helpers.scan(client, index=index, query={"_source": ["dense"]}, size=batch_size):
+        kept: list[dict[str, str]] = []
+        for hit in helpers.scan(client, index=index, query=query, size=batch_size):
             vec = (hit.get("_source") or {}).get("dense")
             if vec is None:
                 continue
             ids.append(hit["_id"])
             rows.append(vec)
+            fields = hit.get("fields") or {}
+            kept.append({f: b64(unb64(fields[f][0])) for f in hidden if fields.get(f)})
             if len(ids) == batch_size:
-                yield ids, rows
-                ids, rows = [], []
+                yield ids, rows, kept
+                ids, rows, kept = [], [], []
         if ids:
-            yield ids, rows
+            yield ids, rows, kept
 
     writer = BulkWriter(client, index)
     updated = 0
-    for ids, rows in batches():
+    for ids, rows, kept in batches():
         codes = bq.encode(np.asarray(rows, dtype=np.float32))
         tokens = code_tokens(codes, mih_m, n_bits=bq.n_bits)
         actions = [{"_op_type": "update", "_index": index, "_id": doc_id,
-                    "doc": {"bin_tokens": toks, "bin_code": b64(code)}}
-                   for doc_id, toks, code in zip(ids, tokens, codes, strict=True)]
+                    "doc": {"bin_tokens": toks, "bin_code": b64(code), **extra}}
+                   for doc_id, toks, code, extra in zip(ids, tokens, codes, kept, strict=True)]
         result = writer.write(actions)
         if result.failures:
             first = result.failures[0]

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.integration
 def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_name):
     docs = [{"_id": f"d{i}", "title": "", "text": f"document {i} about topic {i % 4}"}
             for i in range(20)]
-    index_corpus(opensearch_client, docs, index_name, representations="dense,binary",
+    index_corpus(opensearch_client, docs, index_name, representations="dense,binary,multivector",
                  encoders=fake_encoders(), progress=False)
+    body = {"size": 100, "_source": ["dense", "bin_tokens"], "docvalue_fields": ["bin_code", "mv_codes"]}
+    mv_before = {h["_id"]: h["fields"]["mv_codes"] for h in opensearch_client.search(
+        index=index_name, body=body)["hits"]["hits"]}
     try:
         before = load_codecs(opensearch_client, index_name)
         assert before.params["mih_m"] != 8
@@ -27,10 +30,11 @@ def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_
         assert bundle.params["mih_m"] == 8
         meta = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["_meta"]
         assert meta["osneural"]["codecs"]["params"]["mih_m"] == 8
-        hits = opensearch_client.search(index=index_name, body={
-            "size": 100, "_source": ["dense", "bin_tokens"], "docvalue_fields": ["bin_code"]})["hits"]["hits"]
+        hits = opensearch_client.search(index=index_name, body=body)["hits"]["hits"]
         assert len(hits) == len(docs)
         for hit in hits:
+            # fields kept out of _source survive the partial update
+            assert hit["fields"]["mv_codes"] == mv_before[hit["_id"]]
             code = bundle.binary.encode(np.asarray([hit["_source"]["dense"]], dtype=np.float32))
             assert hit["_source"]["bin_tokens"] == code_tokens(code, 8, n_bits=bundle.binary.n_bits)[0]
             assert np.array_equal(unb64(hit["fields"]["bin_code"][0]), code[0])
