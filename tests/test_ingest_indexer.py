@@ -88,7 +88,8 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
     assert osn["encoders"]["dense"] == {"name": "fake-dense", "kind": "dense", "sha256": "d" * 64,
                                         "dim": 384}
     assert osn["representations"] == ["text", "dense", "sparse", "binary", "pq", "multivector"]
-    assert osn["codecs"]["pq_dense"]["M"] == 48 and osn["codecs"]["pq_tokens"]["M"] == 16
+    assert osn["codecs"]["pq_dense"]["M"] == 48
+    assert osn["codecs"]["pq_tokens"]["M"] == _divisor_at_most(64, CodecParams().token_pq_m) == 32
     assert osn["fields"]["matryoshka"] == [64]
 
     bundle = load_codecs(opensearch_client, index_name)
@@ -118,8 +119,8 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
         assert np.array_equal(unb64(hit["fields"]["bin_code"][0]), codes[k])
         pq = unb64(hit["fields"]["dense_pq"][0])
         assert_nearest_codes(bundle.pq_dense, dense[k : k + 1], pq[None, :])
-        mv = unb64(hit["fields"]["mv_codes"][0], 16)
-        assert mv.shape == (len(tokens[k]), 16)
+        mv = unb64(hit["fields"]["mv_codes"][0], bundle.pq_tokens.M)
+        assert mv.shape == (len(tokens[k]), bundle.pq_tokens.M)
         assert_nearest_codes(bundle.pq_tokens, tokens[k], mv)
         np.testing.assert_allclose(src["fde"], bundle.fde.encode_document(tokens[k]), atol=1e-6)
 

@@ -95,7 +95,7 @@ def test_real_encoders_every_field_failures_and_resume(
         assert src["bin_tokens"] == code_tokens(stored[None, :], 64, n_bits=384)[0]
         assert_nearest_codes(bundle.pq_dense, np.asarray([src["dense"]], np.float32),
                              unb64(fields["dense_pq"][0])[None, :])
-        mv = unb64(fields["mv_codes"][0], 16)
+        mv = unb64(fields["mv_codes"][0], bundle.pq_tokens.M)
         assert abs(len(mv) - len(tokens[k])) <= 1 and len(mv) > 0
         assert "mv_codes" not in src
         assert len(src["fde"]) == bundle.fde.fde_dim and np.isfinite(src["fde"]).all()
