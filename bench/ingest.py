@@ -14,7 +14,6 @@ are cached between those indexes, so only the first, full ingest pays for encodi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -72,6 +71,7 @@ def bm25_ndcg(client: Any, data: Path, analyzer: str, docs: list[dict[str, Any]]
     """nDCG@10 of a multi_match BM25 over title+text, on SciFact test queries."""
     from opensearchpy.helpers import bulk
     from osneural.mappings import compose_index_body
+    from osneural.plugin.eval_beir import load_beir
     from ranx import Qrels, Run, evaluate
 
     index = f"bench-bm25-{analyzer}"
@@ -82,17 +82,11 @@ def bm25_ndcg(client: Any, data: Path, analyzer: str, docs: list[dict[str, Any]]
                    "text": d["text"]}} for d in docs), request_timeout=300)
     client.indices.refresh(index=index)
     ids = {d["_id"] for d in docs}
-    qrels: dict[str, dict[str, int]] = {}
-    with open(data / "qrels" / "test.tsv", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            if row["corpus-id"] in ids and int(row["score"]) > 0:
-                qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    queries = {}
-    with open(data / "queries.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            q = json.loads(line)
-            if q["_id"] in qrels:
-                queries[q["_id"]] = q["text"]
+    collection = load_beir(data, "test", check_corpus=False)
+    # Only judgments the subset can satisfy count, so a --limit run still measures ranking.
+    qrels = {q: kept for q, judged in collection.qrels.items()
+             if (kept := {d: s for d, s in judged.items() if d in ids and s > 0})}
+    queries = {q: t for q, t in collection.queries.items() if q in qrels}
     run: dict[str, dict[str, float]] = {}
     for qid, text in queries.items():
         hits = client.search(index=index, body={"size": 100, "_source": False, "query": {
