@@ -33,6 +33,10 @@ __all__ = [
 
 max_threads = _kernels.max_threads
 
+#: Largest set of PQ lookup tables (bytes) `maxsim_pq(method="auto")` scores by table lookups;
+#: beyond it the tables fall out of L2 and decoding to float32 is faster (bench/rescoring.py).
+LUT_CACHE_BYTES = 256 * 1024
+
 
 def _threads(n_threads: int | None) -> int:
     if n_threads is None:
@@ -186,7 +190,9 @@ def maxsim_pq(
 
     "lut" builds a [M, K] table per query token and scores a token with M table additions per
     16 query tokens; "decode" rebuilds float32 tokens piece by piece and uses the float32
-    kernel. "auto" is "lut", the faster on every shape bench/rescoring.py measures.
+    kernel. The table needs D / M times fewer operations but reads it at random, so it wins only
+    while the tables stay in cache: "auto" takes "lut" while they fit in `LUT_CACHE_BYTES`
+    (M=16 with 32 query tokens: 512 KiB, equal speed; M=96: 3 MiB, "lut" 3.5x slower).
     """
     q = _float_query(query)
     c = _array("codes", codes, 2, (np.uint8,))
@@ -201,7 +207,10 @@ def maxsim_pq(
     _check_codes(c, k)
     off = _offsets(offsets, c.shape[0], "codes")
     nt = _threads(n_threads)
-    if method in ("auto", "lut"):
+    if method == "auto":
+        lut_bytes = m * k * (-(-q.shape[0] // 16) * 16) * 4
+        method = "lut" if lut_bytes <= LUT_CACHE_BYTES else "decode"
+    if method == "lut":
         scores, bad = _kernels.maxsim_pq_lut(pq_lookup_tables(q, cb), c, off, nt)
     elif method == "decode":
         scores, bad = _kernels.maxsim_pq_decode(q, c, off, cb, nt)

@@ -8,7 +8,8 @@ format of every field can be tested without either. Field layout (see mappings/)
 * `sparse`: `{sparse_feature_name(token): weight}`, weights > 0 only (rank_features rejects others).
 * `bin_tokens`: list of MIH substring terms; `bin_code`, `dense_pq`, `mv_codes`: base64 of the raw
   uint8 bytes, row-major (`mv_codes` is [t, M], so t = len / M) -- not `.npy`, because the query
-  side reads them back from doc values with no header to parse.
+  side reads them back from doc values with no header to parse. `mv_f16` is the same for the
+  float16 tokens ([t, dim] little-endian, so t = len / (2 dim)).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class EncodedBatch:
     bin_tokens: Sequence[Sequence[str]] | None = None
     dense_pq: np.ndarray | None = None  # uint8 [n, M]
     mv_codes: Sequence[np.ndarray] | None = None  # uint8 [t_i, M] each
+    mv_f16: Sequence[np.ndarray] | None = None  # float16 [t_i, dim] each (little-endian bytes)
     fde: np.ndarray | None = None  # float32 [n, fde_dim]
 
 
@@ -121,7 +123,7 @@ def build_documents(
 ) -> list[dict[str, Any]]:
     """Bulk `index` actions, one per document, carrying every representation in `enc`."""
     n = len(docs)
-    for name in ("dense", "sparse", "bin_code", "bin_tokens", "dense_pq", "mv_codes", "fde"):
+    for name in ("dense", "sparse", "bin_code", "bin_tokens", "dense_pq", "mv_codes", "mv_f16", "fde"):
         _check_len(name, getattr(enc, name), n)
     for dim, arr in enc.matryoshka.items():
         _check_len(f"dense_{dim}", arr, n)
@@ -144,6 +146,8 @@ def build_documents(
             src["dense_pq"] = b64(enc.dense_pq[i])
         if enc.mv_codes is not None:
             src["mv_codes"] = b64(enc.mv_codes[i])
+        if enc.mv_f16 is not None:
+            src["mv_f16"] = b64(np.asarray(enc.mv_f16[i], dtype="<f2").view(np.uint8))
         if enc.fde is not None:
             src["fde"] = float_list(enc.fde[i])
         action: dict[str, Any] = {"_op_type": "index", "_id": doc.id, "_source": src}

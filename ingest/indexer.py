@@ -12,7 +12,7 @@ Order of work, and why:
    bulk-write with retries. Per-stage wall time is summed so the summary shows where time went.
 
 The codec stage uses the codecs package defaults the brief fixed: 1 bit per dense dimension cut
-into `mih_m` = 64 MIH substrings (6 bits each: near codes share many terms), dense PQ M = 48, token PQ M = 48, token pooling factor 2,
+into `mih_m` = 64 MIH substrings (6 bits each: near codes share many terms), dense PQ M = 48, token PQ M = 96, token pooling factor 2,
 MUVERA defaults. Training uses at most `train_docs` documents and `max_train_tokens` token
 vectors. PQ needs at least 256 training vectors; a smaller corpus (tests, demos) is padded with
 jittered copies of its own vectors -- codes stay exact nearest centroids, only codebook quality
@@ -44,6 +44,7 @@ from osneural.ingest.documents import EncodedBatch, build_documents, matryoshka
 from osneural.mappings import (
     DEFAULT_TEXT_ANALYZER,
     NEEDS_DENSE,
+    NEEDS_TOKENS,
     SCHEMA_VERSION,
     compose_index_body,
     normalize_representations,
@@ -125,9 +126,10 @@ class CodecParams:
     # against 0.49 with 24 sixteen-bit ones (bench notes in docs/results.md).
     mih_m: int = 64
     dense_pq_m: int = 48
-    # 48 eight-dim sub-spaces: MaxSim over PQ codes vs float tokens on SciFact (30 queries,
-    # hybrid top 100) gave nDCG@10 0.673 at M=16, 0.705 at M=32, 0.742 at M=48, float 0.753.
-    token_pq_m: int = 48
+    # 96 four-dim sub-spaces (96 bytes per 384-d token, 1/16 of float32). MaxSim alone over the
+    # SciFact hybrid top 100 (300 queries), nDCG@10: float 0.707; PQ M=48 0.692-0.703 (two
+    # training samples), M=64 0.703-0.705, M=96 0.709-0.710 (docs/results.md).
+    token_pq_m: int = 96
     pool_factor: float = 2
     train_docs: int = 2000
     max_train_tokens: int = 50_000
@@ -143,7 +145,7 @@ def _needed_kinds(reps: list[str]) -> list[str]:
         kinds.append("dense")
     if "sparse" in reps:
         kinds.append("sparse")
-    if "multivector" in reps:
+    if NEEDS_TOKENS & set(reps):
         kinds.append("multivector")
     return kinds
 
@@ -355,6 +357,8 @@ def _apply_codecs(
     if raw.tokens is not None and "multivector" in reps:
         enc.mv_codes = [bundle.pq_tokens.encode(t) for t in raw.tokens]
         enc.fde = bundle.fde.encode_documents(raw.tokens)
+    if raw.tokens is not None and "float_tokens" in reps:
+        enc.mv_f16 = [t.astype(np.float16) for t in raw.tokens]
     return enc
 
 

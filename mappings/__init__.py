@@ -26,7 +26,13 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Every representation a template exists for, in composition order. `text` is always present.
-REPRESENTATIONS: tuple[str, ...] = ("text", "dense", "sparse", "binary", "pq", "multivector")
+#: `float_tokens` (the pooled token vectors as float16, 2 x dim bytes per token, 8x the PQ codes
+#: at 384-d) is not in the default: it is for exact MaxSim, and the reference PQ is measured by.
+REPRESENTATIONS: tuple[str, ...] = (
+    "text", "dense", "sparse", "binary", "pq", "multivector", "float_tokens")
+
+#: Representations computed from the multi-vector encoder's token embeddings.
+NEEDS_TOKENS = frozenset({"multivector", "float_tokens"})
 
 #: Representations that need the dense encoder's output (binary codes and PQ are codecs of it).
 NEEDS_DENSE = frozenset({"dense", "binary", "pq"})

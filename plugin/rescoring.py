@@ -85,6 +85,33 @@ def pq_scores(
     return scores
 
 
+def _ragged(
+    raw: dict[str, bytes], ids: Sequence[str], dtype: str, cols: int, field: str, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every id's token rows stacked ([T, cols] of `dtype`) plus [N + 1] offsets; a missing
+    document contributes no rows."""
+    row_bytes = np.dtype(dtype).itemsize * cols
+    blocks: list[np.ndarray] = []
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    for i, doc_id in enumerate(ids):
+        blob = raw.get(doc_id, b"")
+        if len(blob) % row_bytes:
+            raise ValueError(
+                f"{field} of document {doc_id!r}: {len(blob)} bytes is not a multiple of "
+                f"{row_bytes} ({what})"
+            )
+        blocks.append(np.frombuffer(blob, dtype=dtype).reshape(-1, cols))
+        offsets[i + 1] = offsets[i] + blocks[-1].shape[0]
+    rows = np.concatenate(blocks) if blocks else np.zeros((0, cols), dtype)
+    return np.ascontiguousarray(rows), offsets
+
+
+def _nan_where_missing(scores: Any, raw: dict[str, bytes], ids: Sequence[str]) -> np.ndarray:
+    out = np.asarray(scores, dtype=np.float64)
+    out[[doc_id not in raw or not raw[doc_id] for doc_id in ids]] = np.nan
+    return out
+
+
 def maxsim_scores(
     query_tokens: np.ndarray,
     raw: dict[str, bytes],
@@ -96,22 +123,22 @@ def maxsim_scores(
     from osneural.cython_ext import maxsim_pq
 
     m = codebooks.shape[0]
-    blocks: list[np.ndarray] = []
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    for i, doc_id in enumerate(ids):
-        blob = raw.get(doc_id, b"")
-        if len(blob) % m:
-            raise ValueError(f"{field} of document {doc_id!r}: {len(blob)} bytes is not a multiple of M={m}")
-        blocks.append(np.frombuffer(blob, dtype=np.uint8).reshape(-1, m))
-        offsets[i + 1] = offsets[i] + blocks[-1].shape[0]
-    codes = np.ascontiguousarray(np.concatenate(blocks) if blocks else np.zeros((0, m), np.uint8))
+    codes, offsets = _ragged(raw, ids, "u1", m, field, f"PQ codes with M={m}")
     q = np.ascontiguousarray(query_tokens, dtype=np.float32)
-    scores = np.asarray(
-        maxsim_pq(q, codes, offsets, np.ascontiguousarray(codebooks, dtype=np.float32)),
-        dtype=np.float64,
-    )
-    scores[[doc_id not in raw or not raw[doc_id] for doc_id in ids]] = np.nan
-    return scores
+    books = np.ascontiguousarray(codebooks, dtype=np.float32)
+    return _nan_where_missing(maxsim_pq(q, codes, offsets, books), raw, ids)
+
+
+def maxsim_float16_scores(
+    query_tokens: np.ndarray, raw: dict[str, bytes], ids: Sequence[str], field: str
+) -> np.ndarray:
+    """Late-interaction MaxSim against each document's float16 tokens (exact up to float16)."""
+    from osneural.cython_ext import maxsim
+
+    q = np.ascontiguousarray(query_tokens, dtype=np.float32)
+    dim = q.shape[1]
+    tokens, offsets = _ragged(raw, ids, "<f2", dim, field, f"float16 tokens of dimension {dim}")
+    return _nan_where_missing(maxsim(q, tokens, offsets), raw, ids)
 
 
 def dense_exact_scores(

@@ -36,6 +36,16 @@ STAGE_FIELDS: dict[tuple[str, str], str] = {
     ("rescore", "maxsim"): "mv_codes",
 }
 
+#: field of each stored token form the `maxsim` rescoring stage can read
+TOKEN_FIELDS = {"pq": "mv_codes", "float16": "mv_f16"}
+
+
+def stage_field(where: str, stage: Any) -> str | None:
+    """The document field a stage reads (None for bm25, whose fields are its own parameter)."""
+    if stage.type == "maxsim":
+        return TOKEN_FIELDS[stage.tokens]
+    return getattr(stage, "field", None) or STAGE_FIELDS.get((where, stage.type))
+
 #: encoder kind each representation is computed with
 ENCODER_KIND = {"dense": "dense", "sparse": "sparse", "multivector": "multivector"}
 
@@ -75,7 +85,7 @@ class IndexResources:
         """Every stage's field exists; otherwise a 400 naming the stage and the field."""
         for where, stages in (("first_stages", spec.first_stages), ("rescore", spec.rescore)):
             for i, stage in enumerate(stages):
-                wanted = getattr(stage, "field", None) or STAGE_FIELDS.get((where, stage.type))
+                wanted = stage_field(where, stage)
                 if stage.type == "bm25":
                     continue
                 if wanted and not self.has_field(wanted):

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 from osneural.plugin import fusion as fusion_mod
 from osneural.plugin import rescoring, stages
-from osneural.plugin.resources import IndexResources, ResourceCache, StageError, default_cache
+from osneural.plugin.resources import (
+    IndexResources,
+    ResourceCache,
+    StageError,
+    default_cache,
+    stage_field,
+)
 from osneural.plugin.spec import PipelineSpec, SpecError, parse_spec
 
 
@@ -179,10 +185,13 @@ class Searcher:
                 res.space_type("dense"), timeout_s,
             )
         if stage.type == "maxsim":
-            pq = res.codec("pq_tokens", where)
             q = enc.tokens(where)
-            raw = rescoring.fetch_codes(self.client, self.index, ids, "mv_codes", timeout_s)
-            return rescoring.maxsim_scores(q, raw, ids, pq.codebooks, "mv_codes")
+            field = stage_field("rescore", stage)
+            raw = rescoring.fetch_codes(self.client, self.index, ids, field, timeout_s)
+            if stage.tokens == "float16":
+                return rescoring.maxsim_float16_scores(q, raw, ids, field)
+            pq = res.codec("pq_tokens", where)
+            return rescoring.maxsim_scores(q, raw, ids, pq.codebooks, field)
         raise SpecError(f"unknown rescoring stage {stage.type!r}")  # pragma: no cover
 
     # ------------------------------------------------------------ the pipeline

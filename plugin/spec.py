@@ -134,8 +134,12 @@ class DenseRescore(_Rescore):
 
 
 class MaxSimRescore(_Rescore):
+    """`tokens` picks the stored token form: the PQ codes every multi-vector index has, or the
+    float16 copies an index built with the `float_tokens` representation also holds."""
+
     type: Literal["maxsim"] = "maxsim"
     window: int = Field(100, ge=1, le=10_000)
+    tokens: Literal["pq", "float16"] = "pq"
 
 
 Rescore = Annotated[

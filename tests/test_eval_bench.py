@@ -28,11 +28,19 @@ def _run(name: str, ndcg: float | None, failed: int = 0, mean: float = 10.0) -> 
 def test_specs_are_valid_and_cover_the_issue(quality) -> None:
     from osneural.plugin.spec import parse_spec
 
-    assert len(quality.SPECS) == 12  # the 11 of issue 8 plus MaxSim alone over the same window
+    # the 11 of issue 8, MaxSim alone over the same window, and float-token twins of the 3 MaxSim rows
+    assert len(quality.SPECS) == 15
+    names = {s["name"] for s in quality.SPECS}
     for entry in quality.SPECS:
-        parse_spec(entry["spec"])
+        spec = parse_spec(entry["spec"])
         for part in entry.get("parts", []):
-            assert part in {s["name"] for s in quality.SPECS}
+            assert part in names
+        if "pq_twin" in entry:
+            twin = parse_spec(next(s for s in quality.SPECS if s["name"] == entry["pq_twin"])["spec"])
+            assert [r.tokens for r in spec.rescore] == ["float16"]
+            assert [r.tokens for r in twin.rescore] == ["pq"]
+            # the twins differ in the token form only
+            assert spec.model_copy(update={"rescore": twin.rescore}) == twin
 
 
 def test_targets(quality) -> None:
@@ -51,6 +59,16 @@ def test_targets(quality) -> None:
     runs[3] = _run("binary+pq+dense", 0.639)
     checks = {c["claim"]: c for c in quality.check_targets("scifact", runs)}
     assert not checks["binary-token first stage with rescoring within 1 point of dense"]["pass"]
+
+
+def test_pq_against_float_target(quality) -> None:
+    alone = "bm25+dense+sparse (rrf) then maxsim@100 alone"
+    claim = f"PQ-coded MaxSim within 0.5 point of float: {alone}"
+    for pq, fl, ok in ((0.700, 0.704, True), (0.712, 0.704, True), (0.698, 0.704, False)):
+        runs = [_run(alone, pq), _run(f"{alone}, float tokens", fl)]
+        assert {c["claim"]: c for c in quality.check_targets("scifact", runs)}[claim]["pass"] is ok
+    checks = {c["claim"]: c for c in quality.check_targets("scifact", [_run(alone, 0.71)])}
+    assert not checks[claim]["pass"]  # no float figure: not a pass
 
 
 def test_plot_and_markdown(quality, tmp_path: Path) -> None:

@@ -75,6 +75,7 @@ def test_build_documents_every_field() -> None:
         sparse=[{"a": 1.0}, {"b.c": 0.5, "z": 0.0}],
         bin_code=rng.integers(0, 256, (2, 1), dtype=np.uint8), bin_tokens=[["00:a"], ["00:b"]],
         dense_pq=rng.integers(0, 256, (2, 2), dtype=np.uint8), mv_codes=mv,
+        mv_f16=[rng.standard_normal((3, 8)).astype(np.float16), np.zeros((0, 8), np.float16)],
         fde=rng.standard_normal((2, 5)).astype(np.float32),
     )
     actions = build_documents(docs, enc, index="ix")
@@ -90,6 +91,9 @@ def test_build_documents_every_field() -> None:
     assert np.array_equal(unb64(src["dense_pq"]), enc.dense_pq[0])
     assert np.array_equal(unb64(b["_source"]["mv_codes"], 4), mv[1])
     assert len(unb64(src["mv_codes"])) // 4 == 3
+    f16 = np.frombuffer(unb64(src["mv_f16"]).tobytes(), dtype="<f2").reshape(-1, 8)
+    assert np.array_equal(f16, enc.mv_f16[0])  # bit-exact, little-endian
+    assert b["_source"]["mv_f16"] == ""  # a document without tokens stores no bytes
     np.testing.assert_allclose(b["_source"]["fde"], enc.fde[1], atol=1e-7)
 
 

@@ -89,7 +89,7 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
                                         "dim": 384}
     assert osn["representations"] == ["text", "dense", "sparse", "binary", "pq", "multivector"]
     assert osn["codecs"]["pq_dense"]["M"] == 48
-    assert osn["codecs"]["pq_tokens"]["M"] == _divisor_at_most(64, CodecParams().token_pq_m) == 32
+    assert osn["codecs"]["pq_tokens"]["M"] == _divisor_at_most(64, CodecParams().token_pq_m) == 64
     assert osn["fields"]["matryoshka"] == [64]
 
     bundle = load_codecs(opensearch_client, index_name)
@@ -191,3 +191,29 @@ def test_training_helpers() -> None:
     np.testing.assert_allclose(rows[:10], x, atol=0.1)
     same, padded = _training_rows(x, 5, seed=1)
     assert same is x and not padded
+
+
+def test_float_tokens_store_the_pooled_tokens_as_float16(opensearch_client, index_name,
+                                                         tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    good = write_corpus(corpus)
+    encs = fake_encoders()
+    summary = index_corpus(opensearch_client, corpus, index_name, batch_size=4, encoders=encs,
+                           representations="multivector,float_tokens", progress=False,
+                           failure_report=tmp_path / "failures.jsonl",
+                           codec_params=CodecParams(pool_factor=2))
+    assert summary.indexed == len(good)
+    osn = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]
+    assert osn["_meta"]["osneural"]["representations"] == ["text", "multivector", "float_tokens"]
+    assert set(osn["_source"]["excludes"]) == {"mv_codes", "mv_f16"}
+    ids = sorted(good)
+    resp = opensearch_client.search(index=index_name, body={
+        "size": len(ids), "query": {"ids": {"values": ids}}, "docvalue_fields": ["mv_f16"]})
+    hits = {h["_id"]: h for h in resp["hits"]["hits"]}
+    texts = [f"{good[i]['title']} {good[i]['text']}".strip() for i in ids]
+    tokens = [pool_tokens(t, 2) for t in encs["multivector"].encode_documents(texts)]
+    for k, doc_id in enumerate(ids):
+        assert "mv_f16" not in hits[doc_id]["_source"]
+        blob = unb64(hits[doc_id]["fields"]["mv_f16"][0]).tobytes()
+        got = np.frombuffer(blob, dtype="<f2").reshape(-1, tokens[k].shape[1])
+        np.testing.assert_array_equal(got, tokens[k].astype(np.float16))

@@ -172,7 +172,7 @@ pq_shapes = st.tuples(
 
 
 @FAST
-@given(pq_shapes, st.sampled_from(["lut", "decode"]))
+@given(pq_shapes, st.sampled_from(["lut", "decode", "auto"]))
 def test_maxsim_pq_matches_reference(shape, method):
     q_n, (m, dsub), k, n, max_len, seed = shape
     rng = np.random.default_rng(seed)

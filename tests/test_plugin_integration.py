@@ -125,7 +125,8 @@ def plugin_index(opensearch_client, cache):
     meta = {"schema_version": 1,
             "encoders": {k: e.manifest for k, e in
                          (("dense", dense_enc), ("sparse", sparse_enc), ("multivector", mv_enc))}}
-    body = compose_index_body(["text", "dense", "sparse", "binary", "pq", "multivector"],
+    body = compose_index_body(["text", "dense", "sparse", "binary", "pq", "multivector",
+                               "float_tokens"],
                               dense_dim=DIM, fde_dim=fdes.shape[1], meta=meta)
     body["mappings"]["properties"]["year"] = {"type": "integer"}
     client.indices.create(index=name, body=body)
@@ -138,6 +139,7 @@ def plugin_index(opensearch_client, cache):
             "bin_tokens": terms[i], "bin_code": b64(codes[i]),
             "dense_pq": b64(pq_dense.encode(dense[i][None])[0]),
             "mv_codes": b64(pq_tok.encode(tokens[i])), "fde": fdes[i].tolist(),
+            "mv_f16": b64(tokens[i].astype("<f2").view(np.uint8)),
         }
         lines += [json.dumps({"index": {"_index": name, "_id": d["id"]}}), json.dumps(src)]
     resp = client.bulk(body="\n".join(lines) + "\n", refresh=True)
@@ -242,6 +244,21 @@ def test_fde_stage_and_maxsim_rescoring(searcher, plugin_index):
         assert h["_score"] == pytest.approx(exact[h["_id"]], rel=1e-4)
 
 
+def test_maxsim_over_float16_tokens_is_exact(searcher, plugin_index):
+    q = "vaccine immune virus"
+    resp = searcher.search(q, {"first_stages": [{"type": "fde", "k": 80, "num_candidates": 80}],
+                               "rescore": [{"type": "maxsim", "window": 80, "tokens": "float16"}],
+                               "size": 10})
+    qt = MultiEnc().encode_queries([q])[0]
+    exact = {f"doc{i}": float((qt @ t.astype(np.float16).astype(np.float32).T).max(1).sum())
+             for i, t in enumerate(plugin_index["tokens"])}
+    got = resp["hits"]["hits"]
+    # the ten best exact scores, best first (ids may swap within ties of this small corpus)
+    assert [h["_score"] for h in got] == pytest.approx(sorted(exact.values())[::-1][:10], rel=1e-5)
+    for h in got:
+        assert h["_score"] == pytest.approx(exact[h["_id"]], rel=1e-5)
+
+
 def test_pq_and_dense_rescoring(searcher, plugin_index):
     q = "lung cancer trial"
     spec = {"first_stages": [{"type": "bm25", "k": 80}],
@@ -318,6 +335,8 @@ def test_bad_input_errors(searcher, opensearch_client, index_name):
         plain.search("x", {"first_stages": [{"type": "bm25"}, {"type": "dense"}]})
     with pytest.raises(StageError, match=r"rescore\[0\] \(maxsim\)"):
         plain.search("x", {"rescore": [{"type": "maxsim"}]})
+    with pytest.raises(StageError, match=r"rescore\[0\] \(maxsim\).*no field 'mv_f16'"):
+        plain.search("x", {"rescore": [{"type": "maxsim", "tokens": "float16"}]})
     with pytest.raises(NotFoundError):
         Searcher(opensearch_client, "no-such-index-osneural", cache=searcher.cache).search("x")
 

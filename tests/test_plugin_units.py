@@ -276,8 +276,23 @@ def test_pq_and_maxsim_scores_against_numpy():
         dec = np.concatenate([books[j, t[:, j]] for j in range(m)], axis=1)
         assert got[i] == pytest.approx((qt @ dec.T).max(1).sum(), rel=1e-4)
     assert math.isnan(got[1]) and math.isnan(got[3])
-    with pytest.raises(ValueError, match="multiple of M"):
+    with pytest.raises(ValueError, match=r"'a'.*multiple of 4 \(PQ codes with M=4\)"):
         rescoring.maxsim_scores(qt, {"a": b"\x01\x02\x03"}, ["a"], books, "mv_codes")
+
+
+def test_maxsim_float16_scores_against_numpy():
+    rng = np.random.default_rng(3)
+    qt = rng.standard_normal((4, 6)).astype(np.float32)
+    tok = {"a": rng.standard_normal((3, 6)).astype(np.float16),
+           "c": rng.standard_normal((1, 6)).astype(np.float16)}
+    raw = {k: v.astype("<f2").tobytes() for k, v in tok.items()} | {"b": b""}
+    got = rescoring.maxsim_float16_scores(qt, raw, ["a", "b", "c", "zz"], "mv_f16")
+    for i, k in ((0, "a"), (2, "c")):
+        want = (qt @ tok[k].astype(np.float32).T).max(1).sum()
+        assert got[i] == pytest.approx(want, rel=1e-5)
+    assert math.isnan(got[1]) and math.isnan(got[3])  # no tokens, no document: sink, not fail
+    with pytest.raises(ValueError, match=r"'a'.*multiple of 12 \(float16 tokens of dimension 6\)"):
+        rescoring.maxsim_float16_scores(qt, {"a": b"\x00" * 14}, ["a"], "mv_f16")
 
 
 # ------------------------------------------------------------------ server helpers
