@@ -21,8 +21,9 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=opensearch_url(),
                         help="OpenSearch URL (default $OSNEURAL_OPENSEARCH_URL or localhost:9200)")
     parser.add_argument("--representations", default=None,
-                        help="comma list of dense,sparse,binary,pq,multivector or 'all' "
-                             "(default: all for a new index, the index's own for an existing one)")
+                        help="comma list of dense,sparse,binary,pq,multivector,float_tokens or "
+                             "'all' (default for a new index: all but float_tokens, the float16 "
+                             "token copies for exact MaxSim; an existing index keeps its own)")
     parser.add_argument("--batch-size", type=int, default=32, help="documents per encode/bulk batch")
     parser.add_argument("--resume", action="store_true", help="skip ids already in the index")
     parser.add_argument("--id-field", default="_id")

@@ -67,9 +67,7 @@ def hamming_scores(
 
     q = np.ascontiguousarray(query_code, dtype=np.uint8).reshape(-1)
     codes = _rows(raw, ids, q.size, field)
-    scores = (n_bits - hamming_distances(q, codes)).astype(np.float64)
-    scores[[doc_id not in raw for doc_id in ids]] = np.nan
-    return scores
+    return _nan_where_missing(n_bits - hamming_distances(q, codes), raw, ids)
 
 
 def pq_scores(
@@ -80,9 +78,7 @@ def pq_scores(
 
     lut = np.ascontiguousarray(lut, dtype=np.float32)
     codes = _rows(raw, ids, lut.shape[0], field)
-    scores = np.asarray(pq_adc(codes, lut), dtype=np.float64)
-    scores[[doc_id not in raw for doc_id in ids]] = np.nan
-    return scores
+    return _nan_where_missing(pq_adc(codes, lut), raw, ids)
 
 
 def _ragged(
