@@ -26,7 +26,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 #: Every representation a template exists for, in composition order. `text` is always present.
-#: `float_tokens` (the pooled token vectors as float16, 2 x dim bytes per token, 8x the PQ codes
+#: `float_tokens` (the pooled token vectors as float16, 2 x dim bytes per token, 4x the PQ codes
 #: at 384-d) is not in the default: it is for exact MaxSim, and the reference PQ is measured by.
 REPRESENTATIONS: tuple[str, ...] = (
     "text", "dense", "sparse", "binary", "pq", "multivector", "float_tokens")
