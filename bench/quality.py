@@ -252,7 +252,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{coll['evaluated']} test queries, index `{res['index']}` "
             f"({ds['index']['documents']} documents).",
             "",
-            _table(ds["name"], res, markdown=True).split("\n\nagainst bm25")[0],
+            _table(ds["name"], res, markdown=True).split("\nagainst bm25")[0],
             "",
             "| target | result | detail |",
             "|---|---|---|",

@@ -92,8 +92,8 @@ def _encoded_tokens(doc_ids: set[str], pool_factor: int):
 
 def _stored_tokens(client, index: str, doc_ids: set[str]):
     ids = sorted(doc_ids)
-    for start in range(0, len(ids), 64):
-        yield from stored_float_tokens(client, index, ids[start : start + 64]).items()
+    for start in range(0, len(ids), 16):
+        yield from stored_float_tokens(client, index, ids[start : start + 16]).items()
 
 
 def build_mvfloat_index(client, index: str, side: str, doc_ids: set[str], pool_factor: int) -> None:
@@ -116,7 +116,10 @@ def build_mvfloat_index(client, index: str, side: str, doc_ids: set[str], pool_f
               else _encoded_tokens(doc_ids, pool_factor))
     actions = ({"_index": side, "_id": doc_id, "_source": {"mv": np.round(toks, 4).tolist()}}
                for doc_id, toks in tokens)
-    helpers.bulk(client, actions, chunk_size=8, max_chunk_bytes=20 << 20, request_timeout=300)
+    # Small chunks with retries: each document is ~0.3 MB of JSON floats, and a 512 MB node heap
+    # answers large chunks with 429 (circuit breaker).
+    helpers.bulk(client, actions, chunk_size=4, max_chunk_bytes=8 << 20, request_timeout=300,
+                 max_retries=8, initial_backoff=2)
     client.indices.refresh(index=side)
 
 
