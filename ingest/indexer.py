@@ -123,13 +123,13 @@ class CodecParams:
     """Codec settings; defaults are the ones the brief fixed for MiniLM (384-d)."""
 
     # 64 six-bit substrings: on SciFact, Recall@1000 of the binary stage (radius 1) is 0.97,
-    # against 0.49 with 24 sixteen-bit ones (bench notes in docs/results.md).
+    # against 0.49 with 24 sixteen-bit ones (measured once when the default changed; no bench
+    # script reproduces it yet).
     mih_m: int = 64
     dense_pq_m: int = 48
     # 192 two-dim sub-spaces (192 bytes per 384-d token, 1/8 of float32). MaxSim alone over the
-    # SciFact hybrid top 100 (300 queries), nDCG@10 against 0.7071 for float tokens, one figure
-    # per codebook training sample: M=48 0.692, 0.703; M=64 0.703, 0.705; M=96 0.697, 0.704,
-    # 0.709, 0.710, 0.712; M=192 0.704, 0.709 (docs/results.md, "PQ against float tokens").
+    # SciFact hybrid top 100 against float tokens, nDCG@10 points, two codebook draws each
+    # (bench/maxsim_pq.py): M=48 -1.0, -0.9; M=96 -0.9, -0.6; M=192 -0.05, +0.05.
     token_pq_m: int = 192
     pool_factor: float = 2
     train_docs: int = 2000
