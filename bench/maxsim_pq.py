@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     mv = searcher.cache.encoders.get("multivector")
     qtok = {q: mv.encode_queries([t])[0] for q, t in collection.queries.items()}
     ids = sorted({d for cand in fused.values() for d, _ in cand})
-    floats: dict[str, np.ndarray] = {}
-    for start in range(0, len(ids), 64):
-        floats.update(stored_float_tokens(client, index, ids[start : start + 64]))
+    floats = dict(stored_float_tokens(client, index, ids, batch=64))
     flat = np.concatenate([floats[d] for d in ids])
 
     ref_alone, ref_blend = (ndcg10(r, qrels) for r in rankings(fused, qtok, floats))

@@ -61,14 +61,18 @@ def timed(fn, items, workers: int):
     return out, lat
 
 
-def stored_float_tokens(client, index: str, doc_ids: list[str]) -> dict[str, np.ndarray]:
-    """The float16 token copies (`float_tokens` representation) of these documents, as float32."""
+def stored_float_tokens(client, index: str, doc_ids, batch: int = 16):
+    """(id, float32 tokens) from the float16 token copies (`float_tokens` representation) of these
+    documents, fetched `batch` documents per request (each is ~0.1 MB of doc values)."""
     from osneural.plugin import rescoring
 
     props = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
     dim = int(props["dense"]["dimension"])
-    raw = rescoring.fetch_codes(client, index, doc_ids, "mv_f16")
-    return {d: np.frombuffer(b, "<f2").reshape(-1, dim).astype(np.float32) for d, b in raw.items()}
+    ids = sorted(doc_ids)
+    for start in range(0, len(ids), batch):
+        raw = rescoring.fetch_codes(client, index, ids[start : start + batch], "mv_f16")
+        for doc_id, blob in raw.items():
+            yield doc_id, np.frombuffer(blob, "<f2").reshape(-1, dim).astype(np.float32)
 
 
 def _encoded_tokens(doc_ids: set[str], pool_factor: int):
@@ -90,12 +94,6 @@ def _encoded_tokens(doc_ids: set[str], pool_factor: int):
             yield doc_id, pool_tokens(toks, pool_factor) if pool_factor > 1 else toks
 
 
-def _stored_tokens(client, index: str, doc_ids: set[str]):
-    ids = sorted(doc_ids)
-    for start in range(0, len(ids), 16):
-        yield from stored_float_tokens(client, index, ids[start : start + 16]).items()
-
-
 def build_mvfloat_index(client, index: str, side: str, doc_ids: set[str], pool_factor: int) -> None:
     """Float token vectors (pooled like `mv_codes`, so both sides score the same token set) of the
     candidate documents only, for lateInteractionScore (`object` field with `enabled: false`).
@@ -112,7 +110,7 @@ def build_mvfloat_index(client, index: str, side: str, doc_ids: set[str], pool_f
         "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
         "mappings": {"properties": {"mv": {"type": "object", "enabled": False}}}})
     props = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-    tokens = (_stored_tokens(client, index, doc_ids) if "mv_f16" in props
+    tokens = (stored_float_tokens(client, index, doc_ids) if "mv_f16" in props
               else _encoded_tokens(doc_ids, pool_factor))
     actions = ({"_index": side, "_id": doc_id, "_source": {"mv": np.round(toks, 4).tolist()}}
                for doc_id, toks in tokens)
@@ -198,19 +196,19 @@ def main(argv: list[str] | None = None) -> int:
         books = res.codec("pq_tokens", "bench").codebooks
         from osneural.plugin import rescoring
 
-        def ours(q):
-            raw = rescoring.fetch_codes(client, args.index, fused[q], "mv_codes")
-            s = rescoring.maxsim_scores(qtok[q], raw, fused[q], books, "mv_codes")
-            return [d for d, _ in rescoring.reorder([(d, 0.0) for d in fused[q]], 100, s)][:10]
+        def rescorer(field, score):
+            """Our MaxSim over the top 100: fetch `field` from doc values, score, reorder."""
+            def run(q):
+                raw = rescoring.fetch_codes(client, args.index, fused[q], field)
+                s = score(qtok[q], raw, fused[q], field)
+                return [d for d, _ in rescoring.reorder([(d, 0.0) for d in fused[q]], 100, s)][:10]
+            return run
 
-        def ours_f16(q):
-            raw = rescoring.fetch_codes(client, args.index, fused[q], "mv_f16")
-            s = rescoring.maxsim_float16_scores(qtok[q], raw, fused[q], "mv_f16")
-            return [d for d, _ in rescoring.reorder([(d, 0.0) for d in fused[q]], 100, s)][:10]
-
-        mine = [("osneural (PQ tokens)", ours)]
+        mine = [("osneural (PQ tokens)", rescorer(
+            "mv_codes", lambda q, raw, ids, f: rescoring.maxsim_scores(q, raw, ids, books, f)))]
         if res.has_field("mv_f16"):
-            mine.append(("osneural (float16 tokens)", ours_f16))
+            mine.append(("osneural (float16 tokens)",
+                         rescorer("mv_f16", rescoring.maxsim_float16_scores)))
 
         def theirs(q):
             body = {"size": 10, "_source": False, "query": {"script_score": {

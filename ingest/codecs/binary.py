@@ -24,6 +24,7 @@ from osneural.ingest.codecs.serialization import (
     b64_to_array,
     check_header,
     header,
+    load_array,
 )
 
 KIND = "binary"
@@ -125,14 +126,11 @@ class BinaryQuantizer:
         check_header(data, KIND)
         codec = cls(data["bits_per_dim"], data["itq"], data["seed"], data["itq_iterations"])
         codec.mean = b64_to_array(data["mean"]).astype(np.float32)
-        codec.thresholds = b64_to_array(data["thresholds"]).astype(np.float32)
         dim = codec.mean.shape[0]
-        if codec.thresholds.shape != (dim, codec.bits_per_dim):
-            raise ValueError(f"binary: thresholds shape {codec.thresholds.shape} does not match")
+        codec.thresholds = load_array(
+            data["thresholds"], (dim, codec.bits_per_dim), "thresholds", KIND)
         if data.get("rotation") is not None:
-            codec.rotation = b64_to_array(data["rotation"]).astype(np.float32)
-            if codec.rotation.shape != (dim, dim):
-                raise ValueError(f"binary: rotation shape {codec.rotation.shape} does not match")
+            codec.rotation = load_array(data["rotation"], (dim, dim), "rotation", KIND)
         return codec
 
     def _require_fitted(self) -> None:

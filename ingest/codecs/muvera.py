@@ -33,9 +33,9 @@ import numpy as np
 from osneural.ingest.codecs.serialization import (
     array_to_b64,
     as_matrix,
-    b64_to_array,
     check_header,
     header,
+    load_array,
 )
 
 KIND = "muvera"
@@ -198,24 +198,15 @@ class MuveraFDE:
             data["final_dim"],
             data["seed"],
         )
-        codec.hyperplanes = _load(data["hyperplanes"], codec.hyperplanes.shape, "hyperplanes")
+        codec.hyperplanes = load_array(data["hyperplanes"], codec.hyperplanes.shape, "hyperplanes", KIND)
         if codec.projections is not None:
-            codec.projections = _load(data["projections"], codec.projections.shape, "projections")
+            codec.projections = load_array(data["projections"], codec.projections.shape, "projections", KIND)
         if codec.sketch_index is not None:
-            codec.sketch_index = _load(
-                data["sketch_index"], codec.sketch_index.shape, "sketch_index"
+            codec.sketch_index = load_array(
+                data["sketch_index"], codec.sketch_index.shape, "sketch_index", KIND
             ).astype(np.int64)
-            codec.sketch_sign = _load(data["sketch_sign"], codec.sketch_sign.shape, "sketch_sign")
+            codec.sketch_sign = load_array(data["sketch_sign"], codec.sketch_sign.shape, "sketch_sign", KIND)
         return codec
-
-
-def _load(text: str | None, shape: tuple[int, ...], name: str) -> np.ndarray:
-    if text is None:
-        raise ValueError(f"muvera: dict lacks {name}")
-    array = b64_to_array(text)
-    if array.shape != shape:
-        raise ValueError(f"muvera: {name} has shape {array.shape}, expected {shape}")
-    return array.astype(np.float32) if array.dtype.kind == "f" else array
 
 
 def chamfer(query: np.ndarray, doc: np.ndarray) -> float:

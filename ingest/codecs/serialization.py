@@ -40,6 +40,16 @@ def b64_to_array(text: str) -> np.ndarray:
         raise ValueError(f"not a valid pickle-free .npy payload: {exc}") from exc
 
 
+def load_array(text: str | None, shape: tuple[int, ...], name: str, kind: str) -> np.ndarray:
+    """`b64_to_array` of a codec field that must have `shape` (floats come back float32)."""
+    if text is None:
+        raise ValueError(f"{kind}: dict lacks {name}")
+    array = b64_to_array(text)
+    if array.shape != shape:
+        raise ValueError(f"{kind}: {name} has shape {array.shape}, expected {shape}")
+    return array.astype(np.float32) if array.dtype.kind == "f" else array
+
+
 def header(kind: str) -> dict[str, Any]:
     """The fields every codec dict starts with, so a loader can dispatch and refuse mismatches."""
     return {"kind": kind, "version": FORMAT_VERSION}
