@@ -12,14 +12,12 @@ import argparse
 import json
 import sys
 
-from osneural.paths import opensearch_url
+from osneural.connection import ClusterConfigError, add_cluster_arguments, client_from_args
 
 
 def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", help="corpus.jsonl, a folder of JSONL files, or 'sample'")
     parser.add_argument("--index", required=True, help="target index name")
-    parser.add_argument("--url", default=opensearch_url(),
-                        help="OpenSearch URL (default $OSNEURAL_OPENSEARCH_URL or localhost:9200)")
     parser.add_argument("--representations", default=None,
                         help="comma list of dense,sparse,binary,pq,multivector,float_tokens or "
                              "'all' (default for a new index: all but float_tokens, the float16 "
@@ -40,10 +38,10 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matryoshka", default="", help="comma list of extra dense_<dim> fields")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_cluster_arguments(parser)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from opensearchpy import OpenSearch
     from osneural.ingest.corpus import CorpusError, FieldNames
     from osneural.ingest.indexer import CodecParams, IngestError, index_corpus
     from osneural.ingest.sample import sample_corpus
@@ -54,7 +52,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"osneural ingest: --matryoshka must be integers, got {args.matryoshka!r}", file=sys.stderr)
         return 2
-    client = OpenSearch(hosts=[args.url], timeout=120)
+    try:
+        client = client_from_args(args, timeout=120)
+    except ClusterConfigError as exc:
+        print(f"osneural ingest: {exc}", file=sys.stderr)
+        return 2
     try:
         summary = index_corpus(
             client, corpus, args.index,

@@ -10,9 +10,7 @@ import argparse
 import json
 import sys
 
-from osneural.paths import opensearch_url
-
-DEFAULT_URL = opensearch_url()
+from osneural.connection import ClusterConfig, ClusterConfigError, add_cluster_arguments
 
 
 def configure_search(parser: argparse.ArgumentParser) -> None:
@@ -22,16 +20,20 @@ def configure_search(parser: argparse.ArgumentParser) -> None:
                         help="built-in spec name (hybrid, bm25, dense, ...) or a JSON file")
     parser.add_argument("--explain", action="store_true", help="per-hit score and rank per stage")
     parser.add_argument("--size", type=int, default=None, help="override the spec's size")
-    parser.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default %(default)s)")
+    add_cluster_arguments(parser)
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from opensearchpy import OpenSearch, TransportError
+    from opensearchpy import TransportError
     from osneural.plugin.resources import StageError
     from osneural.plugin.searcher import Searcher, SearchError
     from osneural.plugin.spec import SpecError, load_spec, parse_spec
 
-    client = OpenSearch(hosts=[args.url], timeout=60)
+    try:
+        client = ClusterConfig.from_args(args).client()
+    except ClusterConfigError as exc:
+        print(f"osneural search: {exc}", file=sys.stderr)
+        return 2
     try:
         data = load_spec(args.spec).to_dict()
         if args.explain:
@@ -56,7 +58,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help="OpenSearch URL (default %(default)s)")
+    add_cluster_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9280)
     parser.add_argument("--allow-index", action="append", default=None, metavar="PATTERN",
@@ -74,7 +76,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from osneural.plugin.server import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = create_app(args.url, allow_index=args.allow_index, max_body_bytes=args.max_body_bytes,
+    try:
+        cluster = ClusterConfig.from_args(args, timeout=30)
+    except ClusterConfigError as exc:
+        print(f"osneural serve: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(cluster, allow_index=args.allow_index, max_body_bytes=args.max_body_bytes,
                      warm=args.warm)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

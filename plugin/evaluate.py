@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,10 +30,9 @@ from osneural.plugin.eval_metrics import (
 from osneural.plugin.eval_report import SpecResult
 from osneural.plugin.spec import PipelineSpec, SpecError, load_spec, parse_spec
 
-from osneural.paths import opensearch_url
+from osneural.connection import ClusterConfig, ClusterConfigError, add_cluster_arguments
 
 SearchFn = Callable[[str, PipelineSpec], dict[str, Any]]
-DEFAULT_URL = opensearch_url()
 ERRORS_KEPT = 5
 
 
@@ -179,10 +177,6 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="qrels split (qrels/SPLIT.tsv); default test")
     parser.add_argument("--qrels", metavar="FILE", help="judgments file (BEIR tsv or TREC) instead of qrels/SPLIT.tsv")
-    parser.add_argument(
-        "--url", default=os.environ.get("OSNEURAL_OPENSEARCH_URL", DEFAULT_URL),
-        help="OpenSearch URL (default $OSNEURAL_OPENSEARCH_URL or %(default)s)",
-    )
     parser.add_argument("--out", metavar="FILE", help="write the JSON result here")
     parser.add_argument("--compare", metavar="FILE", help="earlier JSON result: print the deltas")
     parser.add_argument("--max-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
@@ -195,6 +189,7 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-query", action="store_true", help="include per-query metrics in the JSON")
     parser.add_argument("--markdown", action="store_true", help="print tables as Markdown")
     parser.add_argument("--no-corpus-check", action="store_true", help="do not read corpus.jsonl to count judged ids absent from it")
+    add_cluster_arguments(parser)
 
 
 def _load_specs(args_specs: Sequence[str]) -> list[tuple[str, PipelineSpec, str]]:
@@ -225,21 +220,21 @@ def run_eval(args: argparse.Namespace) -> int:
         old = load_result(args.compare) if args.compare else None
         if args.max_queries is not None and args.max_queries < 1:
             raise EvalDataError("--max-queries must be at least 1")
+        cluster = ClusterConfig.from_args(args)
         collection = load_beir(
             args.beir_dir, args.split, qrels_path=args.qrels,
             check_corpus=not args.no_corpus_check, limit=args.max_queries,
         )
-    except (SpecError, EvalDataError, ResultFileError) as exc:
+    except (SpecError, EvalDataError, ResultFileError, ClusterConfigError) as exc:
         print(f"osneural eval: {exc}", file=sys.stderr)
         return 2
 
-    from opensearchpy import OpenSearch
     from osneural.plugin.searcher import Searcher
 
-    client = OpenSearch(hosts=[args.url], timeout=60)
+    client = cluster.client()
     try:
         if not client.indices.exists(index=args.index):
-            print(f"osneural eval: index {args.index!r} not found at {args.url}", file=sys.stderr)
+            print(f"osneural eval: index {args.index!r} not found at {cluster.describe()}", file=sys.stderr)
             return 2
         searcher = Searcher(client, args.index)
         try:
@@ -257,7 +252,7 @@ def run_eval(args: argparse.Namespace) -> int:
         results,
         collection=collection.describe(),
         index=args.index,
-        url=args.url,
+        url=cluster.describe(),
         settings={
             "run_depth": RUN_DEPTH,
             "drop_identical_ids": not args.keep_identical_ids,

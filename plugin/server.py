@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from osneural.connection import ClusterConfig
+
 log = logging.getLogger("osneural.plugin.server")
 
 DEFAULT_MAX_BODY = 1 << 20
@@ -99,7 +101,7 @@ def _spec_from_body(body: dict[str, Any]) -> tuple[str, Any]:
 
 
 def create_app(
-    opensearch_url: str = "http://127.0.0.1:9200",
+    cluster: ClusterConfig | str | None = None,
     allow_index: list[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     client: Any = None,
@@ -107,10 +109,12 @@ def create_app(
     warm: list[str] | None = None,
 ) -> Starlette:
     """The ASGI app. `warm` names encoder kinds to load at startup (so the first query is fast)."""
-    from opensearchpy import OpenSearch, TransportError
+    from opensearchpy import TransportError
 
-    upstream = opensearch_url.rstrip("/")
-    os_client = client or OpenSearch(hosts=[upstream], timeout=30)
+    if not isinstance(cluster, ClusterConfig):
+        cluster = ClusterConfig.from_values(cluster, timeout=30)
+    upstream = cluster.urls[0]
+    os_client = client or cluster.client()
     cache = cache or ResourceCache()
     searchers: dict[str, Searcher] = {}
     state: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from osneural.paths import opensearch_url
+from osneural.connection import ClusterConfig, ClusterConfigError, add_cluster_arguments
 
 DEMO_QUERIES = (
     "how do I parse a JSON string into a Python object",
@@ -22,7 +22,7 @@ DEMO_QUERIES = (
 
 
 def configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=opensearch_url())
+    add_cluster_arguments(parser)
     parser.add_argument("--index", default="osneural-demo")
     parser.add_argument("--limit", type=int, default=600,
                         help="ingest this many docstrings, spread evenly over all modules (0 = all)")
@@ -31,20 +31,23 @@ def configure_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from opensearchpy import OpenSearch
-
     from osneural.ingest.indexer import index_corpus
     from osneural.ingest.sample import sample_corpus
     from osneural.plugin.searcher import Searcher
     from osneural.plugin.spec import load_spec
 
-    client = OpenSearch(hosts=[args.url], timeout=120)
+    try:
+        cluster = ClusterConfig.from_args(args, timeout=120)
+    except ClusterConfigError as exc:
+        print(f"osneural demo: {exc}", file=sys.stderr)
+        return 2
+    client = cluster.client()
     corpus = sample_corpus()
     if args.limit and args.limit < len(corpus):
         # An even spread keeps every module represented, so the example questions have answers.
         step = len(corpus) / args.limit
         corpus = [corpus[int(i * step)] for i in range(args.limit)]
-    print(f"sample corpus: {len(corpus)} standard-library docstrings -> index {args.index!r} at {args.url}")
+    print(f"sample corpus: {len(corpus)} standard-library docstrings -> index {args.index!r} at {cluster.describe()}")
     summary = index_corpus(client, corpus, args.index, resume=True)
     print(summary.format())
     searcher = Searcher(client, args.index)
