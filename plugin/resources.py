@@ -5,6 +5,20 @@ once per process (the HTTP service keeps them warm) and shared by every request.
 `_meta.osneural` is checked against the loaded encoder's sha256: an index built with another
 encoder produces vectors from another space, which would silently return garbage, so the query
 fails loudly instead (`IndexMismatchError`).
+
+Staleness. An index can be deleted and rebuilt with new codecs while query processes run; PQ codes
+decoded with the old codebooks (or binary codes cut with the old quantizer) rank wrongly with no
+error at all. So every cached description carries an `IndexFingerprint`: the index's uuid (new on
+every re-creation) and its codec generation (`_meta.osneural.codec_generation`, a uuid ingestion
+writes whenever it stores codecs, also written as `generation` in the codec document). Checking it
+costs one filtered `GET <index>` (cluster metadata on the coordinating node; no shard is touched),
+which the `Searcher` runs concurrently with the first stages of every query; on a mismatch it
+reloads the description and runs the query again, so a query is never answered with codecs other
+than those of the index it searched. Indices built before generations existed fall back to the
+index uuid plus the codec document's `_seq_no`/`_primary_term` (one more realtime GET without
+`_source`). A codec document whose generation differs from the index's belongs to another build
+of that index (a deleted one, or a rebuild still being written): it is refused
+(`StaleCodecsError`), never used.
 """
 
 from __future__ import annotations
@@ -22,6 +36,26 @@ class StageError(ValueError):
 
 class IndexMismatchError(StageError):
     """The index was built with a different encoder or codec than this node has."""
+
+
+class StaleCodecsError(IndexMismatchError):
+    """The codec document belongs to another build of the index (generation mismatch).
+
+    `status` 409: the request was fine, the cluster holds an inconsistent pair (usually for the
+    seconds a rebuild takes); retrying later succeeds once ingestion has finished."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class IndexFingerprint:
+    """What identifies one build of an index and its codecs (see the module docstring).
+
+    `codec_version` is only tracked for indices without a codec generation (older builds)."""
+
+    uuid: str | None
+    generation: str | None
+    codec_version: tuple[int, int] | None = None
 
 
 #: document field (or codec) each stage needs, by spec location prefix and type
@@ -67,6 +101,7 @@ class IndexResources:
     fields: dict[str, dict[str, Any]]
     meta: dict[str, Any]
     codec_data: dict[str, Any] | None = None
+    fingerprint: IndexFingerprint = field(default_factory=lambda: IndexFingerprint(None, None))
     _bundle: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -127,21 +162,81 @@ class IndexResources:
         return (self.meta.get("encoders") or {}).get(kind)
 
 
+#: `filter_path` of the per-query check: the index uuid and codec generation, nothing else
+_FINGERPRINT_FILTER = "*.settings.index.uuid,*.mappings._meta.osneural.codec_generation"
+
+
+def _one_index(response: dict[str, Any], index: str) -> dict[str, Any]:
+    if len(response) != 1:
+        raise StageError(f"{index!r} resolves to {len(response)} indices; name one index")
+    (_name, body), = response.items()
+    return body
+
+
+def _index_fingerprint_parts(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    uuid = ((body.get("settings") or {}).get("index") or {}).get("uuid")
+    meta = ((body.get("mappings") or {}).get("_meta") or {}).get("osneural") or {}
+    generation = meta.get("codec_generation")
+    return uuid, str(generation) if generation else None
+
+
 def describe_index(client: Any, index: str) -> IndexResources:
-    """Read the mapping and codec document of `index` (NotFoundError passes through as 404)."""
-    mapping = client.indices.get_mapping(index=index)
-    if len(mapping) != 1:
-        raise StageError(f"{index!r} resolves to {len(mapping)} indices; name one index")
-    (_name, body), = mapping.items()
-    mappings = body.get("mappings", {})
-    fields = _flatten_properties(mappings.get("properties", {}))
-    meta = (mappings.get("_meta") or {}).get("osneural") or {}
-    codec_data = _codec_document(client, index) if meta else None
-    return IndexResources(index=index, fields=fields, meta=meta, codec_data=codec_data)
+    """Read the mapping, uuid and codec document of `index` (NotFoundError passes through as 404).
+
+    The codec document is accepted only when its `generation` equals the index's
+    `codec_generation`; one mismatch is re-read once (a rebuild may have replaced both between
+    our two reads), a second one raises `StaleCodecsError`.
+    """
+    for attempt in range(2):
+        body = _one_index(client.indices.get(index=index), index)
+        mappings = body.get("mappings", {})
+        fields = _flatten_properties(mappings.get("properties", {}))
+        meta = (mappings.get("_meta") or {}).get("osneural") or {}
+        uuid, generation = _index_fingerprint_parts(body)
+        found = _codec_document(client, index) if meta else None
+        codec_data, doc_generation, version = found if found else (None, None, None)
+        if generation is None or codec_data is None or doc_generation == generation:
+            fingerprint = IndexFingerprint(uuid, generation, None if generation else version)
+            return IndexResources(index=index, fields=fields, meta=meta, codec_data=codec_data,
+                                  fingerprint=fingerprint)
+        if attempt == 1:
+            raise StaleCodecsError(
+                f"index {index!r} has codec generation {generation!r} but its codec document in "
+                f"'osneural-codecs' has generation {doc_generation!r}: it belongs to another build "
+                "of the index (deleted, or a rebuild still being written); refusing to use it. "
+                "Retry once ingestion has finished, or re-run the ingestion"
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _codec_document(client: Any, index: str) -> dict[str, Any] | None:
-    """The bundle dict of `index`'s companion document, or None when there is none.
+def current_fingerprint(client: Any, index: str, legacy: bool = False) -> IndexFingerprint:
+    """The fingerprint of `index` as the cluster has it now: the cheap per-query check.
+
+    `legacy` (the cached build had no codec generation) adds the codec document's version."""
+    response = client.indices.get(index=index, filter_path=_FINGERPRINT_FILTER)
+    uuid, generation = _index_fingerprint_parts(_one_index(response, index))
+    version = None
+    if legacy and generation is None:
+        version = _codec_version(client, index)
+    return IndexFingerprint(uuid, generation, version)
+
+
+def _codec_version(client: Any, index: str) -> tuple[int, int] | None:
+    from opensearchpy.exceptions import NotFoundError
+    from osneural.ingest.codecs.bundle import CODECS_INDEX
+
+    try:
+        doc = client.get(index=CODECS_INDEX, id=index, _source=False)
+    except NotFoundError:
+        return None
+    return int(doc.get("_seq_no", -1)), int(doc.get("_primary_term", -1))
+
+
+def _codec_document(
+    client: Any, index: str
+) -> tuple[dict[str, Any], str | None, tuple[int, int] | None] | None:
+    """(bundle dict, its generation, (_seq_no, _primary_term)) of `index`'s companion document,
+    or None when there is none.
 
     Accepts both the bundle stored at the top level of the document (`store_bundle`) and nested
     under `codecs` (`codec_store.save_codecs`), so either writer works.
@@ -150,14 +245,43 @@ def _codec_document(client: Any, index: str) -> dict[str, Any] | None:
     from osneural.ingest.codecs.bundle import CODECS_INDEX
 
     try:
-        source = dict(client.get(index=CODECS_INDEX, id=index)["_source"])
+        doc = client.get(index=CODECS_INDEX, id=index)
     except NotFoundError:
         return None
+    source = dict(doc["_source"])
+    generation = source.pop("generation", None)
+    version = (int(doc.get("_seq_no", -1)), int(doc.get("_primary_term", -1)))
+    generation = str(generation) if generation else None
     if source.get("kind") == "bundle":
         source.pop("target_index", None)
-        return source
+        return source, generation, version
     nested = source.get("codecs")
-    return nested if isinstance(nested, dict) else source
+    return (nested if isinstance(nested, dict) else source), generation, version
+
+
+#: encoder kinds each stage computes its query representation with (binary and the dense
+#: rescorers derive from the dense vector, the FDE from the query tokens)
+_STAGE_KINDS: dict[str, tuple[str, ...]] = {
+    "dense": ("dense",), "sparse": ("sparse",), "binary": ("dense",), "fde": ("multivector",),
+    "hamming": ("dense",), "pq": ("dense",), "maxsim": ("multivector",),
+}
+
+def spec_encoder_kinds(spec: PipelineSpec) -> list[str]:
+    """Encoder kinds a spec's stages need, in a stable order."""
+    kinds = {k for s in [*spec.first_stages, *spec.rescore] for k in _STAGE_KINDS.get(s.type, ())}
+    return sorted(kinds)
+
+
+def spec_needs_codecs(spec: PipelineSpec) -> bool:
+    """Whether any stage reads the codec bundle (so it is decoded before the deadline)."""
+    for s in [*spec.first_stages, *spec.rescore]:
+        if s.type in ("binary", "fde", "hamming", "pq"):
+            return True
+        if s.type == "maxsim" and s.tokens == "pq":
+            return True
+        if s.type == "sparse" and s.mode == "inference_free":
+            return True
+    return False
 
 
 class EncoderCache:
@@ -174,6 +298,16 @@ class EncoderCache:
 
                 self._encoders[kind] = load_default(kind)
             return self._encoders[kind]
+
+    def warm(self, kinds: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+        """Load every encoder in `kinds` now (not at the first query); returns the kinds loaded."""
+        for kind in kinds:
+            self.get(kind)
+        return sorted(set(kinds))
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return sorted(self._encoders)
 
     def put(self, kind: str, encoder: Any) -> None:
         """Install an encoder (e.g. a non-default export) for `kind`."""
@@ -210,16 +344,48 @@ class ResourceCache:
         hosts = getattr(getattr(client, "transport", None), "hosts", None) or []
         return repr(hosts)
 
-    def index(self, client: Any, index: str, refresh: bool = False) -> IndexResources:
+    def index(
+        self,
+        client: Any,
+        index: str,
+        refresh: bool = False,
+        expect: IndexFingerprint | None = None,
+    ) -> IndexResources:
+        """The cached description of `index`, or a fresh one when asked (`refresh`) or when the
+        cached one's fingerprint is not `expect` (so concurrent queries that all saw the same
+        rebuild reload it once, not once each)."""
         key = (self._cluster_key(client), index)
         with self._lock:
             cached = self._indices.get(key)
-        if cached is not None and not refresh:
+        if cached is not None and not refresh and (expect is None or cached.fingerprint == expect):
             return cached
         res = describe_index(client, index)
         with self._lock:
             self._indices[key] = res
         return res
+
+    def is_current(self, client: Any, res: IndexResources) -> bool:
+        """Whether `res` still describes the build of its index the cluster holds now."""
+        legacy = res.fingerprint.generation is None
+        return current_fingerprint(client, res.index, legacy=legacy) == res.fingerprint
+
+    def warm(
+        self, kinds: list[str] | tuple[str, ...] | set[str] | None = None,
+        client: Any = None, indices: list[str] | tuple[str, ...] = (),
+    ) -> list[str]:
+        """Load encoders before any query needs them; returns the kinds now loaded.
+
+        `kinds` names them outright; with a `client`, the encoders each of `indices` was built
+        with (its `_meta.osneural.encoders`) are added, and those indices' descriptions and codec
+        bundles are loaded too. `serve` calls this at startup so no first query pays for it."""
+        wanted = set(kinds or ())
+        for index in indices:
+            res = self.index(client, index)
+            wanted |= set(res.meta.get("encoders") or {})
+            if res.codec_data is not None:
+                res.codecs  # noqa: B018 - decode the bundle now
+        self.encoders.warm(sorted(wanted & set(ENCODER_KIND)))
+        return self.encoders.loaded()
 
     def forget(self, index: str) -> None:
         with self._lock:

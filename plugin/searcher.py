@@ -4,6 +4,13 @@ First stages run concurrently in threads (each is mostly a wait on OpenSearch or
 that releases the GIL). Every stage, first or rescoring, has a deadline; one that misses it or
 fails is skipped and named in `ext.osneural.warnings`, so a slow stage degrades the ranking
 instead of failing the query. Only when every first stage fails does the query fail.
+
+What is not query time stays out of the budget: the encoders and codec bundle the spec needs are
+loaded before the deadline starts (a cold process would otherwise fail its first queries on
+model-load time). And no answer uses stale codecs: while the first stages run, the calling thread
+(otherwise idle) fetches the index's fingerprint (uuid + codec generation, see
+`osneural.plugin.resources`); when it differs from the cached one -- the index was rebuilt under
+this process -- the description is reloaded and the query runs again from the start.
 """
 
 from __future__ import annotations
@@ -18,10 +25,15 @@ import numpy as np
 from osneural.plugin import fusion as fusion_mod
 from osneural.plugin import rescoring, stages
 from osneural.plugin.resources import (
+    IndexFingerprint,
     IndexResources,
     ResourceCache,
     StageError,
+    StaleCodecsError,
+    current_fingerprint,
     default_cache,
+    spec_encoder_kinds,
+    spec_needs_codecs,
     stage_field,
 )
 from osneural.plugin.spec import PipelineSpec, SpecError, parse_spec
@@ -98,6 +110,14 @@ class QueryEncodings:
         return self._memo("fde", compute)
 
 
+class _IndexChanged(Exception):
+    """The index was rebuilt since its description was cached: reload and run again."""
+
+    def __init__(self, fingerprint: IndexFingerprint) -> None:
+        super().__init__(f"index changed to {fingerprint}")
+        self.fingerprint = fingerprint
+
+
 def _stage_names(kinds: list[str]) -> list[str]:
     """'bm25', 'dense', ... made unique ('dense', 'dense#2') for explanations and timings."""
     seen: dict[str, int] = {}
@@ -125,6 +145,34 @@ class Searcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def warm(self, kinds: list[str] | None = None) -> list[str]:
+        """Load this index's description, codecs and encoders (plus `kinds`) now; returns the
+        encoder kinds loaded. For a server's startup, so no first query pays for loading."""
+        return self.cache.warm(kinds, client=self.client, indices=[self.index])
+
+    def _prepare(self, res: IndexResources, spec: PipelineSpec) -> None:
+        """Load what the spec needs before its deadline starts (loading is not query time)."""
+        self.cache.encoders.warm(spec_encoder_kinds(spec))
+        if spec_needs_codecs(spec) and res.codec_data is not None:
+            res.codecs  # noqa: B018 - decodes the bundle once per process
+
+    def _fingerprint(self, res: IndexResources) -> IndexFingerprint | BaseException:
+        """The index's fingerprint now, or the error that prevented reading it."""
+        try:
+            return current_fingerprint(self.client, self.index,
+                                       legacy=res.fingerprint.generation is None)
+        except Exception as exc:  # noqa: BLE001 - judged by the caller once the stages are back
+            return exc
+
+    def _verified(self, res: IndexResources, seen: IndexFingerprint | BaseException) -> IndexFingerprint:
+        """`seen`, re-read once if reading it failed; an index that cannot be verified gets no
+        answer (it may have been rebuilt), so a second failure propagates."""
+        if isinstance(seen, BaseException):
+            seen = self._fingerprint(res)
+            if isinstance(seen, BaseException):
+                raise seen
+        return seen
 
     # ------------------------------------------------------------ first stages
 
@@ -202,7 +250,25 @@ class Searcher:
         if not isinstance(text, str) or not text.strip():
             raise SpecError("query text is empty")
         res = self.cache.index(self.client, self.index)
-        res.check_spec(spec)
+        for _attempt in range(2):
+            try:
+                return self._search_once(text, spec, res, t_start)
+            except _IndexChanged as changed:
+                res = self.cache.index(self.client, self.index, expect=changed.fingerprint)
+        raise StaleCodecsError(
+            f"index {self.index!r} was rebuilt again while this query ran; retry the query")
+
+    def _search_once(
+        self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float
+    ) -> dict[str, Any]:
+        try:
+            res.check_spec(spec)
+            self._prepare(res, spec)
+        except StageError:
+            seen = self._verified(res, self._fingerprint(res))
+            if seen != res.fingerprint:
+                raise _IndexChanged(seen) from None
+            raise
         enc = QueryEncodings(text, res, self.cache)
         warnings: list[str] = []
         timings: dict[str, float] = {}
@@ -215,7 +281,14 @@ class Searcher:
             self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
             for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True))
         }
-        done, pending = cf.wait(futures, timeout=budget)
+        seen = self._fingerprint(res)  # concurrently with the first stages
+        timings["check"] = (time.perf_counter() - t0) * 1e3
+        done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+        seen = self._verified(res, seen)
+        if seen != res.fingerprint:
+            for fut in pending:
+                fut.cancel()
+            raise _IndexChanged(seen)
         runs: dict[int, list[tuple[str, float]]] = {}
         errors: list[BaseException] = []
         for fut in pending:
