@@ -1,4 +1,10 @@
-"""`osneural opensearch start|stop|status`: the local node for development, demos and tests."""
+"""`osneural opensearch start|stop|status`: the local node for development, demos and tests.
+
+`start` on a cluster some of whose nodes died brings the missing ones back on their recorded
+ports (the recorded layout wins; --nodes/--port only shape a new or stopped cluster). `status`
+lists every node with its state and exits 1 when one is missing or not answering, so scripts and
+health checks never read "green" off the survivors of a degraded cluster.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +20,26 @@ from osneural.node.launcher import DEFAULT_HEAP, DEFAULT_HTTP_PORT, LocalCluster
 def configure_opensearch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--name", default="default", help="cluster name (one folder per cluster)")
-    parser.add_argument("--nodes", type=int, default=1, help="number of nodes on loopback (start)")
-    parser.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT,
-                        help="HTTP port of the first node; transport ports are +100 (start)")
-    parser.add_argument("--heap", default=DEFAULT_HEAP, help="JVM heap per node, e.g. 512m or 1g (start)")
-    parser.add_argument("--version", default=DEFAULT_VERSION, help="OpenSearch 3.x version (start)")
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="number of nodes on loopback (start; default: as recorded, else 1)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="HTTP port of the first node; transport ports are +100 "
+                             f"(start; default: as recorded, else {DEFAULT_HTTP_PORT})")
+    parser.add_argument("--heap", default=None,
+                        help=f"JVM heap per node, e.g. 512m or 1g (start; default {DEFAULT_HEAP})")
+    parser.add_argument("--version", default=None,
+                        help=f"OpenSearch 3.x version (start; default {DEFAULT_VERSION})")
+    parser.add_argument("--json", action="store_true", help="status as JSON")
 
 
 def run_opensearch(args: argparse.Namespace) -> int:
     try:
         if args.action == "start":
-            cluster = LocalCluster(name=args.name, nodes=args.nodes, http_port=args.port,
-                                   heap=args.heap, version=args.version)
-            url = cluster.start(log=lambda m: print(m, file=sys.stderr))
+            cluster = _cluster_to_start(args)
+            cluster.start(log=lambda m: print(m, file=sys.stderr))
             health = cluster.health() or {}
-            print(f"{url} {health.get('status', 'unknown')} ({health.get('number_of_nodes', '?')} node(s))")
+            print(f"{','.join(s.url for s in cluster.specs)} {health.get('status', 'unknown')} "
+                  f"({health.get('number_of_nodes', '?')} node(s))")
             return 0
         cluster = LocalCluster.load(args.name)
         if cluster is None:
@@ -39,12 +50,48 @@ def run_opensearch(args: argparse.Namespace) -> int:
             pids = cluster.stop()
             print(f"stopped {len(pids)} node(s)" if pids else "no node was running")
             return 0
-        health = cluster.health()
-        if health is None:
-            print(f"{cluster.url} not answering", file=sys.stderr)
-            return 1
-        print(f"{cluster.url} {health['status']} {json.dumps(health)}")
-        return 0
+        return _status(cluster, args)
     except NodeError as exc:
         print(f"osneural opensearch {args.action}: {exc}", file=sys.stderr)
         return 1
+
+
+def _cluster_to_start(args: argparse.Namespace) -> LocalCluster:
+    """The recorded cluster (its nodes, ports, heap) when there is one, else a new one from
+    the flags; a flag that contradicts a recorded cluster with live nodes is refused by start."""
+    recorded = LocalCluster.load(args.name)
+    if recorded is None:
+        return LocalCluster(name=args.name, nodes=args.nodes or 1,
+                            http_port=args.port or DEFAULT_HTTP_PORT,
+                            heap=args.heap or DEFAULT_HEAP, version=args.version or DEFAULT_VERSION)
+    return LocalCluster(
+        name=args.name,
+        nodes=args.nodes or recorded.nodes,
+        http_port=args.port or recorded.http_port,
+        heap=args.heap or recorded.heap,
+        version=args.version or recorded.version,
+        root=recorded.root,
+    )
+
+
+def _status(cluster: LocalCluster, args: argparse.Namespace) -> int:
+    """Every node with its state; exit 1 unless every node runs and answers."""
+    rows = cluster.node_states()
+    health = cluster.health()
+    ok = all(r["state"] == "running" for r in rows) and health is not None
+    if getattr(args, "json", False):
+        print(json.dumps({"cluster": cluster.name, "ok": ok, "nodes": rows, "health": health}))
+        return 0 if ok else 1
+    up = sum(r["state"] == "running" for r in rows)
+    if health is None:
+        print(f"cluster {cluster.name!r}: no node answers ({up}/{len(rows)} running)")
+    else:
+        print(f"cluster {cluster.name!r}: {health.get('status')}, {health.get('number_of_nodes')} "
+              f"node(s) joined, {up}/{len(rows)} recorded node(s) running")
+    for r in rows:
+        pid = f"pid {r['pid']}" if r["pid"] else "no process"
+        print(f"  {r['name']:<8} {r['url']:<24} {r['state']:<14} {pid}")
+    if not ok:
+        print(f"not every node is running; `osneural opensearch start --name {cluster.name}` "
+              "brings the missing ones back", file=sys.stderr)
+    return 0 if ok else 1

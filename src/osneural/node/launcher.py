@@ -4,6 +4,8 @@ Each cluster lives in its own folder (`<cache>/clusters/<name>/`) holding one su
 (config copy, data, logs, pid file) and `cluster.json` with its URL. Stop acts only on the pids
 recorded there, after checking each still is an OpenSearch JVM, so it never kills a stranger even
 when a pid was reused; stale pid files left by a SIGKILL are simply discarded at the next start.
+Starting a cluster some of whose nodes still run starts only the missing ones, on their recorded
+ports and data folders, so they rejoin with their shards (the cluster heals instead of refusing).
 
 OpenSearch refuses to run as root, so under root each node runs as an unprivileged user
 (`OSNEURAL_NODE_USER`, default `nobody`) that owns its node folder.
@@ -185,19 +187,58 @@ class LocalCluster:
         return None
 
     # ---- start -------------------------------------------------------------------------
+    def node_states(self, timeout: float = 2.0) -> list[dict]:
+        """One row per recorded node: name, url, pid, state ("running": its process lives and
+        its HTTP port answers; "not answering": the process lives, HTTP does not (yet); "missing":
+        no live process)."""
+        pids = self.running_pids()
+        rows = []
+        for spec in self.specs:
+            pid = pids.get(spec.name)
+            state = "missing"
+            if pid is not None:
+                try:
+                    http_json(f"{spec.url}/", timeout=timeout)
+                    state = "running"
+                except (urllib.error.URLError, OSError, ValueError):
+                    state = "not answering"
+            rows.append({"name": spec.name, "url": spec.url, "pid": pid, "state": state,
+                         "transport_port": spec.transport_port})
+        return rows
+
+    def _check_layout(self, running: dict[str, int]) -> None:
+        """Nodes of the recorded cluster still run: its layout cannot change under them."""
+        assert self.root is not None
+        state = self.root / "cluster.json"
+        if not state.is_file():
+            return
+        data = json.loads(state.read_text())
+        if (data.get("nodes"), data.get("http_port")) != (self.nodes, self.http_port):
+            ports = f"{data.get('http_port')}..{data.get('http_port', 0) + data.get('nodes', 1) - 1}"
+            raise NodeError(
+                f"cluster {self.name!r} runs {data.get('nodes')} node(s) on HTTP ports {ports} "
+                f"(pids {sorted(running.values())}); `start` without --nodes/--port brings its "
+                "missing nodes back, `osneural opensearch stop` first changes its layout"
+            )
+
     def start(self, wait: bool = True, log=print) -> str:
+        """Start every node that is not running (all of them for a new or stopped cluster)."""
         running = self.running_pids()
         if running:
+            self._check_layout(running)
+        missing = [spec for spec in self.specs if spec.name not in running]
+        if not missing:
             raise NodeError(
-                f"a local OpenSearch node is already running at {self.url} (pids {sorted(running.values())}); "
-                "run `osneural opensearch stop` first"
+                f"every node of cluster {self.name!r} is already running "
+                f"({', '.join(s.url for s in self.specs)}; pids {sorted(running.values())}); "
+                "run `osneural opensearch stop` first to restart it"
             )
-        for spec in self.specs:
+        for spec in missing:
             for port in (spec.http_port, spec.transport_port):
                 if not port_is_free(port):
                     raise NodeError(
-                        f"port {port} on 127.0.0.1 is already in use by another process; "
-                        "stop it or choose another base port with --port"
+                        f"port {port} on 127.0.0.1 ({spec.name}) is already in use by another "
+                        "process; stop it or choose another base port with --port"
                     )
         java_home, java_major = find_java()
         user = _service_user()
@@ -215,9 +256,12 @@ class LocalCluster:
                     raise NodeError(f"{path} is not readable by the unprivileged node user; set "
                                     "OSNEURAL_CACHE to a folder outside private home folders")
         self._save()
-        procs = [self._launch(spec, home, java_home, user) for spec in self.specs]
+        if running:
+            log(f"starting missing node(s) {', '.join(f'{s.name} ({s.url})' for s in missing)}; "
+                f"{len(running)} already running")
+        procs = [self._launch(spec, home, java_home, user) for spec in missing]
         if wait:
-            self._wait_healthy(procs)
+            self._wait_healthy(procs, missing, healing=bool(running))
         return self.url
 
     def _write_config(self, spec: NodeSpec, home: Path) -> Path:
@@ -276,29 +320,43 @@ class LocalCluster:
         spec.pid_file.write_text(str(proc.pid))
         return proc
 
-    def _wait_healthy(self, procs: list[subprocess.Popen]) -> None:
+    def _wait_healthy(
+        self, procs: list[subprocess.Popen], specs: list[NodeSpec] | None = None,
+        healing: bool = False,
+    ) -> None:
+        """Wait until the cluster has all its nodes and is yellow or green. A failure stops the
+        nodes just launched; when healing, the nodes that were already running keep running."""
+        specs = self.specs if specs is None else specs
         deadline = time.monotonic() + START_TIMEOUT_S
+        query = f"_cluster/health?wait_for_status=yellow&wait_for_nodes={self.nodes}&timeout=2s"
         while time.monotonic() < deadline:
-            for spec, proc in zip(self.specs, procs, strict=True):
+            for spec, proc in zip(specs, procs, strict=True):
                 if proc.poll() is not None:
-                    self.stop()
+                    self.stop(only=specs if healing else None)
                     tail = _log_tail(spec.folder / "logs" / "console.log")
                     raise NodeError(f"OpenSearch {spec.name} exited with code {proc.returncode}: {tail}")
-            try:
-                health = http_json(f"{self.url}/_cluster/health?wait_for_status=yellow&timeout=2s", 5)
-            except (urllib.error.URLError, OSError, ValueError):
+            health = None
+            for spec in self.specs:
+                try:
+                    health = http_json(f"{spec.url}/{query}", 5)
+                    break
+                except (urllib.error.URLError, OSError, ValueError):
+                    continue
+            if health is None:
                 time.sleep(1.0)
                 continue
             if health.get("status") in ("yellow", "green") and health.get("number_of_nodes") == self.nodes:
                 return
             time.sleep(1.0)
-        self.stop()
+        self.stop(only=specs if healing else None)
         raise NodeError(f"OpenSearch did not become healthy within {START_TIMEOUT_S:.0f}s; see {self.root}")
 
     # ---- stop --------------------------------------------------------------------------
-    def stop(self, timeout: float = 60.0) -> list[int]:
-        """Stop the nodes this cluster started; returns the pids that were stopped."""
-        pids = list(self.running_pids().values())
+    def stop(self, timeout: float = 60.0, only: list[NodeSpec] | None = None) -> list[int]:
+        """Stop the nodes this cluster started (or just the nodes `only` names); returns the
+        pids that were stopped."""
+        names = None if only is None else {spec.name for spec in only}
+        pids = [pid for name, pid in self.running_pids().items() if names is None or name in names]
         for pid in pids:
             _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -308,7 +366,8 @@ class LocalCluster:
             if _pid_alive_opensearch(pid):
                 _signal_group(pid, signal.SIGKILL)
         for spec in self.specs:
-            spec.pid_file.unlink(missing_ok=True)
+            if names is None or spec.name in names:
+                spec.pid_file.unlink(missing_ok=True)
         return pids
 
     def destroy(self) -> None:
