@@ -23,6 +23,15 @@ r ~0.77-0.80 with Chamfer. At the same 2048 budget, k_sim=3 (reps=8, d_proj=32) 
 documents of few topics and worse on 180-token, 24-topic ones; k_sim=5 was lower on both
 (`bench/codecs.py` prints the comparison). Wider FDEs track Chamfer more closely
 (k_sim=4, reps=10, d_proj=64: 10240 dims, r ~0.82).
+
+`dtype="int8"` stores the document FDE in a quarter of the bytes, as a k-NN `byte` vector
+(`data_type: byte`, lucene engine: Lucene then keeps one byte per dimension and no float copy,
+unlike its scalar-quantized `sq` encoder, which keeps both). Every coordinate of a document FDE is
+a mean of the same kind of random projection, so one scale serves all of them: `calibrate_int8`
+sets it from a sample so that the `clip_quantile` of |x| maps to 127 (rarer outliers clip).
+Queries are quantized on their own (max |q| -> 127): a positive query scale does not change the
+ranking, and the byte field accepts only integer query values. `bench/index_size.py` measures
+the bytes, `bench/quality.py` the nDCG@10 of the FDE first stage.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from osneural.ingest.codecs.serialization import (
 )
 
 KIND = "muvera"
+DTYPES = ("float32", "int8")
 
 
 class MuveraFDE:
@@ -52,6 +62,8 @@ class MuveraFDE:
         d_proj: int | None = 16,
         final_dim: int | None = None,
         seed: int = 0,
+        dtype: str = "float32",
+        int8_scale: float | None = None,
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -63,6 +75,12 @@ class MuveraFDE:
             raise ValueError(f"d_proj must be positive or None, got {d_proj}")
         if final_dim is not None and final_dim < 1:
             raise ValueError(f"final_dim must be positive or None, got {final_dim}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if int8_scale is not None and not (np.isfinite(int8_scale) and int8_scale > 0):
+            raise ValueError(f"int8_scale must be a positive finite number, got {int8_scale}")
+        self.dtype = dtype
+        self.int8_scale = None if int8_scale is None else float(int8_scale)
         self.dim = int(dim)
         self.k_sim = int(k_sim)
         self.reps = int(reps)
@@ -111,19 +129,56 @@ class MuveraFDE:
         return self.inner_dim if self.final_dim is None else self.final_dim
 
     # -- encoding -------------------------------------------------------------------------------
+    @property
+    def data_type(self) -> str:
+        """The `knn_vector` `data_type` the document FDE needs (`float` or `byte`)."""
+        return "byte" if self.dtype == "int8" else "float"
+
     def encode_query(self, tokens: Any) -> np.ndarray:
-        """Query FDE float32 [fde_dim]: per-bucket sums."""
-        return self._encode(tokens, query=True)
+        """Query FDE float32 [fde_dim]: per-bucket sums (int8: integers, max |q| = 127)."""
+        return self._quantize(self._encode(tokens, query=True)[None, :], query=True)[0]
 
     def encode_document(self, tokens: Any) -> np.ndarray:
-        """Document FDE float32 [fde_dim]: per-bucket means, empty buckets filled."""
-        return self._encode(tokens, query=False)
+        """Document FDE float32 [fde_dim]: per-bucket means, empty buckets filled (int8:
+        integers in [-128, 127] at the calibrated scale)."""
+        return self._quantize(self._encode(tokens, query=False)[None, :], query=False)[0]
 
     def encode_queries(self, token_sets: list[Any]) -> np.ndarray:
-        return self._encode_many(token_sets, query=True)
+        return self._quantize(self._encode_many(token_sets, query=True), query=True)
 
     def encode_documents(self, token_sets: list[Any]) -> np.ndarray:
+        return self._quantize(self._encode_many(token_sets, query=False), query=False)
+
+    def encode_documents_float(self, token_sets: list[Any]) -> np.ndarray:
+        """Document FDEs before any int8 quantization (for calibration and measurement)."""
         return self._encode_many(token_sets, query=False)
+
+    def calibrate_int8(self, token_sets: list[Any], clip_quantile: float = 0.9999) -> MuveraFDE:
+        """Switch to int8 with the scale that maps the `clip_quantile` of |x| over these
+        documents' FDEs to 127; returns self."""
+        if not 0.5 < clip_quantile <= 1.0:
+            raise ValueError(f"clip_quantile must lie in (0.5, 1], got {clip_quantile}")
+        if not len(token_sets):
+            raise ValueError("calibrate_int8 needs at least one document")
+        x = np.abs(self._encode_many(list(token_sets), query=False))
+        top = float(np.quantile(x, clip_quantile))
+        if not top > 0:
+            raise ValueError("calibrate_int8: the sample's FDEs are all zero")
+        self.dtype = "int8"
+        self.int8_scale = 127.0 / top
+        return self
+
+    def _quantize(self, x: np.ndarray, query: bool) -> np.ndarray:
+        if self.dtype == "float32":
+            return x
+        if query:
+            peak = np.abs(x).max(axis=1, keepdims=True)
+            scale = 127.0 / np.where(peak > 0, peak, 1.0)
+        else:
+            if self.int8_scale is None:
+                raise ValueError("int8 MUVERA FDE has no scale: call calibrate_int8 first")
+            scale = self.int8_scale
+        return np.clip(np.rint(x * scale), -128, 127).astype(np.float32)
 
     def _encode_many(self, token_sets: list[Any], query: bool) -> np.ndarray:
         out = np.empty((len(token_sets), self.fde_dim), dtype=np.float32)
@@ -180,6 +235,8 @@ class MuveraFDE:
             final_dim=self.final_dim,
             seed=self.seed,
             fde_dim=self.fde_dim,
+            dtype=self.dtype,
+            int8_scale=self.int8_scale,
             hyperplanes=array_to_b64(self.hyperplanes),
             projections=None if self.projections is None else array_to_b64(self.projections),
             sketch_index=None if self.sketch_index is None else array_to_b64(self.sketch_index),
@@ -197,6 +254,9 @@ class MuveraFDE:
             data["d_proj"],
             data["final_dim"],
             data["seed"],
+            # Bundles written before int8 FDEs existed hold float32 ones.
+            data.get("dtype", "float32"),
+            data.get("int8_scale"),
         )
         codec.hyperplanes = load_array(data["hyperplanes"], codec.hyperplanes.shape, "hyperplanes", KIND)
         if codec.projections is not None:

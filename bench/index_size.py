@@ -1,0 +1,227 @@
+"""Where an index's bytes go, field by field: one single-field copy per field, measured on disk.
+
+    python bench/index_size.py --index osneural-quality-scifact [--fields dense,fde] [--json]
+
+OpenSearch has no per-field disk-usage API (Elasticsearch's `_disk_usage` arrived after the
+fork; OpenSearch 3.6 answers "no handler found"), and Lucene keeps all fields of a kind in shared
+files (every vector field in one `.vec`, all doc values in one `.dvd`), so per-file sizes alone
+cannot split `dense` from `fde`. So each field is copied on its own: a throw-away index with the
+source index's settings and only that field's mapping (and `_source` exclusion), the same
+documents and `_id`s, force-merged to one segment, then measured with `_stats` (store size and
+`include_segment_file_sizes`). A baseline copy with the same ids and an empty `_source` gives
+the fixed cost (`_id`, `_seq_no`, `_version`, segment metadata); each field's figure is its copy
+minus the baseline, split by Lucene file kind (vectors, postings, doc values, stored fields
+-- i.e. `_source` --, norms, points). The single-field copies also show how a field compresses
+alone; `_source` compresses a little better when fields share blocks, so the sum of the parts
+is an upper bound, and the table prints the source index's own size beside it.
+
+Values are read back from the source index: `knn_vector` fields through the k-NN plugin's
+derived source, fields excluded from `_source` from their binary doc values. `mv_f16` (the
+float16 token copies, not a default representation, ~130 KB/doc) is skipped unless named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from osneural.connection import add_cluster_arguments, client_from_args
+
+#: Lucene file extension -> the kind of data it holds (Lucene 9/10 codecs, k-NN's lucene engine)
+FILE_KINDS = {
+    "vec": "vectors", "vex": "vectors", "vem": "vectors", "veq": "vectors", "vemq": "vectors",
+    "vemf": "vectors", "faiss": "vectors",
+    "tim": "postings", "tip": "postings", "tmd": "postings", "doc": "postings",
+    "pos": "postings", "pay": "postings", "psm": "postings",
+    "dvd": "doc_values", "dvm": "doc_values",
+    "fdt": "stored", "fdx": "stored", "fdm": "stored",
+    "nvd": "norms", "nvm": "norms",
+    "kdd": "points", "kdi": "points", "kdm": "points",
+}
+KINDS = ("vectors", "postings", "doc_values", "stored", "norms", "points", "other")
+
+#: fields of the default representations that are not text (the issue's size budget)
+TEXT_FIELDS = ("title", "text", "metadata")
+SKIP_BY_DEFAULT = ("mv_f16",)
+
+
+def _kind(ext: str) -> str:
+    return FILE_KINDS.get(ext, "other")
+
+
+def measure_index(client: Any, index: str) -> dict[str, Any]:
+    """Store bytes, docs and bytes per Lucene file kind of an index's primaries."""
+    stats = client.indices.stats(index=index, metric="store,docs,segments",
+                                 params={"include_segment_file_sizes": "true"})
+    prim = stats["indices"][index]["primaries"]
+    by_kind = dict.fromkeys(KINDS, 0)
+    for ext, info in (prim["segments"].get("file_sizes") or {}).items():
+        by_kind[_kind(ext)] += int(info["size_in_bytes"])
+    return {"bytes": int(prim["store"]["size_in_bytes"]), "docs": int(prim["docs"]["count"]),
+            "segments": int(prim["segments"]["count"]), "by_kind": by_kind}
+
+
+def source_layout(client: Any, index: str) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """(field mappings, `_source` excludes, copyable index settings) of the source index."""
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+    settings = client.indices.get_settings(index=index, flat_settings=True)[index]["settings"]
+    keep = {k: v for k, v in settings.items()
+            if k.startswith("index.knn") or k.startswith("index.analysis")}
+    excludes = list((mapping.get("_source") or {}).get("excludes") or [])
+    return mapping.get("properties") or {}, excludes, keep
+
+
+def iter_field(client: Any, index: str, name: str, from_doc_values: bool,
+               batch: int) -> Iterator[tuple[str, Any]]:
+    """(id, value) of one field for every document that has it."""
+    from opensearchpy import helpers
+    from osneural.plugin.rescoring import decode_doc_value
+
+    if from_doc_values:
+        query: dict[str, Any] = {"_source": False, "docvalue_fields": [name]}
+    else:
+        query = {"_source": [name]}
+    for hit in helpers.scan(client, index=index, query=query, size=batch, preserve_order=False):
+        if from_doc_values:
+            values = (hit.get("fields") or {}).get(name)
+            if values:
+                import base64
+
+                yield hit["_id"], base64.b64encode(decode_doc_value(values[0])).decode("ascii")
+        else:
+            value = (hit.get("_source") or {}).get(name)
+            if value is not None:
+                yield hit["_id"], value
+
+
+def copy_field(client: Any, source: str, target: str, name: str | None,
+               props: dict[str, Any], excludes: list[str], settings: dict[str, Any],
+               batch: int) -> dict[str, Any]:
+    """Copy one field (None: ids only) of `source` into a fresh `target`, merged to 1 segment."""
+    from opensearchpy import helpers
+
+    if client.indices.exists(index=target):
+        client.indices.delete(index=target)
+    body_settings = {**settings, "index.number_of_shards": 1, "index.number_of_replicas": 0,
+                     "index.refresh_interval": "-1"}
+    mappings: dict[str, Any] = {"dynamic": "strict", "properties": {}}
+    if name is not None:
+        mappings["properties"][name] = props[name]
+        if name in excludes:
+            mappings["_source"] = {"excludes": [name]}
+    client.indices.create(index=target, body={"settings": body_settings, "mappings": mappings})
+    t0 = time.perf_counter()
+    if name is None:
+        docs = ((hit["_id"], None) for hit in helpers.scan(
+            client, index=source, query={"_source": False}, size=1000))
+    else:
+        docs = iter_field(client, source, name, name in excludes, batch)
+    actions = ({"_index": target, "_id": doc_id,
+                "_source": {} if value is None else {name: value}} for doc_id, value in docs)
+    ok, _ = helpers.bulk(client, actions, chunk_size=batch, max_chunk_bytes=16 << 20,
+                         request_timeout=600, max_retries=5, initial_backoff=2)
+    client.indices.refresh(index=target)
+    client.indices.forcemerge(index=target, max_num_segments=1, request_timeout=1800)
+    client.indices.flush(index=target)
+    out = measure_index(client, target)
+    out["copy_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def by_field(client: Any, index: str, fields: list[str] | None, batch: int,
+             keep: bool = False, log: Any = sys.stderr) -> dict[str, Any]:
+    """Per-field bytes of `index` (see the module docstring for the method)."""
+    props, excludes, settings = source_layout(client, index)
+    names = fields or [f for f in props if f not in SKIP_BY_DEFAULT]
+    unknown = [f for f in names if f not in props]
+    if unknown:
+        raise SystemExit(f"index {index!r} has no field(s) {unknown}; it has {sorted(props)}")
+    client.indices.refresh(index=index)
+    total = measure_index(client, index)
+    prefix = f"osneural-size-{int(time.time())}"
+    print(f"{index}: {total['docs']} docs, {total['bytes']} bytes in {total['segments']} "
+          f"segments; baseline copy", file=log)
+    base = copy_field(client, index, f"{prefix}-base", None, props, excludes, settings, batch)
+    rows = []
+    try:
+        for name in names:
+            print(f"{index}: copying field {name}", file=log)
+            target = f"{prefix}-{name.replace('_', '-')}"
+            got = copy_field(client, index, target, name, props, excludes, settings, batch)
+            if not keep:
+                client.indices.delete(index=target)
+            kinds = {k: got["by_kind"][k] - base["by_kind"][k] for k in KINDS}
+            size = got["bytes"] - base["bytes"]
+            rows.append({"field": name, "type": props[name].get("type"),
+                         "in_source": name not in excludes, "docs_with_field": got["docs"],
+                         "bytes": size, "bytes_per_doc": size / max(total["docs"], 1),
+                         "by_kind": kinds, "copy_seconds": got["copy_seconds"]})
+    finally:
+        if not keep:
+            client.indices.delete(index=f"{prefix}-base", ignore_unavailable=True)
+    no_text = sum(r["bytes"] for r in rows if r["field"] not in TEXT_FIELDS)
+    return {
+        "index": index, "docs": total["docs"], "index_bytes": total["bytes"],
+        "index_bytes_per_doc": total["bytes"] / max(total["docs"], 1),
+        "index_segments": total["segments"], "index_by_kind": total["by_kind"],
+        "baseline_bytes": base["bytes"], "baseline_bytes_per_doc": base["bytes"] / max(total["docs"], 1),
+        "fields": rows,
+        "sum_fields_bytes": sum(r["bytes"] for r in rows),
+        "sum_without_text_bytes": no_text,
+        "sum_without_text_per_doc": no_text / max(total["docs"], 1),
+        "skipped": [f for f in props if f not in names],
+    }
+
+
+def format_table(report: dict[str, Any], markdown: bool = True) -> str:
+    """The per-field table (bytes per document; file kinds as columns)."""
+    n = max(report["docs"], 1)
+    head = ["field", "type", "in _source", "B/doc", *KINDS]
+    lines = []
+    if markdown:
+        lines += ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    else:
+        lines.append(" ".join(f"{h:>11}" for h in head))
+
+    def row(cells: list[str]) -> None:
+        lines.append("| " + " | ".join(cells) + " |" if markdown
+                     else " ".join(f"{c:>11}" for c in cells))
+
+    for r in sorted(report["fields"], key=lambda r: -r["bytes"]):
+        row([r["field"], str(r["type"]), "yes" if r["in_source"] else "no",
+             f"{r['bytes_per_doc']:.0f}", *(f"{r['by_kind'][k] / n:.0f}" for k in KINDS)])
+    row(["(ids, seq_no, version)", "", "", f"{report['baseline_bytes_per_doc']:.0f}",
+         *("" for _ in KINDS)])
+    row(["sum without text", "", "", f"{report['sum_without_text_per_doc']:.0f}",
+         *("" for _ in KINDS)])
+    row([f"whole index ({report['index_segments']} segments)", "", "",
+         f"{report['index_bytes_per_doc']:.0f}",
+         *(f"{report['index_by_kind'][k] / n:.0f}" for k in KINDS)])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cluster_arguments(ap)
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--fields", help="comma list (default: every mapped field but mv_f16)")
+    ap.add_argument("--batch", type=int, default=100, help="documents per scan page and bulk")
+    ap.add_argument("--keep", action="store_true", help="keep the single-field copies")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    client = client_from_args(args, timeout=600)
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    report = by_field(client, args.index, fields, args.batch, keep=args.keep)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report, markdown=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
