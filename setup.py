@@ -1,6 +1,6 @@
 """Build glue that pyproject.toml cannot express: the folder-to-namespace map and the Cython kernels.
 
-The repository keeps `ingest/`, `plugin/`, `cython_ext/` and `mappings/` as top-level folders, but
+The repository keeps `ingest/`, `plugin/`, `eval/`, `cython_ext/` and `mappings/` as top-level folders, but
 they import as `osneural.ingest`, `osneural.plugin`, ... so nothing installs a bare `plugin` package.
 OpenMP is used when the compiler accepts `-fopenmp`; otherwise the kernels build serial (prange
 degrades to a plain loop), so `pip install .` never fails for want of OpenMP.
@@ -22,6 +22,7 @@ FOLDERS = {
     "osneural": "src/osneural",
     "osneural.ingest": "ingest",
     "osneural.plugin": "plugin",
+    "osneural.eval": "eval",
     "osneural.cython_ext": "cython_ext",
     "osneural.mappings": "mappings",
 }

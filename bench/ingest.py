@@ -70,8 +70,8 @@ def store_bytes(client: Any, index: str) -> int:
 def bm25_ndcg(client: Any, data: Path, analyzer: str, docs: list[dict[str, Any]]) -> float:
     """nDCG@10 of a multi_match BM25 over title+text, on SciFact test queries."""
     from opensearchpy.helpers import bulk
+    from osneural.eval.beir import load_beir
     from osneural.mappings import compose_index_body
-    from osneural.plugin.eval_beir import load_beir
     from ranx import Qrels, Run, evaluate
 
     index = f"bench-bm25-{analyzer}"

@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from opensearchpy import OpenSearch
+    from osneural.eval.beir import load_beir
     from osneural.ingest.codecs.pq import ProductQuantizer
     from osneural.plugin import Searcher
-    from osneural.plugin.eval_beir import load_beir
 
     index = args.index or f"osneural-quality-{args.dataset}"
     collection = load_beir(beir_dir(args.dataset), "test", limit=args.queries)

@@ -104,9 +104,9 @@ def ensure_index(
     client: Any, data_dir: Path, index: str, rebuild: bool, log: Any
 ) -> dict[str, Any]:
     """Build `index` with every representation unless it already holds the whole corpus."""
+    from osneural.eval.beir import load_corpus_ids
     from osneural.ingest.codec_store import delete_codecs
     from osneural.ingest.indexer import index_corpus
-    from osneural.plugin.eval_beir import load_corpus_ids
 
     expected = len(load_corpus_ids(data_dir))
     if client.indices.exists(index=index) and not rebuild:
@@ -181,7 +181,7 @@ def check_targets(dataset: str, runs: list[dict[str, Any]]) -> list[dict[str, An
 
 def _table(dataset: str, result: dict[str, Any], markdown: bool) -> str:
     """The eval table plus the differences against BM25 measured in the same run."""
-    from osneural.plugin.eval_report import format_table
+    from osneural.eval.report import format_table
 
     base = next((r for r in result["runs"] if r["name"] == "bm25"), None)
     text = format_table(result, markdown=markdown)
@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from opensearchpy import OpenSearch
-    from osneural.plugin.eval_beir import load_beir
-    from osneural.plugin.eval_report import build_result
-    from osneural.plugin.evaluate import evaluate_specs
+    from osneural.eval.beir import load_beir
+    from osneural.eval.report import build_result
+    from osneural.eval.runner import evaluate_specs
     from osneural.plugin.searcher import Searcher
     from osneural.plugin.spec import parse_spec
 

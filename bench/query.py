@@ -28,7 +28,7 @@ DATA = beir_dir("scifact")
 
 
 def load_queries(limit: int) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    from osneural.plugin.eval_beir import load_beir
+    from osneural.eval.beir import load_beir
 
     collection = load_beir(DATA, "test", limit=limit)
     return collection.queries, {q: dict(d) for q, d in collection.qrels.items()}

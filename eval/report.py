@@ -42,6 +42,7 @@ class SpecResult:
     failed: int
     with_warnings: int = 0
     identical_ids_dropped: int = 0
+    retried: int = 0  # transient failures that a later try of the same query got past
     errors: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""

@@ -1,36 +1,36 @@
-"""`osneural eval`: run a BEIR collection's test queries through pipeline specs and score them.
+"""Running a BEIR collection's test queries through pipeline specs and scoring them.
 
 Each query goes through the same `Searcher.search` a user's query takes, so the figures measure the
 product, not a re-implementation of it. Latency is the wall time of that call as the caller sees it
-(encoding, every OpenSearch round trip, fusion, rescoring). A query that raises is recorded as a
-failure and left out of the means, and the spec is flagged: averaging it in as a zero would make a
-broken pipeline look like a bad one, and dropping it quietly would make it look fine.
+(encoding, every OpenSearch round trip, fusion, rescoring).
+
+A query that fails for a reason that may pass (a node restarting, a connection reset, a 5xx) is
+retried a few times with backoff; one that still fails, or fails for a reason that cannot pass
+(a spec the index cannot serve), is recorded as a failure, left out of the means, and counted per
+spec: averaging it in as a zero would make a broken pipeline look like a bad one, dropping it
+quietly would make it look fine, and letting it end the run would throw away every other query.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
-import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from osneural.plugin.eval_beir import EvalCollection, EvalDataError
-from osneural.plugin.eval_metrics import (
+from osneural.eval.beir import EvalCollection
+from osneural.eval.metrics import (
     RUN_DEPTH,
     compute_metrics,
     latency_stats,
     ranked_run,
     summarize_errors,
 )
-from osneural.plugin.eval_report import SpecResult
-from osneural.plugin.spec import PipelineSpec, SpecError, load_spec, parse_spec
-
-from osneural.connection import ClusterConfig, ClusterConfigError, add_cluster_arguments
+from osneural.eval.report import SpecResult
+from osneural.plugin.spec import PipelineSpec, SpecError, parse_spec
 
 SearchFn = Callable[[str, PipelineSpec], dict[str, Any]]
 ERRORS_KEPT = 5
@@ -69,6 +69,136 @@ def _warnings(response: dict[str, Any]) -> list[str]:
     return [str(w) for w in found]
 
 
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and after how long, a query that failed transiently is sent again.
+
+    The client underneath already retries a request on every other host; this covers what is left
+    when the whole cluster is briefly unreachable (a single node restarting takes seconds).
+    """
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+    factor: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.backoff_s
+        for _ in range(max(0, self.attempts - 1)):
+            yield delay
+            delay *= self.factor
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures another try may not see: connection errors, timeouts, 429 and 5xx.
+
+    Bad specs, missing fields and 4xx answers fail the same way every time, so they are not
+    retried (retrying them would only slow the report of a broken pipeline).
+    """
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import TransportError
+
+    if isinstance(exc, SpecError | ValueError) and not isinstance(exc, OSConnectionError):
+        return False
+    if isinstance(exc, OSConnectionError):  # includes ConnectionTimeout
+        return True
+    if isinstance(exc, TransportError):
+        status = exc.status_code
+        return not isinstance(status, int) or status == 429 or status >= 500
+    status = getattr(exc, "status", None)  # SearchError: every first stage failed (502/504)
+    if isinstance(status, int):
+        return status >= 500
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _stage_failed(response: Any) -> bool:
+    """A response in which some stage failed (not timed out): a degraded ranking worth a retry."""
+    return any(" failed: " in w for w in _warnings(response)) if isinstance(response, dict) else False
+
+
+def search_with_retries(
+    search: SearchFn, text: str, spec: PipelineSpec, policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[dict[str, Any], int]:
+    """`search(text, spec)` with transient failures retried; returns the response and retries used.
+
+    A response with a failed stage is retried too (a stage that lost its connection returns a
+    ranking without that stage); if every try degrades, the last degraded response is kept and
+    its warnings are counted by the caller. A failure that persists is raised.
+    """
+    retries = 0
+    delays = policy.delays()
+    while True:
+        try:
+            response = search(text, spec)
+        except Exception as exc:
+            delay = next(delays, None) if is_transient(exc) else None
+            if delay is None:
+                raise
+        else:
+            if not _stage_failed(response):
+                return response, retries
+            delay = next(delays, None)
+            if delay is None:
+                return response, retries
+        retries += 1
+        sleep(delay)
+
+
+class Progress:
+    """Per-spec progress on stderr: a tqdm bar on a terminal, a plain line every `every_s` seconds
+    otherwise (a log file must still show that a long run is alive), nothing when disabled."""
+
+    def __init__(self, total: int, name: str, enabled: bool = True, stream: TextIO | None = None,
+                 every_s: float = 30.0) -> None:
+        self.stream = stream or sys.stderr
+        self.total, self.name, self.every_s = total, name, every_s
+        self.done = self.failed = 0
+        self._bar = None
+        self._t0 = self._last = time.monotonic()
+        self.enabled = enabled
+        if enabled and _isatty(self.stream):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=name, unit="q", file=self.stream, leave=False,
+                             dynamic_ncols=True)
+
+    def update(self, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += int(failed)
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+            if failed:
+                self._bar.set_postfix(failed=self.failed)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._line()
+
+    def _line(self) -> None:
+        print(f"eval {self.name}: {self.done}/{self.total} queries, {self.failed} failed, "
+              f"{time.monotonic() - self._t0:.0f} s", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            self._line()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def evaluate_spec(
     search: SearchFn,
     collection: EvalCollection,
@@ -80,8 +210,14 @@ def evaluate_spec(
     timeout_ms: int | None = None,
     source: str = "",
     progress: bool = False,
+    retry: RetryPolicy = NO_RETRY,
+    progress_stream: TextIO | None = None,
 ) -> SpecResult:
-    """Run every query of `collection` through `search` with `spec` and score the rankings."""
+    """Run every query of `collection` through `search` with `spec` and score the rankings.
+
+    `retry` decides how transient failures are retried (the command line retries, library callers
+    choose); `progress` shows a per-spec bar (or periodic lines when stderr is not a terminal).
+    """
     run_spec = for_evaluation(spec, timeout_ms)
     items = list(collection.queries.items())
     # Warm-up queries load encoders and codecs into the process; their time is not a query's.
@@ -95,28 +231,31 @@ def evaluate_spec(
     warned: list[dict[str, Any]] = []
     with_warnings = 0
     dropped = 0
-    iterator: Any = items
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(items, desc=name, unit="q", file=sys.stderr, leave=False)
-    for qid, text in iterator:
-        t0 = time.perf_counter()
-        try:
-            response = search(text, run_spec)
-            ids = _hit_ids(response)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported, never scored
-            errors.append((qid, f"{type(exc).__name__}: {exc}"))
-            continue
-        latencies.append((time.perf_counter() - t0) * 1e3)
-        run, n_dropped = ranked_run(ids, qid if drop_identical_ids else None)
-        dropped += n_dropped
-        runs[qid] = run
-        found = _warnings(response)
-        if found:
-            with_warnings += 1
-            if len(warned) < ERRORS_KEPT:
-                warned.append({"query_id": qid, "warnings": found})
+    retried = 0
+    bar = Progress(len(items), name, enabled=progress, stream=progress_stream)
+    try:
+        for qid, text in items:
+            t0 = time.perf_counter()
+            try:
+                response, used = search_with_retries(search, text, run_spec, retry)
+                retried += used
+                ids = _hit_ids(response)
+            except Exception as exc:  # noqa: BLE001 - any failure is reported, never scored
+                errors.append((qid, f"{type(exc).__name__}: {exc}"))
+                bar.update(failed=True)
+                continue
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            run, n_dropped = ranked_run(ids, qid if drop_identical_ids else None)
+            dropped += n_dropped
+            runs[qid] = run
+            found = _warnings(response)
+            if found:
+                with_warnings += 1
+                if len(warned) < ERRORS_KEPT:
+                    warned.append({"query_id": qid, "warnings": found})
+            bar.update()
+    finally:
+        bar.close()
 
     if runs:
         means, per_query = compute_metrics(collection.qrels, runs)
@@ -134,6 +273,7 @@ def evaluate_spec(
         failed=len(errors),
         with_warnings=with_warnings,
         identical_ids_dropped=dropped,
+        retried=retried,
         errors=summarize_errors(errors, ERRORS_KEPT),
         warnings=warned,
         source=source,
@@ -163,111 +303,3 @@ def evaluate_specs(
         evaluate_spec(search, collection, spec, name, source=source, **kwargs)
         for name, spec, source in specs
     ]
-
-
-# ---------------------------------------------------------------- command line
-
-
-def configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("beir_dir", metavar="BEIR_DIR", help="folder with corpus.jsonl, queries.jsonl, qrels/")
-    parser.add_argument("--index", required=True, help="index holding the collection's corpus")
-    parser.add_argument(
-        "--spec", action="append", required=True, metavar="FILE",
-        help="pipeline spec JSON file or built-in spec name; repeat to compare several",
-    )
-    parser.add_argument("--split", default="test", help="qrels split (qrels/SPLIT.tsv); default test")
-    parser.add_argument("--qrels", metavar="FILE", help="judgments file (BEIR tsv or TREC) instead of qrels/SPLIT.tsv")
-    parser.add_argument("--out", metavar="FILE", help="write the JSON result here")
-    parser.add_argument("--compare", metavar="FILE", help="earlier JSON result: print the deltas")
-    parser.add_argument("--max-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
-    parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed warm-up queries per spec (default 1)")
-    parser.add_argument("--timeout-ms", type=int, metavar="MS", help="override every spec's timeout_ms")
-    parser.add_argument(
-        "--keep-identical-ids", action="store_true",
-        help="keep hits whose id equals the query id (BEIR drops them, which ArguAna needs)",
-    )
-    parser.add_argument("--per-query", action="store_true", help="include per-query metrics in the JSON")
-    parser.add_argument("--markdown", action="store_true", help="print tables as Markdown")
-    parser.add_argument("--no-corpus-check", action="store_true", help="do not read corpus.jsonl to count judged ids absent from it")
-    add_cluster_arguments(parser)
-
-
-def _load_specs(args_specs: Sequence[str]) -> list[tuple[str, PipelineSpec, str]]:
-    taken: set[str] = set()
-    out = []
-    for item in args_specs:
-        try:
-            spec = load_spec(item)
-        except SpecError as exc:
-            raise SpecError(f"--spec {item}: {exc}") from None
-        out.append((spec_label(item, taken), spec, item))
-    return out
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """Exit 0 when every query of every spec answered, 1 when some failed, 2 on bad input."""
-    from osneural.plugin.eval_beir import load_beir
-    from osneural.plugin.eval_report import (
-        ResultFileError,
-        build_result,
-        compare,
-        format_table,
-        load_result,
-    )
-
-    try:
-        specs = _load_specs(args.spec)
-        old = load_result(args.compare) if args.compare else None
-        if args.max_queries is not None and args.max_queries < 1:
-            raise EvalDataError("--max-queries must be at least 1")
-        cluster = ClusterConfig.from_args(args)
-        collection = load_beir(
-            args.beir_dir, args.split, qrels_path=args.qrels,
-            check_corpus=not args.no_corpus_check, limit=args.max_queries,
-        )
-    except (SpecError, EvalDataError, ResultFileError, ClusterConfigError) as exc:
-        print(f"osneural eval: {exc}", file=sys.stderr)
-        return 2
-
-    from osneural.plugin.searcher import Searcher
-
-    client = cluster.client()
-    try:
-        if not client.indices.exists(index=args.index):
-            print(f"osneural eval: index {args.index!r} not found at {cluster.describe()}", file=sys.stderr)
-            return 2
-        searcher = Searcher(client, args.index)
-        try:
-            results = evaluate_specs(
-                searcher.search, collection, specs,
-                drop_identical_ids=not args.keep_identical_ids, warmup=args.warmup,
-                timeout_ms=args.timeout_ms, progress=sys.stderr.isatty(),
-            )
-        finally:
-            searcher.close()
-    finally:
-        client.close()
-
-    result = build_result(
-        results,
-        collection=collection.describe(),
-        index=args.index,
-        url=cluster.describe(),
-        settings={
-            "run_depth": RUN_DEPTH,
-            "drop_identical_ids": not args.keep_identical_ids,
-            "warmup": args.warmup,
-            "timeout_ms": args.timeout_ms,
-            "latency": "client wall time of Searcher.search, per query, sequential",
-        },
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        per_query=args.per_query,
-    )
-    print(format_table(result, markdown=args.markdown))
-    if old is not None:
-        print()
-        print(f"compared with {args.compare}:")
-        print(compare(result, old, markdown=args.markdown))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0 if all(r.complete for r in results) else 1

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from osneural.plugin.eval_beir import (
+from osneural.eval.beir import (
     EvalDataError,
     find_qrels,
     load_beir,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import pytrec_eval
-from osneural.plugin.eval_metrics import compute_metrics, latency_stats, ranked_run
+from osneural.eval.metrics import compute_metrics, latency_stats, ranked_run
 
 
 def _run(ids: list[str]) -> dict[str, float]:

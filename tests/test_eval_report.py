@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from osneural.plugin.eval_report import (
+from osneural.eval.report import (
     ResultFileError,
     SpecResult,
     build_result,

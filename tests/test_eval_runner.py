@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from osneural.plugin.eval_beir import prepare_collection
-from osneural.plugin.evaluate import evaluate_spec, for_evaluation, spec_label
+from osneural.eval.beir import prepare_collection
+from osneural.eval.runner import evaluate_spec, for_evaluation, spec_label
 from osneural.plugin.spec import PipelineSpec, load_spec, parse_spec
 
 from osneural.cli import main

@@ -21,7 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("osneural.ingest.commands", "encode a corpus and bulk-load it into OpenSearch"),
     "search": ("osneural.plugin.commands", "run a retrieval pipeline against an index"),
     "serve": ("osneural.plugin.commands", "serve an OpenSearch-compatible _search endpoint"),
-    "eval": ("osneural.plugin.evaluate", "evaluate pipelines on a BEIR dataset"),
+    "eval": ("osneural.eval.commands", "evaluate pipelines on a BEIR dataset"),
+    "tune": ("osneural.eval.tune", "fit a fusion spec to judged queries (k-fold cross-validated)"),
     "demo": ("osneural.demo", "ingest a sample corpus into the local node and search it"),
 }
 
