@@ -39,7 +39,8 @@ class BulkResult:
     retries: int = 0
 
 
-def _is_retryable(status: Any) -> bool:
+def is_retryable(status: Any) -> bool:
+    """Worth another try: 429, 5xx, or no HTTP answer at all (connection error, timeout)."""
     if not isinstance(status, int):
         return True  # "N/A": connection error or timeout, no HTTP answer at all
     return status == 429 or status >= 500
@@ -131,7 +132,7 @@ class BulkWriter:
                     continue
                 status = info.get("status", "N/A")
                 failure = ItemFailure(doc_id, status, _reason(info))
-                if _is_retryable(status) and attempt < self.max_retries and doc_id in by_id:
+                if is_retryable(status) and attempt < self.max_retries and doc_id in by_id:
                     retry.append(by_id[doc_id])
                     last[doc_id] = failure
                 else:
@@ -141,7 +142,7 @@ class BulkWriter:
                 break
             pending = retry
         if actions and result.indexed == 0 and result.failures and all(
-            _is_retryable(f.status) for f in result.failures
+            is_retryable(f.status) for f in result.failures
         ):
             err = ClusterUnavailable(
                 f"index {self.index!r}: a batch of {len(actions)} documents failed after "
@@ -172,7 +173,10 @@ class FailureReport:
     ) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            # backslashreplace: a lone surrogate in an id or reason (from a `\ud800` JSON escape)
+            # is written as its escape instead of killing the report (and the run) mid-line.
+            self._fh = open(self.path, "w", encoding="utf-8",  # noqa: SIM115 - closed in close()
+                            errors="backslashreplace")
         record = {"source": source, "line": line, "id": doc_id, "stage": stage, "reason": reason}
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._fh.flush()

@@ -11,6 +11,7 @@ yet" as None instead of an exception, an immediate refresh, and deletion.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from opensearchpy.exceptions import NotFoundError
@@ -19,9 +20,16 @@ from osneural.ingest.codecs.bundle import CODECS_INDEX, CodecBundle, load_bundle
 CODEC_INDEX = CODECS_INDEX
 
 
-def save_codecs(client: Any, index: str, bundle: CodecBundle, codec_index: str = CODEC_INDEX) -> None:
+def new_generation() -> str:
+    """A fresh codec generation: written to the codec document and `_meta.osneural`, so a
+    query node's cached codecs are known stale as soon as the two differ from what it holds."""
+    return uuid.uuid4().hex
+
+
+def save_codecs(client: Any, index: str, bundle: CodecBundle, codec_index: str = CODEC_INDEX,
+                *, generation: str | None = None) -> None:
     """Store the bundle of `index` (replacing any older one), visible to searches at once."""
-    store_bundle(client, index, bundle, codec_index)
+    store_bundle(client, index, bundle, codec_index, generation=generation)
     client.indices.refresh(index=codec_index)
 
 

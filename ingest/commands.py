@@ -1,9 +1,12 @@
-"""`osneural ingest CORPUS --index NAME ...`: the command-line face of `index_corpus`.
+"""`osneural ingest CORPUS --index NAME ...`: the command-line face of `index_corpus` and, with
+`--ray [ADDRESS]`, of `ray_index_corpus` (same checks, failure report, `--resume` and exit codes).
 
 CORPUS is a JSONL file, a folder (BEIR layout or several JSONL files), or `sample` for the
 built-in stdlib-docstrings corpus. Exit status: 0 all good, 1 some documents failed (see the
-failure report), 2 nothing could be ingested (bad arguments, index mismatch, empty corpus,
-cluster unreachable -- progress so far is kept and `--resume` continues).
+failure report; the others are indexed), 2 nothing could be ingested or the run had to stop (bad
+arguments, index mismatch, empty corpus, cluster unreachable at the start or for a whole batch,
+a Ray worker lost for good -- progress so far is kept and `--resume` continues). Errors are one
+line on stderr (plus the summary so far when the run stopped midway), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import argparse
 import json
 import sys
 
-from osneural.connection import ClusterConfigError, add_cluster_arguments, client_from_args
+from osneural.connection import ClusterConfigError, add_cluster_arguments
 
 
 def configure_ingest(parser: argparse.ArgumentParser) -> None:
@@ -36,15 +39,47 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("lucene", "faiss"), default="lucene",
                         help="k-NN engine (faiss needs the native libraries on the cluster)")
     parser.add_argument("--matryoshka", default="", help="comma list of extra dense_<dim> fields")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="number_of_shards of a new index (default: the cluster's)")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="number_of_replicas (a new index; an existing one is updated)")
+    parser.add_argument("--index-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="index setting for a new index, repeatable (e.g. codec=best_compression"
+                             "); dynamic ones are applied to an existing index too")
+    parser.add_argument("--bulk-refresh-interval", default=None, metavar="INTERVAL",
+                        help="index.refresh_interval while loading (e.g. -1 or 30s), restored after")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="encode and load with a pool of Ray actors: a cluster ADDRESS "
+                             "(ray://host:10001 or host:6379, 'auto'), or a local Ray when omitted")
+    parser.add_argument("--ray-workers", type=int, default=2, help="Ray actors (with --ray)")
+    parser.add_argument("--threads-per-worker", type=int, default=1,
+                        help="ONNX threads per Ray actor (with --ray)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_cluster_arguments(parser)
 
 
+def parse_index_settings(values: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings -> settings (keys with or without the `index.` prefix)."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ValueError(f"--index-setting must be KEY=VALUE, got {item!r}")
+        out[key.removeprefix("index.")] = value.strip()
+    return out
+
+
 def run_ingest(args: argparse.Namespace) -> int:
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import TransportError
     from osneural.ingest.corpus import CorpusError, FieldNames
-    from osneural.ingest.indexer import CodecParams, IngestError, index_corpus
+    from osneural.ingest.indexer import CodecParams, IngestError, index_corpus, index_options
+    from osneural.ingest.prepare import connection_reason, transport_reason
     from osneural.ingest.sample import sample_corpus
+
+    from osneural.connection import ClusterConfig
 
     corpus = sample_corpus(args.limit) if args.corpus == "sample" else args.corpus
     try:
@@ -53,21 +88,41 @@ def run_ingest(args: argparse.Namespace) -> int:
         print(f"osneural ingest: --matryoshka must be integers, got {args.matryoshka!r}", file=sys.stderr)
         return 2
     try:
-        client = client_from_args(args, timeout=120)
-    except ClusterConfigError as exc:
+        options = index_options(
+            space_type=args.space_type, engine=args.engine, matryoshka_dims=mdims,
+            index_settings=parse_index_settings(args.index_setting), shards=args.shards,
+            replicas=args.replicas, bulk_refresh_interval=args.bulk_refresh_interval)
+        config = ClusterConfig.from_args(args, timeout=120)
+    except (ClusterConfigError, ValueError) as exc:
         print(f"osneural ingest: {exc}", file=sys.stderr)
         return 2
+    common = dict(
+        representations=args.representations, batch_size=args.batch_size, resume=args.resume,
+        fields=FieldNames(args.id_field, args.title_field, args.text_field),
+        failure_report=args.failures, progress=not args.no_progress,
+        codec_params=CodecParams(pool_factor=args.pool_factor, train_docs=args.train_docs),
+        options=options,
+    )
+    client = config.client()
     try:
-        summary = index_corpus(
-            client, corpus, args.index,
-            representations=args.representations, batch_size=args.batch_size, resume=args.resume,
-            fields=FieldNames(args.id_field, args.title_field, args.text_field),
-            failure_report=args.failures, progress=not args.no_progress,
-            codec_params=CodecParams(pool_factor=args.pool_factor, train_docs=args.train_docs),
-            space_type=args.space_type, engine=args.engine, matryoshka_dims=mdims,
-        )
+        if args.ray is not None:
+            from osneural.ingest.ray_ingest import ray_index_corpus
+
+            summary = ray_index_corpus(
+                config, corpus, args.index, address=None if args.ray == "local" else args.ray,
+                workers=args.ray_workers, threads_per_worker=args.threads_per_worker, **common)
+        else:
+            summary = index_corpus(client, corpus, args.index, **common)
     except (IngestError, CorpusError, ValueError) as exc:
         print(f"osneural ingest: {exc}", file=sys.stderr)
+        return 2
+    except OSConnectionError as exc:
+        print(f"osneural ingest: cannot reach OpenSearch at {config.describe()} "
+              f"({connection_reason(exc)}); rerun with --resume when it is up", file=sys.stderr)
+        return 2
+    except TransportError as exc:
+        print(f"osneural ingest: OpenSearch refused a request: {transport_reason(exc)}",
+              file=sys.stderr)
         return 2
     finally:
         client.close()

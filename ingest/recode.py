@@ -3,7 +3,8 @@
 The MIH substring count decides recall of the binary first stage (shorter substrings: near codes
 share more terms), and it is a pure function of the dense vector and the stored binary quantizer.
 So changing it needs no encoder pass: read `dense` from `_source`, re-cut, and partially update
-`bin_tokens` and `bin_code`. The codec document and `_meta` are updated last; queries during the run may
+`bin_tokens` and `bin_code`. The codec document and `_meta` are updated last, under a new codec
+generation; queries during the run may
 see documents cut both ways, so run it before serving traffic from the index.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from osneural.ingest.bulk import BulkWriter
-from osneural.ingest.codec_store import load_codecs, save_codecs
+from osneural.ingest.codec_store import load_codecs, new_generation, save_codecs
 from osneural.ingest.codecs.mih import code_tokens
 from osneural.ingest.documents import b64, unb64
 
@@ -69,11 +70,14 @@ def recode_binary(client: Any, index: str, mih_m: int, *, batch_size: int = 500)
                                f"document {first.doc_id!r}: {first.reason}; rerun to finish")
         updated += result.indexed
     bundle.params["mih_m"] = int(mih_m)
-    save_codecs(client, index, bundle)
-    from osneural.ingest.indexer import codec_meta
+    # New codec parameters are a new generation: query nodes holding the old cut reload.
+    generation = new_generation()
+    save_codecs(client, index, bundle, generation=generation)
+    from osneural.ingest.codec_training import codec_meta
 
     meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
     meta.setdefault("osneural", {})["codecs"] = codec_meta(bundle)
+    meta["osneural"]["codec_generation"] = generation
     client.indices.put_mapping(index=index, body={"_meta": meta})
     client.indices.refresh(index=index)
     return updated

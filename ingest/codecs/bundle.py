@@ -72,9 +72,13 @@ class CodecBundle:
 
 
 def store_bundle(
-    client: Any, index_name: str, bundle: CodecBundle, codecs_index: str = CODECS_INDEX
+    client: Any, index_name: str, bundle: CodecBundle, codecs_index: str = CODECS_INDEX,
+    *, generation: str | None = None,
 ) -> None:
-    """Write the bundle as the companion document of `index_name` (created or replaced)."""
+    """Write the bundle as the companion document of `index_name` (created or replaced).
+
+    `generation` (a uuid4 hex, also in the index's `_meta.osneural.codec_generation`) is stored
+    as the top-level field `generation`: query nodes compare the two to notice new codecs."""
     if not client.indices.exists(index=codecs_index):
         client.indices.create(
             index=codecs_index,
@@ -86,12 +90,15 @@ def store_bundle(
                         "target_index": {"type": "keyword"},
                         "kind": {"type": "keyword"},
                         "version": {"type": "integer"},
+                        "generation": {"type": "keyword"},
                     },
                 },
             },
             ignore=400,  # created concurrently by another ingester
         )
     document = {"target_index": index_name, **bundle.to_dict()}
+    if generation is not None:
+        document["generation"] = generation
     client.index(index=codecs_index, id=index_name, body=document, refresh="wait_for")
 
 
@@ -105,4 +112,5 @@ def load_bundle(client: Any, index_name: str, codecs_index: str = CODECS_INDEX) 
         raise LookupError(f"no codecs stored for index {index_name!r} in {codecs_index!r}") from exc
     source = dict(response["_source"])
     source.pop("target_index", None)
+    source.pop("generation", None)
     return CodecBundle.from_dict(source)

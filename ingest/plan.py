@@ -1,0 +1,180 @@
+"""The data an ingestion run is made of: options, the frozen plan, per-batch results, the summary.
+
+Kept apart from the code that runs a batch (`osneural.ingest.batch`), prepares the index
+(`osneural.ingest.prepare`) or drives the loop (`osneural.ingest.indexer` in one process,
+`osneural.ingest.ray_ingest` on Ray), because all of them exchange these objects, and because
+an `IngestPlan` crosses process boundaries (it is pickled to Ray actors): it must hold plain data
+only, never a client, an encoder session or a file handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from osneural.ingest.codecs import CodecBundle
+
+STAGES = ("read", "resume_check", "encode_dense", "encode_sparse", "encode_multivector",
+          "train_codecs", "codecs", "build", "bulk")
+
+
+class IngestError(RuntimeError):
+    """Ingestion cannot start or had to stop; `.summary` holds the progress made so far."""
+
+    def __init__(self, message: str, summary: IngestSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+class IndexMismatch(IngestError):
+    """The existing index was built with other encoders, dimensions or representations."""
+
+
+class EmptyCorpus(IngestError):
+    """The corpus holds no valid document at all."""
+
+
+@dataclass
+class CodecParams:
+    """Codec settings; defaults are the ones the brief fixed for MiniLM (384-d)."""
+
+    # 64 six-bit substrings: on SciFact, Recall@1000 of the binary stage (radius 1) is 0.97,
+    # against 0.49 with 24 sixteen-bit ones (measured once when the default changed; no bench
+    # script reproduces it yet).
+    mih_m: int = 64
+    dense_pq_m: int = 48
+    # 192 two-dim sub-spaces (192 bytes per 384-d token, 1/8 of float32). MaxSim alone over the
+    # SciFact hybrid top 100 against float tokens, nDCG@10 points, two codebook draws each
+    # (bench/maxsim_pq.py): M=48 -1.0, -0.9; M=96 -0.9, -0.6; M=192 -0.05, +0.05.
+    token_pq_m: int = 192
+    pool_factor: float = 2
+    train_docs: int = 2000
+    max_train_tokens: int = 50_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How a new index is laid out (ignored, except `settings`, for an index that exists)."""
+
+    space_type: str = "cosinesimil"
+    engine: str = "lucene"
+    text_analyzer: str | None = None
+    matryoshka_dims: tuple[int, ...] = ()
+    #: merged into the index settings at creation (`number_of_shards`, `codec`, ...); dynamic
+    #: ones are applied to an existing index too.
+    settings: tuple[tuple[str, Any], ...] = ()
+    #: `index.refresh_interval` while bulk-loading (e.g. "-1"), restored when the run ends.
+    bulk_refresh_interval: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What every batch needs to turn documents into index writes, fixed before the first batch.
+
+    Built once by the preparation step (the driver, on Ray) and shared read-only by every batch
+    step, so documents written by different processes agree: same codecs, same field layout.
+    """
+
+    index: str
+    representations: tuple[str, ...]
+    encoder_meta: dict[str, dict[str, Any]]
+    bundle: CodecBundle
+    params: CodecParams
+    matryoshka_dims: tuple[int, ...]
+    expected_dim: int | None
+    generation: str | None
+    #: the index existed before this run and `resume` was asked: skip ids already in it
+    resume: bool
+    max_retries: int = 5
+    initial_backoff: float = 1.0
+
+
+@dataclass
+class DocFailure:
+    """One document that was not indexed: where it came from, at which stage, and why."""
+
+    doc_id: str | None
+    source: str
+    line: int
+    stage: str
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    """What one batch step did; merged into the run's `IngestSummary` by the driver."""
+
+    docs: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    retries: int = 0
+    failures: list[DocFailure] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: set when the cluster stayed unreachable for the whole batch: the run must stop
+    unavailable: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchResult:
+        data = dict(data)
+        data["failures"] = [DocFailure(**f) for f in data.get("failures") or []]
+        return cls(**data)
+
+
+@dataclass
+class IngestSummary:
+    """What a run did. `failed` counts rejected lines and documents the cluster refused."""
+
+    index: str
+    representations: list[str]
+    indexed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    codecs_trained: bool = False
+    padded_training: list[str] = field(default_factory=list)
+    bulk_retries: int = 0
+    failure_report: str | None = None
+    aborted: str | None = None
+    codec_generation: str | None = None
+    workers: int = 1
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["docs_per_second"] = self.docs_per_second
+        return data
+
+    def format(self) -> str:
+        """Human summary: counts, then one line per stage that took time."""
+        lines = [
+            f"index {self.index}: indexed {self.indexed}, skipped {self.skipped} (already indexed), "
+            f"failed {self.failed}, truncated {self.truncated}, "
+            f"{self.seconds:.1f}s ({self.docs_per_second:.1f} docs/s)",
+        ]
+        if self.failed and self.failure_report:
+            lines.append(f"  failures: {self.failure_report}")
+        if self.padded_training:
+            lines.append(f"  small training sample, padded with jittered copies: "
+                         f"{', '.join(self.padded_training)}")
+        label = "  (summed over workers)" if self.workers > 1 else ""
+        if label and any(s >= 0.005 for s in self.stage_seconds.values()):
+            lines.append(label)
+        for stage, secs in self.stage_seconds.items():
+            if secs >= 0.005:
+                lines.append(f"  {stage:<20} {secs:8.2f}s")
+        if self.aborted:
+            lines.append(f"  ABORTED: {self.aborted}")
+        return "\n".join(lines)

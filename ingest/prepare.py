@@ -1,0 +1,505 @@
+"""The preparation step of ingestion: index, mapping, codecs -- everything before the first batch.
+
+Order of work, and why:
+
+1. Read the index's state (it may not exist) and check an existing osneural index against this
+   run (encoders' sha256, dense dimension, representations) before anything is written, so a
+   wrong model never leaves half a batch behind. An index someone else created is adopted only
+   when it is empty; osneural's fields and `_meta` are then added with `put_mapping` (OpenSearch
+   itself refuses a field whose existing type differs).
+2. For a new (or adopted) index, encode the first `train_docs` documents, train the codecs on them
+   (fixed seed) and store them under a fresh codec generation (a uuid4 written both in the codec
+   document and in `_meta.osneural.codec_generation`, so a query node notices a rebuilt index),
+   then create the index. Codecs go first so an old codec document of a deleted index of that
+   name is overwritten before any document is written; if creating the index then fails (flood
+   stage, an index template that rejects the mapping) the new codec document is deleted again,
+   so no codecs outlive an index that never existed. The head sample's encodings are returned to
+   be indexed, not recomputed (multi-vector encoding is the slowest stage).
+
+`CorpusReader` and `IngestRun` are the driver-side halves both drivers share: reading batches
+(rejected lines straight into the failure report) and merging per-batch results into the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from osneural.ingest.batch import (
+    BatchStep,
+    RawBatch,
+    StageTimer,
+    encoder_meta,
+    joined_text,
+    load_encoders,
+)
+from osneural.ingest.bulk import FailureReport
+from osneural.ingest.codec_store import delete_codecs, load_codecs, new_generation, save_codecs
+from osneural.ingest.codec_training import codec_meta, train_codecs
+from osneural.ingest.codecs import CodecBundle
+from osneural.ingest.corpus import CorpusDocument, FieldNames, Rejected, corpus_files, iter_corpus
+from osneural.ingest.plan import (
+    BatchResult,
+    CodecParams,
+    EmptyCorpus,
+    IndexMismatch,
+    IndexOptions,
+    IngestError,
+    IngestPlan,
+    IngestSummary,
+)
+from osneural.mappings import (
+    DEFAULT_TEXT_ANALYZER,
+    SCHEMA_VERSION,
+    compose_index_body,
+    normalize_representations,
+)
+
+# -- cluster errors -----------------------------------------------------------------------------
+
+
+def hosts_of(client: Any) -> str:
+    """The client's node URLs, for messages (never credentials)."""
+    out = []
+    for h in getattr(getattr(client, "transport", None), "hosts", None) or []:
+        scheme = h.get("scheme") or ("https" if h.get("use_ssl") else "http")
+        out.append(f"{scheme}://{h.get('host')}:{h.get('port', 9200)}")
+    return ",".join(out) or "the cluster"
+
+
+def connection_reason(exc: BaseException) -> str:
+    """A short cause for an opensearch-py connection error (its str() is a nested repr)."""
+    text = str(exc)
+    for needle, short in (("Connection refused", "connection refused"),
+                          ("timed out", "timed out"), ("Name or service not known", "unknown host"),
+                          ("Connection reset", "connection reset"),
+                          ("RemoteDisconnected", "connection closed by the server"),
+                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+        if needle in text:
+            return short
+    return text[:200]
+
+
+def unreachable(client: Any, exc: BaseException, what: str) -> IngestError:
+    return IngestError(f"cannot reach OpenSearch at {hosts_of(client)} ({connection_reason(exc)}) "
+                       f"while {what}; nothing more was written, rerun with --resume when it is up")
+
+
+def transport_reason(exc: Any) -> str:
+    """`type: reason` of an OpenSearch error answer."""
+    info = getattr(exc, "info", None)
+    err = info.get("error") if isinstance(info, dict) else None
+    if isinstance(err, dict):
+        root = (err.get("root_cause") or [err])[0]
+        return f"{root.get('type', 'error')}: {root.get('reason', '')}"
+    return f"{getattr(exc, 'status_code', '')} {getattr(exc, 'error', exc)}".strip()
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def count_lines(corpus: Any) -> int | None:
+    if isinstance(corpus, str | Path):
+        total = 0
+        for f in corpus_files(corpus):
+            with open(f, "rb") as fh:
+                total += sum(1 for line in fh if line.strip())
+        return total
+    return len(corpus) if hasattr(corpus, "__len__") else None
+
+
+def describe_corpus(corpus: Any) -> str:
+    return str(corpus) if isinstance(corpus, str | Path) else "<iterable>"
+
+
+@dataclass
+class IngestRun:
+    """Driver-side state of one run: summary, failure report, progress bar."""
+
+    summary: IngestSummary
+    report: FailureReport
+    bar: Any = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def open(cls, corpus: Any, index: str, failure_report: str | Path | None,
+             progress: bool) -> IngestRun:
+        if failure_report is None:
+            base = Path(corpus).parent if isinstance(corpus, str | Path) else Path.cwd()
+            failure_report = base / f"{index}.failures.jsonl"
+        report = FailureReport(failure_report)
+        summary = IngestSummary(index=index, representations=[])
+        summary.failure_report = str(report.path)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=count_lines(corpus), unit="doc", desc=f"ingest {index}",
+                       dynamic_ncols=True)
+        return cls(summary, report, bar)
+
+    def reject(self, r: Rejected) -> None:
+        self.summary.failed += 1
+        self.report.add(doc_id=r.doc_id, reason=r.reason, stage="read", source=r.source, line=r.line)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def merge(self, result: BatchResult) -> None:
+        """Add one batch's outcome to the summary and its failures to the report."""
+        s = self.summary
+        s.indexed += result.indexed
+        s.skipped += result.skipped
+        s.truncated += result.truncated
+        s.bulk_retries += result.retries
+        s.failed += len(result.failures)
+        for stage, secs in result.stage_seconds.items():
+            s.add_seconds(stage, secs)
+        for f in result.failures:
+            self.report.add(doc_id=f.doc_id, reason=f.reason, stage=f.stage, source=f.source,
+                            line=f.line)
+        if result.unavailable and not s.aborted:
+            s.aborted = result.unavailable
+        if self.bar is not None:
+            self.bar.update(result.docs)
+            self.bar.set_postfix(failed=s.failed, refresh=False)
+
+    def stop(self, message: str, cause: BaseException | None = None) -> IngestError:
+        """The error that ends the run, with the summary so far (the report stays complete)."""
+        self.summary.seconds = time.perf_counter() - self.started
+        self.summary.aborted = self.summary.aborted or message
+        return IngestError(f"{message}\n{self.summary.format()}", self.summary)
+
+    def close(self) -> None:
+        self.report.close()
+        if self.bar is not None:
+            self.bar.close()
+
+    def finish(self) -> IngestSummary:
+        self.summary.seconds = time.perf_counter() - self.started
+        if self.report.count == 0:
+            self.summary.failure_report = None
+        return self.summary
+
+
+class CorpusReader:
+    """Batches of valid documents; rejected lines go to the run's failure report as read."""
+
+    def __init__(self, corpus: Any, fields: FieldNames | None, batch_size: int,
+                 run: IngestRun) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.corpus = corpus
+        self.batch_size = batch_size
+        self.run = run
+        self.valid_seen = 0
+        self._items = iter_corpus(corpus, fields or FieldNames())
+        self._timer = StageTimer(run.summary.stage_seconds)
+
+    def __iter__(self) -> Iterator[list[CorpusDocument]]:
+        batch: list[CorpusDocument] = []
+        while True:
+            with self._timer("read"):
+                item = next(self._items, None)
+            if item is None:
+                break
+            if isinstance(item, Rejected):
+                self.run.reject(item)
+                continue
+            self.valid_seen += 1
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def empty_error(self) -> EmptyCorpus:
+        return EmptyCorpus(
+            f"corpus {describe_corpus(self.corpus)} holds no valid document "
+            f"({self.run.summary.failed} rejected, see {self.run.report.path})", self.run.summary)
+
+
+# -- the index ----------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexState:
+    """An existing index: its `_meta.osneural` (empty if foreign), properties and settings."""
+
+    meta: dict[str, Any]
+    properties: dict[str, Any]
+    settings: dict[str, Any]
+    source_excludes: tuple[str, ...] = ()
+
+
+def index_state(client: Any, index: str) -> IndexState | None:
+    """The state of `index`, or None if it is missing."""
+    if not client.indices.exists(index=index):
+        return None
+    mapping = client.indices.get_mapping(index=index)
+    body = next(iter(mapping.values()))["mappings"]
+    settings = next(iter(client.indices.get_settings(index=index, flat_settings=True).values()))
+    return IndexState((body.get("_meta") or {}).get("osneural") or {},
+                      body.get("properties") or {}, settings.get("settings") or {},
+                      tuple((body.get("_source") or {}).get("excludes") or ()))
+
+
+def check_compatible(
+    index: str, meta: dict[str, Any], props: dict[str, Any], reps: list[str],
+    enc_meta: dict[str, dict[str, Any]],
+) -> None:
+    """Raise `IndexMismatch` when this run would write documents the index cannot hold."""
+    if not meta:
+        raise IndexMismatch(f"index {index!r} exists but was not created by osneural (no _meta.osneural)")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise IndexMismatch(
+            f"index {index!r} has osneural schema {meta.get('schema_version')!r}; "
+            f"this build writes {SCHEMA_VERSION}"
+        )
+    have = list(meta.get("representations") or [])
+    if sorted(have) != sorted(reps):
+        raise IndexMismatch(
+            f"index {index!r} holds representations {have}; this run asks for {reps} "
+            "(leave --representations out to use the index's own)"
+        )
+    for kind, mine in enc_meta.items():
+        theirs = (meta.get("encoders") or {}).get(kind) or {}
+        if theirs.get("sha256") != mine.get("sha256"):
+            raise IndexMismatch(
+                f"index {index!r} was built with {kind} encoder {theirs.get('name')!r} "
+                f"(sha256 {str(theirs.get('sha256'))[:12]}); this run uses {mine.get('name')!r} "
+                f"(sha256 {str(mine.get('sha256'))[:12]})"
+            )
+    dense_prop = props.get("dense") or {}
+    dense_dim = (enc_meta.get("dense") or {}).get("dim")
+    if "dense" in reps and dense_dim and dense_prop.get("dimension") not in (None, dense_dim):
+        raise IndexMismatch(
+            f"wrong embedding dimension: index {index!r} field 'dense' has dimension "
+            f"{dense_prop.get('dimension')}, the dense encoder gives {dense_dim}"
+        )
+
+
+def _setting_key(key: str) -> str:
+    return key if key.startswith("index.") else f"index.{key}"
+
+
+@dataclass
+class Preparation:
+    """What the preparation step hands the driver."""
+
+    plan: IngestPlan
+    encoders: dict[str, Any]
+    #: encoded head batches (new index): to be written by the driver, not re-encoded
+    head: list[tuple[list[CorpusDocument], RawBatch]]
+    head_result: BatchResult
+    #: settings to put back when the run ends (e.g. the refresh interval before bulk)
+    restore_settings: dict[str, Any]
+
+
+def prepare(
+    client: Any, index: str, reader: CorpusReader, run: IngestRun, *,
+    representations: str | list[str] | None, resume: bool, encoders: Mapping[str, Any] | None,
+    params: CodecParams, options: IndexOptions, max_retries: int = 5, initial_backoff: float = 1.0,
+) -> Preparation:
+    """Check or create the index and its codecs; for a new index, encode the head sample."""
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+
+    try:
+        state = index_state(client, index)
+    except OSConnectionError as exc:
+        raise unreachable(client, exc, f"reading index {index!r}") from None
+    reuse = state is not None and bool(state.meta)
+    if reuse and representations is None:
+        reps = normalize_representations(state.meta.get("representations") or None)
+    else:
+        reps = normalize_representations(representations)
+    run.summary.representations = reps
+    encs = load_encoders(reps, encoders)
+    enc_meta = {kind: encoder_meta(kind, e) for kind, e in encs.items()}
+    expected_dim = (enc_meta.get("dense") or {}).get("dim")
+    plan = IngestPlan(index=index, representations=tuple(reps), encoder_meta=enc_meta,
+                      bundle=CodecBundle(), params=params,
+                      matryoshka_dims=tuple(sorted({int(d) for d in options.matryoshka_dims})),
+                      expected_dim=expected_dim, generation=None, resume=resume and reuse,
+                      max_retries=max_retries, initial_backoff=initial_backoff)
+    try:
+        if reuse:
+            assert state is not None
+            return _prepare_existing(client, plan, state, encs, options)
+        if state is not None:
+            count = client.count(index=index)["count"]
+            if count:
+                raise IndexMismatch(
+                    f"index {index!r} exists, holds {count} documents and was not created by "
+                    "osneural (no _meta.osneural); osneural adopts only an empty index -- use "
+                    "another --index name or delete this one")
+        return _prepare_new(client, plan, state, encs, reader, run, options)
+    except OSConnectionError as exc:
+        raise unreachable(client, exc, f"preparing index {index!r}") from None
+
+
+def _prepare_existing(client: Any, plan: IngestPlan, state: IndexState, encs: dict[str, Any],
+                      options: IndexOptions) -> Preparation:
+    from opensearchpy.exceptions import TransportError
+
+    reps = list(plan.representations)
+    check_compatible(plan.index, state.meta, state.properties, reps, plan.encoder_meta)
+    mdims = tuple((state.meta.get("fields") or {}).get("matryoshka") or plan.matryoshka_dims)
+    bundle = load_codecs(client, plan.index)
+    if bundle is None and ({"binary", "pq", "multivector"} & set(reps)):
+        raise IndexMismatch(
+            f"index {plan.index!r} exists but its codecs are missing from the codec store; "
+            "delete the index and ingest again"
+        )
+    expected_dim = (state.properties.get("dense") or {}).get("dimension", plan.expected_dim)
+    dynamic = {_setting_key(k): v for k, v in options.settings}
+    restore: dict[str, Any] = {}
+    if options.bulk_refresh_interval is not None:
+        restore["index.refresh_interval"] = state.settings.get("index.refresh_interval")
+        dynamic["index.refresh_interval"] = options.bulk_refresh_interval
+    if dynamic:
+        try:
+            client.indices.put_settings(index=plan.index, body=dynamic)
+        except TransportError as exc:
+            if isinstance(exc.status_code, int):
+                raise IngestError(f"index {plan.index!r} exists and refuses settings {dynamic}: "
+                                  f"{transport_reason(exc)}") from None
+            raise
+    plan = dataclasses.replace(plan, bundle=bundle or CodecBundle(), matryoshka_dims=mdims,
+                               expected_dim=expected_dim,
+                               generation=state.meta.get("codec_generation"))
+    return Preparation(plan, encs, [], BatchResult(), restore)
+
+
+def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: dict[str, Any],
+                 reader: CorpusReader, run: IngestRun, options: IndexOptions) -> Preparation:
+    from opensearchpy.exceptions import TransportError
+
+    params, reps = plan.params, list(plan.representations)
+    step = BatchStep(plan, encs, client)
+    head: list[tuple[list[CorpusDocument], RawBatch]] = []
+    head_result = BatchResult()
+    n_head = 0
+    for batch in reader:
+        head_result.docs += len(batch)
+        docs, raw = step.encode(batch, head_result)
+        if docs:
+            head.append((docs, raw))
+            n_head += len(docs)
+        if n_head >= params.train_docs:
+            break
+    if n_head == 0:
+        run.merge(head_result)
+        raise reader.empty_error()
+    timer = StageTimer(run.summary.stage_seconds)
+    with timer("train_codecs"):
+        dense = np.concatenate([r.dense for _, r in head]) if "dense" in encs else None
+        tokens = [t for _, r in head for t in r.tokens] if "multivector" in encs else None
+        bundle = train_codecs(reps, dense, tokens, params, run.summary)
+        fit_idf = getattr(encs.get("sparse"), "fit_idf", None)
+        if callable(fit_idf):
+            # IDF of the training sample, for inference-free sparse queries.
+            texts = [joined_text(d) for b, _ in head for d in b]
+            bundle.params["idf"] = fit_idf(texts, use=False).to_dict()
+    run.summary.codecs_trained = True
+    generation = new_generation()
+    expected_dim, mdims = plan.expected_dim, plan.matryoshka_dims
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "representations": reps,
+        "encoders": plan.encoder_meta,
+        "codecs": codec_meta(bundle),
+        "codec_generation": generation,
+        "fields": {
+            "dense": {"dim": expected_dim, "space_type": options.space_type, "engine": options.engine}
+            if "dense" in reps else None,
+            "matryoshka": list(mdims),
+            "fde": {"dim": bundle.fde.fde_dim} if bundle.fde is not None else None,
+            "text_analyzer": options.text_analyzer or DEFAULT_TEXT_ANALYZER,
+        },
+        "codec_store": {"index": "osneural-codecs", "id": plan.index},
+    }
+    settings = {k.removeprefix("index."): v for k, v in options.settings}
+    restore: dict[str, Any] = {}
+    if options.bulk_refresh_interval is not None:
+        restore["index.refresh_interval"] = settings.get("refresh_interval")
+        settings["refresh_interval"] = options.bulk_refresh_interval
+    kwargs = {"text_analyzer": options.text_analyzer} if options.text_analyzer else {}
+    body = compose_index_body(
+        reps, dense_dim=expected_dim or 1,
+        fde_dim=bundle.fde.fde_dim if bundle.fde is not None else None,
+        space_type=options.space_type, engine=options.engine, matryoshka_dims=mdims,
+        meta=meta, settings=settings, **kwargs,
+    )
+    # Codecs first: this overwrites any codec document an older index of this name left, before
+    # any document is written. If the index then cannot be created, the codecs go again.
+    try:
+        save_codecs(client, plan.index, bundle, generation=generation)
+    except TransportError as exc:
+        if not isinstance(exc.status_code, int):
+            raise
+        raise IngestError(f"the codecs of {plan.index!r} could not be stored: "
+                          f"{transport_reason(exc)}; nothing was written") from None
+    try:
+        if state is None:
+            client.indices.create(index=plan.index, body=body)
+        else:
+            _adopt(client, plan.index, state, body, restore)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the original error is the one to report
+            delete_codecs(client, plan.index)
+        if isinstance(exc, TransportError) and isinstance(exc.status_code, int):
+            what = "created" if state is None else "given osneural's mapping"
+            raise IngestError(f"index {plan.index!r} could not be {what}: "
+                              f"{transport_reason(exc)}; no codecs were kept") from None
+        raise
+    plan = dataclasses.replace(plan, bundle=bundle, generation=generation)
+    run.summary.codec_generation = generation
+    return Preparation(plan, encs, head, head_result, restore)
+
+
+def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
+           restore: dict[str, Any]) -> None:
+    """Give an existing empty index osneural's fields, `_meta` and dynamic settings."""
+    mappings = body["mappings"]
+    needs_knn = any(p.get("type") == "knn_vector" for p in mappings.get("properties", {}).values())
+    if needs_knn and str(state.settings.get("index.knn", "false")).lower() != "true":
+        raise IndexMismatch(
+            f"index {index!r} was created without index.knn=true, which its vector fields need "
+            "and which can only be set when an index is created; recreate it with that setting")
+    for name, prop in mappings.get("properties", {}).items():
+        theirs = state.properties.get(name)
+        if theirs is not None and theirs.get("type", "object") != prop.get("type", "object"):
+            raise IndexMismatch(
+                f"index {index!r} maps field {name!r} as {theirs.get('type', 'object')!r}; "
+                f"osneural needs {prop.get('type')!r} there")
+    update = {k: v for k, v in mappings.items() if k in ("properties", "_meta")}
+    excludes = (mappings.get("_source") or {}).get("excludes")
+    if excludes:
+        # Kept out of _source (served from doc values); allowed while the index is empty.
+        update["_source"] = {"excludes": sorted(set(excludes) | set(state.source_excludes))}
+    client.indices.put_mapping(index=index, body=update)
+    static = ("number_of_shards", "codec", "knn", "number_of_routing_shards")
+    dynamic = {f"index.{k}": v for k, v in body["settings"]["index"].items() if k not in static}
+    if "index.refresh_interval" in dynamic and "index.refresh_interval" in restore:
+        restore["index.refresh_interval"] = state.settings.get("index.refresh_interval")
+    if dynamic:
+        client.indices.put_settings(index=index, body=dynamic)
+
+
+def restore_settings(client: Any, index: str, restore: Mapping[str, Any]) -> str | None:
+    """Put back the settings changed for the bulk load; an error message instead of raising."""
+    if not restore:
+        return None
+    try:
+        client.indices.put_settings(index=index, body=dict(restore))
+    except Exception as exc:  # noqa: BLE001 - reported, must not hide the run's own outcome
+        return f"could not restore {dict(restore)} on {index!r}: {type(exc).__name__}"
+    return None
+
