@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from opensearchpy import helpers
-    from osneural.ingest.codec_store import delete_codecs, load_codecs, save_codecs
+    from osneural.ingest.codec_store import delete_codecs, load_codecs, new_generation, save_codecs
     from osneural.ingest.codecs import MuveraFDE, ProductQuantizer, code_tokens, pool_tokens
     from osneural.ingest.corpus import CorpusDocument
     from osneural.ingest.documents import EncodedBatch, build_documents, matryoshka
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_float_tokens:
         meta["representations"] = [r for r in meta.get("representations", []) if r != "float_tokens"]
     meta["recoded"] = {"from": source, "argv": list(argv or sys.argv[1:])}
+    generation = new_generation()  # the query side accepts codecs of this build only
+    meta["codec_generation"] = generation
     new_map["_meta"] = {"osneural": meta}
     settings = client.indices.get_settings(index=source, flat_settings=True)[source]["settings"]
     keep = {k: v for k, v in settings.items() if k.startswith("index.knn")}
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if client.indices.exists(index=target):
         client.indices.delete(index=target)
     delete_codecs(client, target)
-    save_codecs(client, target, bundle)
+    save_codecs(client, target, bundle, generation=generation)
     client.indices.create(index=target, body={"settings": keep, "mappings": new_map})
 
     # 3. Documents, in batches, through the ingestion's document builder.
