@@ -146,6 +146,13 @@ class Searcher:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def rescore_ids(self, text: str, stage: Any, ids: list[str], timeout_s: float = 60.0) -> np.ndarray:
+        """One rescoring stage's raw scores for `ids` (NaN where a document has no value): what
+        the stage computes over a window, for callers that cache scores and re-fuse offline
+        (`osneural tune`)."""
+        enc = QueryEncodings(text, self.cache.index(self.client, self.index), self.cache)
+        return self._rescore(stage, stage.type, enc, list(ids), timeout_s)
+
     def warm(self, kinds: list[str] | None = None) -> list[str]:
         """Load this index's description, codecs and encoders (plus `kinds`) now; returns the
         encoder kinds loaded. For a server's startup, so no first query pays for loading."""
