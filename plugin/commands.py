@@ -58,30 +58,89 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
+    from osneural.plugin.request_guard import Limits
+
+    d = Limits()
     add_cluster_arguments(parser)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (a non-loopback one needs --allow-index)")
     parser.add_argument("--port", type=int, default=9280)
     parser.add_argument("--allow-index", action="append", default=None, metavar="PATTERN",
-                        help="index name pattern callers may reach (repeatable; default: all)")
+                        help="index name pattern callers may reach (repeatable; default: all, "
+                             "loopback only)")
+    parser.add_argument("--auth", choices=["passthrough", "service"], default="passthrough",
+                        help="passthrough (default): forward each caller's Authorization so the "
+                             "cluster's security decides; service: act with this service's own "
+                             "credentials (--user/--password), never the caller's")
+    parser.add_argument("--allow-scripts", action="store_true",
+                        help="let callers run scripts (script queries, script_fields, runtime "
+                             "fields, search pipelines)")
+    parser.add_argument("--allow-profile", action="store_true",
+                        help="let callers use profile and error_trace")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    parser.add_argument("--max-first-stages", type=int, default=d.max_first_stages)
+    parser.add_argument("--max-rescore-stages", type=int, default=d.max_rescore_stages)
+    parser.add_argument("--max-query-chars", type=int, default=d.max_query_chars)
+    parser.add_argument("--max-json-depth", type=int, default=d.max_json_depth)
+    parser.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                        help="neural searches run at once (each gets its own stage threads)")
     parser.add_argument("--warm", action="append", default=None,
                         choices=["dense", "sparse", "multivector"],
-                        help="encoder kinds to load at startup")
+                        help="encoder kinds to load at startup (default: every exported one)")
+    parser.add_argument("--no-warm", action="store_true",
+                        help="load encoders at their first query instead of at startup")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _warm_kinds(args: argparse.Namespace) -> list[str]:
+    """--warm as given, else every default encoder that is exported (--no-warm: none)."""
+    if args.no_warm:
+        return []
+    if args.warm:
+        return list(dict.fromkeys(args.warm))
+    from osneural.ingest.encoders.defaults import default_export_dir, is_exported
+
+    return [k for k in ("dense", "sparse", "multivector") if is_exported(default_export_dir(k))]
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import logging
 
     import uvicorn
+    from osneural.plugin.request_guard import Limits
     from osneural.plugin.server import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not _is_loopback(args.host) and not args.allow_index:
+        print(f"osneural serve: refusing to listen on {args.host} without --allow-index: "
+              "name the indices callers may reach (e.g. --allow-index 'docs*')", file=sys.stderr)
+        return 2
     try:
         cluster = ClusterConfig.from_args(args, timeout=30)
     except ClusterConfigError as exc:
         print(f"osneural serve: {exc}", file=sys.stderr)
         return 2
+    for name in ("max_first_stages", "max_rescore_stages", "max_query_chars", "max_json_depth",
+                 "max_concurrent"):
+        if getattr(args, name) < 1:
+            print(f"osneural serve: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    limits = Limits(max_first_stages=args.max_first_stages,
+                    max_rescore_stages=args.max_rescore_stages,
+                    max_query_chars=args.max_query_chars, max_json_depth=args.max_json_depth,
+                    max_concurrent=args.max_concurrent)
     app = create_app(cluster, allow_index=args.allow_index, max_body_bytes=args.max_body_bytes,
-                     warm=args.warm)
+                     warm=_warm_kinds(args), auth=args.auth, allow_scripts=args.allow_scripts,
+                     allow_profile=args.allow_profile, limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

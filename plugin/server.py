@@ -2,9 +2,28 @@
 
 An app switches by changing its base URL: a `_search` body with an `ext.osneural` block runs the
 neural pipeline, anything else (plain `_search` bodies, `_count`, `_mapping`, `_doc/{id}`) is
-forwarded to OpenSearch byte for byte and answered with OpenSearch's own status and body, so errors
-such as a missing index (404) reach the app unchanged. The index allow-list is checked before any
-request leaves this process.
+forwarded to OpenSearch and answered with OpenSearch's own status and JSON body, so errors such as
+a missing index (404) reach the app unchanged.
+
+Security model (docs/SECURITY.md has the full statement):
+
+* Every request is checked by `osneural.plugin.request_guard` before anything leaves the process:
+  index expression (allow-list, then `_resolve/index` of what it names), URL parameters, body
+  (strict JSON, depth, hostile clauses, caps). What is forwarded is what was checked: the upstream
+  path is rebuilt from the checked, re-encoded name and the body re-serialized from the checked
+  JSON; the caller's raw path and bytes never go upstream.
+* `--auth passthrough` (the default) forwards the caller's `Authorization` header -- and nothing
+  else of theirs -- on every upstream request, the neural pipeline's own searches included, so
+  OpenSearch's security plugin decides index-, document- and field-level access as if the caller
+  had asked it directly; a 401/403 from it passes through. The upstream client of this mode holds
+  *no* credentials at all, so a code path that forgot the caller's header fails closed (401)
+  instead of borrowing the service's identity. The service's own credentials, if given, are only
+  used for `/_osneural/health`. Passthrough is the default because it can never grant a caller
+  more than the cluster already would.
+* `--auth service` uses the service's own credentials for everything and never forwards a
+  caller's; for clusters without security, or when the service is the only client.
+* Transport: opensearch-py's multi-host transport (pooled connections, retries on connection
+  errors and 502/503/504 to the next node). Errors are JSON, shaped like OpenSearch's own.
 
 Body of a neural search::
 
@@ -15,20 +34,26 @@ Body of a neural search::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fnmatch
+import functools
 import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
+from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
-import httpx
+from osneural.plugin import request_guard as rg
+from osneural.plugin.request_guard import GuardError, Limits, Policy
 from osneural.plugin.resources import ResourceCache, StageError
 from osneural.plugin.searcher import Searcher, SearchError
-from osneural.plugin.spec import SpecError, load_spec, parse_spec
+from osneural.plugin.spec import SpecError, builtin_spec_names, parse_spec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -38,14 +63,22 @@ from osneural.connection import ClusterConfig
 log = logging.getLogger("osneural.plugin.server")
 
 DEFAULT_MAX_BODY = 1 << 20
+AUTH_MODES = ("passthrough", "service")
+DEFAULT_AUTH = "passthrough"
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-def _error(status: int, kind: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "reason": reason}, "status": status}, status)
+def error_body(status: int, kind: str, reason: str) -> dict[str, Any]:
+    """OpenSearch's error shape, so clients' error handling keeps working."""
+    return {"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind,
+                      "reason": reason}, "status": status}
+
+
+def _error(status: int, kind: str, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, kind, reason), status, headers=headers)
 
 
 def _log(event: str, **fields: Any) -> None:
@@ -53,11 +86,13 @@ def _log(event: str, **fields: Any) -> None:
 
 
 def index_allowed(index: str, patterns: list[str] | None) -> bool:
-    """Every comma-separated name must match a pattern; a wildcard is only as wide as a pattern."""
-    if not patterns:
-        return True
-    names = [n.strip() for n in index.split(",")]
-    return all(n and any(fnmatch.fnmatchcase(n, p) for p in patterns) for n in names)
+    """Whether the path expression `index` passes the allow-list's name rules (no resolution):
+    with patterns, one plain name matching a pattern; lists and wildcards are refused."""
+    try:
+        rg.check_index_expression(index, Policy(tuple(patterns) if patterns else None))
+    except GuardError:
+        return False
+    return True
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -73,18 +108,38 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _spec_from_body(body: dict[str, Any]) -> tuple[str, Any]:
+def _builtin_spec(name: str) -> Any:
+    """A built-in spec by name only: over HTTP a string is never opened as a file."""
+    try:
+        rg.builtin_spec_name(name, builtin_spec_names)
+    except GuardError as exc:
+        raise SpecError(exc.reason) from None
+    resource = resources.files("osneural.plugin") / "specs" / f"{name}.json"
+    return parse_spec(json.loads(resource.read_text(encoding="utf-8")))
+
+
+def _spec_from_body(body: dict[str, Any], limits: Limits | None = None) -> tuple[str, Any]:
     block = body["ext"]["osneural"]
     if not isinstance(block, dict):
         raise SpecError("ext.osneural must be an object")
     unknown = set(block) - {"query", "spec", "explain"}
     if unknown:
         raise SpecError(f"ext.osneural: unknown field(s) {sorted(unknown)}")
+    try:
+        rg.check_neural_bounds(block, limits or Limits())
+    except GuardError as exc:
+        raise SpecError(exc.reason) from None
     text = block.get("query")
     if not isinstance(text, str) or not text.strip():
         raise SpecError("ext.osneural.query: query text is empty")
     raw = block.get("spec")
-    spec = load_spec(raw) if isinstance(raw, str) else parse_spec(raw)
+    if isinstance(raw, str):
+        spec = _builtin_spec(raw)
+    elif raw is None or isinstance(raw, dict):
+        spec = parse_spec(raw)
+    else:
+        raise SpecError("ext.osneural.spec: must be a built-in spec name or an inline object, "
+                        f"not {type(raw).__name__}")
     data = spec.to_dict()
     for key in ("size", "from", "_source"):
         if key in body:
@@ -100,139 +155,307 @@ def _spec_from_body(body: dict[str, Any]) -> tuple[str, Any]:
     return text, parse_spec(data)
 
 
+class CallerClient:
+    """The shared upstream client, with the caller's `Authorization` on every API call.
+
+    Why a header-injecting view rather than one client per credential: it shares one connection
+    pool (and the multi-host retry state) across all callers, holds no credential longer than the
+    request that brought it, and needs no eviction policy. It works for any opensearch-py API
+    method (all accept `headers=`), so the Searcher and the resource cache need not know about
+    identities. Namespaces (`.indices`, ...) are wrapped too; `transport` is the shared one, so
+    the per-process resource cache keys stay per cluster."""
+
+    def __init__(self, target: Any, headers: dict[str, str]) -> None:
+        self._target = target
+        self._headers = headers
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name in ("transport", "close") or name.startswith("_"):
+            return attr if name != "close" else (lambda: None)
+        if callable(attr):
+            @functools.wraps(attr)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                headers = dict(self._headers)
+                headers.update({k.lower(): v for k, v in (kwargs.pop("headers", None) or {}).items()})
+                return attr(*args, headers=headers, **kwargs)
+
+            return call
+        if hasattr(attr, "transport") and hasattr(attr, "client"):  # a NamespacedClient
+            return CallerClient(attr, self._headers)
+        return attr
+
+
+def _client_has_credentials(client: Any) -> bool:
+    pool = getattr(getattr(client, "transport", None), "connection_pool", None)
+    conns = getattr(pool, "connections", None) or []
+    return any("authorization" in {k.lower() for k in getattr(c, "headers", {}) or {}}
+               for c in conns)
+
+
+def _upstream_error(exc: Exception, rid: str) -> JSONResponse:
+    """An opensearch-py error as the HTTP answer: OpenSearch's own JSON when it sent one."""
+    from opensearchpy import ConnectionError as OSConnectionError
+    from opensearchpy import ConnectionTimeout, TransportError
+
+    if isinstance(exc, ConnectionTimeout):
+        return _error(504, "osneural_upstream_timeout", "OpenSearch did not answer in time")
+    if isinstance(exc, OSConnectionError):
+        return _error(502, "osneural_upstream_unreachable",
+                      "no OpenSearch node could be reached (every host was tried)")
+    if not isinstance(exc, TransportError) or not isinstance(exc.status_code, int):
+        log.exception("upstream failure", exc_info=exc)
+        return _error(502, "osneural_upstream_error", f"OpenSearch request failed (request {rid})")
+    status = exc.status_code
+    headers = {"www-authenticate": 'Basic realm="OpenSearch"'} if status == 401 else None
+    info = exc.info
+    if isinstance(info, dict):
+        return JSONResponse(info, status, headers=headers)
+    kind = "security_exception" if status in (401, 403) else "osneural_upstream_error"
+    reason = {401: "authentication required: the cluster refused the caller's credentials",
+              403: "the cluster refused the caller access"}.get(status, f"OpenSearch answered {status}")
+    return _error(status, kind, reason, headers)
+
+
 def create_app(
-    cluster: ClusterConfig | str | None = None,
-    allow_index: list[str] | None = None,
+    cluster: ClusterConfig | str | list[str] | None = None,
+    allow_index: Sequence[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     client: Any = None,
     cache: ResourceCache | None = None,
-    warm: list[str] | None = None,
+    warm: Sequence[str] | None = None,
+    *,
+    auth: str = DEFAULT_AUTH,
+    allow_scripts: bool = False,
+    allow_profile: bool = False,
+    limits: Limits | None = None,
 ) -> Starlette:
-    """The ASGI app. `warm` names encoder kinds to load at startup (so the first query is fast)."""
+    """The ASGI app.
+
+    `cluster` is a `ClusterConfig` or URL(s). `client` replaces the upstream client built from
+    it (in passthrough mode it must carry no credentials). `warm` names encoder kinds loaded --
+    and run once -- at startup, before the first request is accepted."""
     from opensearchpy import TransportError
 
+    if auth not in AUTH_MODES:
+        raise ValueError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
     if not isinstance(cluster, ClusterConfig):
         cluster = ClusterConfig.from_values(cluster, timeout=30)
-    upstream = cluster.urls[0]
-    os_client = client or cluster.client()
+    policy = Policy(tuple(allow_index) if allow_index else None, allow_scripts, allow_profile)
+    limits = limits or Limits()
+    passthrough_auth = auth == "passthrough"
+    if passthrough_auth:
+        anonymous = ClusterConfig(cluster.hosts, None, None, cluster.ca_certs, cluster.insecure,
+                                  cluster.sniff, cluster.timeout, cluster.max_retries)
+        upstream = client or anonymous.client(pool_maxsize=64)
+        if _client_has_credentials(upstream):
+            raise ValueError("--auth passthrough needs an upstream client without credentials "
+                             "(callers' own are forwarded)")
+        health_client = cluster.client(pool_maxsize=2) if cluster.user else upstream
+    else:
+        upstream = client or cluster.client(pool_maxsize=64)
+        health_client = upstream
     cache = cache or ResourceCache()
-    searchers: dict[str, Searcher] = {}
-    state: dict[str, Any] = {}
+    slots = asyncio.Semaphore(limits.max_concurrent)
+    timeout = float(cluster.timeout)
 
-    def searcher(index: str) -> Searcher:
-        if index not in searchers:
-            searchers[index] = Searcher(os_client, index, cache=cache)
-        return searchers[index]
+    def caller(request: Request) -> Any:
+        """The client to act with for this request (see the module docstring)."""
+        if not passthrough_auth:
+            return upstream
+        value = request.headers.get("authorization")
+        return CallerClient(upstream, {"authorization": value} if value else {})
+
+    def forward(who: Any, method: str, path: str, params: dict[str, str], body: bytes | None) -> Any:
+        """One pass-through request over the multi-host transport, as `who`."""
+        headers = dict(who._headers) if isinstance(who, CallerClient) else {}
+        return upstream.transport.perform_request(method, path, params=params or None, body=body,
+                                                  headers=headers or None, timeout=timeout)
 
     async def startup() -> None:
-        state["http"] = httpx.AsyncClient(base_url=upstream, timeout=60)
+        _log("start", cluster=cluster.describe(), auth=auth, allow_index=policy.allow_index,
+             allow_scripts=allow_scripts, allow_profile=allow_profile)
         for kind in warm or []:
-            await run_in_threadpool(cache.encoders.get, kind)
+            t0 = time.perf_counter()
+            enc = await run_in_threadpool(cache.encoders.get, kind)
+            await run_in_threadpool(enc.encode_queries, ["warm up the encoder"])
+            _log("warm", kind=kind, ms=round((time.perf_counter() - t0) * 1e3, 1))
 
     async def shutdown() -> None:
-        await state["http"].aclose()
-        for s in searchers.values():
-            s.close()
+        if client is None:
+            upstream.close()
+        if health_client is not upstream:
+            health_client.close()
 
-    async def passthrough(request: Request, body: bytes) -> Response:
-        headers = {}
-        if "content-type" in request.headers:
-            headers["content-type"] = request.headers["content-type"]
-        resp = await state["http"].request(
-            request.method, request.url.path, params=request.url.query or None,
-            content=body or None, headers=headers,
-        )
-        return Response(
-            resp.content, resp.status_code,
-            media_type=resp.headers.get("content-type", "application/json"),
-        )
+    async def check_indices(who: Any, index: str, refs: list[rg.IndexReference]) -> None:
+        """With an allow-list: what the path and each lookup resolve to must be allowed too."""
+        if not policy.allow_index:
+            return
+        from opensearchpy import NotFoundError
 
-    def guard(request: Request) -> Response | None:
-        index = request.path_params["index"]
-        if not index_allowed(index, allow_index):
-            _log("denied", index=index, path=request.url.path)
-            return _error(403, "osneural_index_not_allowed",
-                          f"index [{index}] is not in this service's allow-list")
-        return None
+        for expr, where in [(index, "")] + [(r.index, r.path) for r in refs]:
+            try:
+                resolved = await run_in_threadpool(functools.partial(who.indices.resolve_index, name=expr))
+            except NotFoundError:
+                continue  # nothing of that name: the request itself will answer 404
+            rg.check_resolved(expr, resolved, policy, where)
 
-    async def search(request: Request) -> Response:
-        denied = guard(request)
-        if denied is not None:
-            return denied
-        index = request.path_params["index"]
-        rid = uuid.uuid4().hex[:12]
-        t0 = time.perf_counter()
+    async def prepare(request: Request, route: str) -> tuple[str, dict[str, str], Any, Any]:
+        """Checked (index, params, body or None, caller client); raises GuardError."""
+        index = rg.check_index_expression(request.path_params["index"], policy)
+        params = rg.check_params(request.query_params.multi_items(), route, policy)
         try:
             raw = await _read_body(request, max_body_bytes)
         except BodyTooLarge:
-            _log("rejected", request_id=rid, index=index, reason="body too large")
-            return _error(413, "osneural_request_too_large",
-                          f"request body exceeds {max_body_bytes} bytes")
+            raise GuardError(413, "osneural_request_too_large",
+                             f"request body exceeds {max_body_bytes} bytes") from None
+        body = None
+        if raw.strip():
+            if route in ("mapping", "doc"):
+                raise GuardError(400, "osneural_illegal_argument", "this endpoint takes no body")
+            if not rg.is_json_content_type(request.headers.get("content-type")):
+                raise GuardError(415, "osneural_media_type_not_supported",
+                                 f"Content-Type [{rg._show(request.headers.get('content-type') or '', 80)}] "
+                                 "is not supported; send application/json")
+            body = rg.parse_json_body(raw, limits.max_json_depth)
+            if route == "search" and not isinstance(body, dict):
+                raise GuardError(400, "osneural_parse_error", "request body must be a JSON object")
+        who = caller(request)
+        refs = rg.walk_clauses(body, policy) if body is not None else []
+        await check_indices(who, index, refs)
+        return index, params, body, who
+
+    def upstream_path(index: str, *rest: str) -> str:
+        return "/" + "/".join([quote(index, safe=",*")] + [quote(p, safe="_") for p in rest])
+
+    async def neural(request: Request, index: str, body: dict[str, Any], who: Any, rid: str,
+                     t0: float) -> Response:
+        if not rg.is_json_content_type(request.headers.get("content-type")):
+            raise GuardError(415, "osneural_media_type_not_supported",
+                             "ext.osneural requests must be sent as application/json")
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError:
-            return await passthrough(request, raw)  # let OpenSearch word its own parse error
-        if not (isinstance(body, dict) and isinstance(body.get("ext"), dict)
-                and "osneural" in body["ext"]):
-            resp = await passthrough(request, raw)
-            _log("passthrough", request_id=rid, index=index, path=request.url.path,
-                 status=resp.status_code, ms=round((time.perf_counter() - t0) * 1e3, 2))
-            return resp
-        try:
-            text, spec = _spec_from_body(body)
+            text, spec = _spec_from_body(body, limits)
             if "," in index or "*" in index:
                 raise SpecError("ext.osneural searches one concrete index, not a list or pattern")
-            result = await run_in_threadpool(searcher(index).search, text, spec)
-        except (SpecError, StageError) as exc:
+        except SpecError as exc:
             _log("bad_request", request_id=rid, index=index, reason=str(exc))
             return _error(400, "osneural_spec_error", str(exc))
+        if passthrough_auth:
+            # The caller must be able to search the index before any encoder runs for them, and
+            # before cached index descriptions (shared across callers) shape their answer.
+            await run_in_threadpool(functools.partial(
+                who.search, index=index, body={"size": 0, "query": {"match_none": {}},
+                                               "track_total_hits": False}))
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=limits.queue_timeout_s)
+        except TimeoutError:
+            return _error(503, "osneural_overloaded",
+                          f"{limits.max_concurrent} neural searches are already running; retry",
+                          {"retry-after": "1"})
+        searcher = Searcher(who, index, cache=cache, max_workers=limits.max_first_stages)
+        try:
+            result = await run_in_threadpool(searcher.search, text, spec)
+        except (SpecError, StageError) as exc:
+            _log("bad_request", request_id=rid, index=index, reason=str(exc))
+            status = getattr(exc, "status", 400)
+            return _error(status if isinstance(status, int) else 400, "osneural_spec_error", str(exc))
         except SearchError as exc:
             _log("failed", request_id=rid, index=index, reason=str(exc))
             return _error(exc.status, "osneural_search_error", str(exc))
-        except TransportError as exc:
-            status = exc.status_code if isinstance(exc.status_code, int) else 502
-            info = exc.info if isinstance(exc.info, dict) else {"error": str(exc.error)}
-            _log("upstream_error", request_id=rid, index=index, status=status)
-            return JSONResponse(info, status)
+        finally:
+            searcher.close()
+            slots.release()
+        osn = result["ext"]["osneural"]
         _log("search", request_id=rid, index=index, status=200,
-             timings_ms={k: round(v, 2) for k, v in result["ext"]["osneural"]["timings_ms"].items()},
-             warnings=result["ext"]["osneural"]["warnings"], hits=len(result["hits"]["hits"]))
+             timings_ms={k: round(v, 2) for k, v in osn["timings_ms"].items()},
+             warnings=osn["warnings"], hits=len(result["hits"]["hits"]),
+             ms=round((time.perf_counter() - t0) * 1e3, 2))
         return JSONResponse(result)
 
-    async def readonly(request: Request) -> Response:
-        denied = guard(request)
-        if denied is not None:
-            return denied
-        try:
-            raw = await _read_body(request, max_body_bytes)
-        except BodyTooLarge:
-            return _error(413, "osneural_request_too_large",
-                          f"request body exceeds {max_body_bytes} bytes")
+    async def handle(request: Request, route: str) -> Response:
+        rid = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
-        resp = await passthrough(request, raw)
-        _log("passthrough", index=request.path_params["index"], path=request.url.path,
-             status=resp.status_code, ms=round((time.perf_counter() - t0) * 1e3, 2))
-        return resp
+        try:
+            index, params, body, who = await prepare(request, route)
+            if (route == "search" and isinstance(body, dict) and isinstance(body.get("ext"), dict)
+                    and "osneural" in body["ext"]):
+                if params.keys() - rg.ROUTE_PARAMS["neural"]:
+                    raise GuardError(400, "osneural_illegal_argument",
+                                     f"request parameters {sorted(params.keys() - rg.ROUTE_PARAMS['neural'])} "
+                                     "are not supported with ext.osneural")
+                return await neural(request, index, body, who, rid, t0)
+            rest = {"search": ("_search",), "count": ("_count",), "mapping": ("_mapping",),
+                    "doc": ("_doc", request.path_params.get("doc_id", ""))}[route]
+            path = upstream_path(index, *rest)
+            data = await run_in_threadpool(
+                forward, who, request.method, path, params,
+                rg.dump_json(body) if body is not None else None)
+        except GuardError as exc:
+            _log("refused", request_id=rid, path=request.url.path, status=exc.status,
+                 type=exc.kind, reason=exc.reason)
+            return _error(exc.status, exc.kind, exc.reason)
+        except TransportError as exc:
+            resp = _upstream_error(exc, rid)
+            _log("upstream_error", request_id=rid, path=request.url.path, status=resp.status_code)
+            return resp
+        _log("passthrough", request_id=rid, path=request.url.path,
+             ms=round((time.perf_counter() - t0) * 1e3, 2))
+        if request.method == "HEAD":
+            return Response(status_code=200 if data else 404)
+        if isinstance(data, (dict, list)):
+            indent = 2 if "pretty" in params else None
+            return Response(json.dumps(data, indent=indent, ensure_ascii=False),
+                            media_type="application/json")
+        return Response(data if data is not None else b"", media_type="application/json")
+
+    async def search(request: Request) -> Response:
+        return await handle(request, "search")
+
+    async def count(request: Request) -> Response:
+        return await handle(request, "count")
+
+    async def mapping(request: Request) -> Response:
+        return await handle(request, "mapping")
+
+    async def doc(request: Request) -> Response:
+        return await handle(request, "doc")
 
     async def health(request: Request) -> Response:
         try:
-            r = await state["http"].get("/_cluster/health")
-            cluster = r.json().get("status") if r.status_code == 200 else None
-        except httpx.HTTPError:
-            cluster = None
-        ok = cluster in ("green", "yellow")
+            r = await run_in_threadpool(health_client.cluster.health, request_timeout=5)
+            status = r.get("status")
+        except TransportError as exc:
+            status = "auth_required" if exc.status_code in (401, 403) else None
+        ok = status in ("green", "yellow", "auth_required")
         return JSONResponse(
-            {"status": "ok" if ok else "degraded", "opensearch": cluster,
+            {"status": "ok" if ok else "degraded", "opensearch": status, "auth": auth,
              "encoders_loaded": sorted(cache.encoders._encoders)},
             200 if ok else 503,
         )
 
+    async def no_route(request: Request) -> Response:
+        return _error(400, "osneural_no_handler",
+                      f"no handler for [{request.method}] {rg._show(request.url.path, 200)}: "
+                      "osneural serves {index}/_search, _count, _mapping and _doc/{id}")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        return _error(status, "osneural_http_error", str(getattr(exc, "detail", "")) or "error")
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        rid = uuid.uuid4().hex[:12]
+        log.error("internal error (request %s)", rid, exc_info=exc)
+        return _error(500, "osneural_internal_error", f"internal error (request {rid}); see the "
+                      "service log")
+
+    methods_all = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
     routes = [
         Route("/_osneural/health", health, methods=["GET"]),
         Route("/{index}/_search", search, methods=["GET", "POST"]),
-        Route("/{index}/_count", readonly, methods=["GET", "POST"]),
-        Route("/{index}/_mapping", readonly, methods=["GET"]),
-        Route("/{index}/_doc/{doc_id}", readonly, methods=["GET", "HEAD"]),
+        Route("/{index}/_count", count, methods=["GET", "POST"]),
+        Route("/{index}/_mapping", mapping, methods=["GET"]),
+        Route("/{index}/_doc/{doc_id}", doc, methods=["GET", "HEAD"]),
+        Route("/{path:path}", no_route, methods=methods_all),
     ]
 
     @contextlib.asynccontextmanager
@@ -243,4 +466,5 @@ def create_app(
         finally:
             await shutdown()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, Exception: internal_error})
