@@ -301,11 +301,12 @@ def test_maxsim_float16_scores_against_numpy():
 def test_allow_list():
     assert index_allowed("anything", None)
     assert index_allowed("docs-1", ["docs-*"])
-    assert index_allowed("docs-1,docs-2", ["docs-*"])
+    # with an allow-list a path names one index: lists and wildcards are refused (issue #12)
+    assert not index_allowed("docs-1,docs-2", ["docs-*"])
     assert not index_allowed("docs-1,secret", ["docs-*"])
     assert not index_allowed("*", ["docs-*"])
     assert not index_allowed("_all", ["docs-*"])
-    assert index_allowed("docs-*", ["docs-*"])
+    assert not index_allowed("docs-*", ["docs-*"])
 
 
 def test_body_to_spec_overrides_and_filter():
