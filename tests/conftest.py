@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tls_front import tls_front  # noqa: F401 - the TLS + basic-auth front (issue #12)
 
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker" / "docker-compose.yml"
 
