@@ -98,3 +98,15 @@ def latency_stats(latencies_ms: Sequence[float]) -> dict[str, float | None]:
 def summarize_errors(errors: Sequence[tuple[str, str]], keep: int = 5) -> list[dict[str, Any]]:
     """The first `keep` failures as `{query_id, error}` records, for the report."""
     return [{"query_id": qid, "error": msg} for qid, msg in errors[:keep]]
+
+
+def ndcg_at_k(ranked: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k of one ranking with the conventions above (gain = grade, log2 discount, grade <= 0
+    non-relevant), without ranx: `osneural tune` scores thousands of candidate fusions per fold and
+    ranx's per-call overhead would dominate. Checked against `compute_metrics` in the tests."""
+    ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:k]
+    if not ideal:
+        return 0.0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = sum(max(judged.get(d, 0), 0) * discounts[i] for i, d in enumerate(ranked[:k]))
+    return float(dcg / float(np.dot(ideal, discounts[: len(ideal)])))
