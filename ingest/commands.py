@@ -54,6 +54,10 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-workers", type=int, default=2, help="Ray actors (with --ray)")
     parser.add_argument("--threads-per-worker", type=int, default=1,
                         help="ONNX threads per Ray actor (with --ray)")
+    parser.add_argument("--max-retries", type=int, default=5,
+                        help="retries of a bulk write or resume check the cluster did not answer")
+    parser.add_argument("--retry-backoff", type=float, default=1.0, metavar="SECONDS",
+                        help="first retry delay, doubled per retry")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_cluster_arguments(parser)
@@ -101,7 +105,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         fields=FieldNames(args.id_field, args.title_field, args.text_field),
         failure_report=args.failures, progress=not args.no_progress,
         codec_params=CodecParams(pool_factor=args.pool_factor, train_docs=args.train_docs),
-        options=options,
+        options=options, max_retries=args.max_retries, initial_backoff=args.retry_backoff,
     )
     client = config.client()
     try:
@@ -113,7 +117,13 @@ def run_ingest(args: argparse.Namespace) -> int:
                 workers=args.ray_workers, threads_per_worker=args.threads_per_worker, **common)
         else:
             summary = index_corpus(client, corpus, args.index, **common)
-    except (IngestError, CorpusError, ValueError) as exc:
+    except IngestError as exc:
+        print(f"osneural ingest: {exc}", file=sys.stderr)
+        if exc.summary is not None and exc.summary.representations:
+            # the progress made before the stop: what --resume will continue from
+            print(json.dumps(exc.summary.to_dict(), indent=2) if args.json else exc.summary.format())
+        return 2
+    except (CorpusError, ValueError) as exc:
         print(f"osneural ingest: {exc}", file=sys.stderr)
         return 2
     except OSConnectionError as exc:

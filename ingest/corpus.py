@@ -71,12 +71,50 @@ def corpus_files(path: str | Path) -> list[Path]:
     raise CorpusError(f"{p}: no such file or folder")
 
 
+def _printable(text: str) -> str:
+    """`text` with lone surrogates written as `\\udXXX` escapes (safe to encode as UTF-8)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _not_utf8(value: Any, path: str) -> str | None:
+    """The path of the first string (key or value) in `value` that UTF-8 cannot encode.
+
+    JSON allows a lone surrogate escape (`"\\ud800"`); Python decodes it into a str that no
+    tokenizer, bulk body or report file can encode, so it must be caught per document here.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            sub = f"{path}.{_printable(str(k))}" if path else _printable(str(k))
+            bad = _not_utf8(k, sub) or _not_utf8(v, sub)
+            if bad:
+                return bad
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            bad = _not_utf8(v, f"{path}[{i}]")
+            if bad:
+                return bad
+    return None
+
+
 def parse_record(
     record: Any, fields: FieldNames, source: str, line: int
 ) -> CorpusItem:
     """Validate one decoded record into a document, or say what is wrong with it."""
     if not isinstance(record, Mapping):
         return Rejected(source, line, None, f"expected a JSON object, got {type(record).__name__}")
+    bad = _not_utf8(record, "")
+    if bad is not None:
+        raw_id = record.get(fields.id)
+        doc_id = _printable(str(raw_id)) if isinstance(raw_id, str | int) else None
+        return Rejected(source, line, doc_id,
+                        f"field {bad!r} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                        "not part of a pair), which is not valid Unicode text")
     raw_id = record.get(fields.id)
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         return Rejected(source, line, None, f"missing id field {fields.id!r}")

@@ -144,6 +144,7 @@ class IngestSummary:
     aborted: str | None = None
     codec_generation: str | None = None
     workers: int = 1
+    notes: list[str] = field(default_factory=list)
 
     @property
     def docs_per_second(self) -> float:
@@ -169,6 +170,7 @@ class IngestSummary:
         if self.padded_training:
             lines.append(f"  small training sample, padded with jittered copies: "
                          f"{', '.join(self.padded_training)}")
+        lines += [f"  note: {n}" for n in self.notes]
         label = "  (summed over workers)" if self.workers > 1 else ""
         if label and any(s >= 0.005 for s in self.stage_seconds.values()):
             lines.append(label)

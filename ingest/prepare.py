@@ -173,7 +173,9 @@ class IngestRun:
         """The error that ends the run, with the summary so far (the report stays complete)."""
         self.summary.seconds = time.perf_counter() - self.started
         self.summary.aborted = self.summary.aborted or message
-        return IngestError(f"{message}\n{self.summary.format()}", self.summary)
+        if self.report.count == 0:
+            self.summary.failure_report = None
+        return IngestError(message, self.summary)
 
     def close(self) -> None:
         self.report.close()
@@ -450,7 +452,7 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
         if state is None:
             client.indices.create(index=plan.index, body=body)
         else:
-            _adopt(client, plan.index, state, body, restore)
+            _adopt(client, plan.index, state, body, restore, run.summary.notes)
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the original error is the one to report
             delete_codecs(client, plan.index)
@@ -465,8 +467,10 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
 
 
 def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
-           restore: dict[str, Any]) -> None:
+           restore: dict[str, Any], notes: list[str]) -> None:
     """Give an existing empty index osneural's fields, `_meta` and dynamic settings."""
+    from opensearchpy.exceptions import TransportError
+
     mappings = body["mappings"]
     needs_knn = any(p.get("type") == "knn_vector" for p in mappings.get("properties", {}).values())
     if needs_knn and str(state.settings.get("index.knn", "false")).lower() != "true":
@@ -480,11 +484,22 @@ def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
                 f"index {index!r} maps field {name!r} as {theirs.get('type', 'object')!r}; "
                 f"osneural needs {prop.get('type')!r} there")
     update = {k: v for k, v in mappings.items() if k in ("properties", "_meta")}
-    excludes = (mappings.get("_source") or {}).get("excludes")
-    if excludes:
-        # Kept out of _source (served from doc values); allowed while the index is empty.
-        update["_source"] = {"excludes": sorted(set(excludes) | set(state.source_excludes))}
-    client.indices.put_mapping(index=index, body=update)
+    excludes = sorted(set((mappings.get("_source") or {}).get("excludes") or ()))
+    if excludes and not set(excludes) <= set(state.source_excludes):
+        # Kept out of _source (served from doc values). OpenSearch lets an index without any
+        # mapping take `_source.excludes` later, not one created with properties: then those
+        # fields are stored in _source too (larger, same answers), and the summary says so.
+        try:
+            client.indices.put_mapping(index=index, body={
+                **update, "_source": {"excludes": sorted(set(excludes) | set(state.source_excludes))}})
+            update = {}
+        except TransportError as exc:
+            if exc.status_code != 400 or "[_source]" not in transport_reason(exc):
+                raise
+            notes.append(f"index {index!r} cannot take _source.excludes {excludes} after its "
+                         "creation; those fields are kept in _source as well")
+    if update:
+        client.indices.put_mapping(index=index, body=update)
     static = ("number_of_shards", "codec", "knn", "number_of_routing_shards")
     dynamic = {f"index.{k}": v for k, v in body["settings"]["index"].items() if k not in static}
     if "index.refresh_interval" in dynamic and "index.refresh_interval" in restore:
