@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from osneural.plugin.stages import complete
 
 
 def decode_doc_value(text: str) -> bytes:
@@ -38,7 +39,7 @@ def fetch_codes(
         "track_total_hits": False,
     }
     params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
-    resp = client.search(index=index, body=body, **params)
+    resp = complete(client.search(index=index, body=body, **params), f"fetch of {field!r}")
     out: dict[str, bytes] = {}
     for hit in resp["hits"]["hits"]:
         values = (hit.get("fields") or {}).get(field)
@@ -169,7 +170,7 @@ def dense_exact_scores(
         },
     }
     params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
-    resp = client.search(index=index, body=body, **params)
+    resp = complete(client.search(index=index, body=body, **params), "exact dense scores")
     got = {hit["_id"]: float(hit["_score"]) for hit in resp["hits"]["hits"]}
     return np.array([got.get(doc_id, np.nan) for doc_id in ids], dtype=np.float64)
 

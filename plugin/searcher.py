@@ -110,6 +110,17 @@ class QueryEncodings:
         return self._memo("fde", compute)
 
 
+def _transient(exc: BaseException) -> bool:
+    """Errors of a node dying or rejoining, worth one retry."""
+    from opensearchpy.exceptions import ConnectionError as ClientConnectionError
+    from opensearchpy.exceptions import TransportError
+
+    if isinstance(exc, (stages.PartialResultsError, ClientConnectionError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(exc, TransportError) and isinstance(status, int) and status >= 500
+
+
 class _IndexChanged(Exception):
     """The index was rebuilt since its description was cached: reload and run again."""
 
@@ -401,8 +412,16 @@ class Searcher:
 
     @staticmethod
     def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        """`fn(*args)` and its milliseconds; retried once after an error a dying or rejoining
+        node causes (shards that did not answer, a 5xx, a connection the client could not
+        place), since by then the cluster has usually routed around it."""
         t0 = time.perf_counter()
-        out = fn(*args)
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            out = fn(*args)
         return out, (time.perf_counter() - t0) * 1e3
 
     def _sources(
@@ -416,5 +435,14 @@ class Searcher:
             "_source": source,
             "track_total_hits": False,
         }
-        resp = self.client.search(index=self.index, body=body, request_timeout=max(timeout_s, 1.0))
+        def fetch() -> dict[str, Any]:
+            return stages.complete(self.client.search(
+                index=self.index, body=body, request_timeout=max(timeout_s, 1.0)), "_source fetch")
+
+        try:
+            resp = fetch()
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            resp = fetch()
         return {hit["_id"]: hit.get("_source", {}) for hit in resp["hits"]["hits"]}

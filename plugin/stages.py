@@ -116,6 +116,25 @@ def search_body(query: dict[str, Any], k: int) -> dict[str, Any]:
     return {"size": k, "query": query, "_source": False, "track_total_hits": False}
 
 
+class PartialResultsError(RuntimeError):
+    """Some shards did not answer (a node died mid-request): the hits are incomplete.
+
+    OpenSearch answers 200 with `_shards.failed > 0` and whatever the other shards found, which
+    would rank silently wrong; the `Searcher` retries the request once, else skips the stage."""
+
+
+def complete(resp: dict[str, Any], what: str) -> dict[str, Any]:
+    """`resp`, unless a shard failed; then `PartialResultsError` naming the request part."""
+    shards = resp.get("_shards") or {}
+    if shards.get("failed"):
+        reasons = {str(((f.get("reason") or {}).get("type")) or f.get("reason"))
+                   for f in shards.get("failures") or []}
+        raise PartialResultsError(
+            f"{what}: {shards['failed']} of {shards.get('total')} shards failed "
+            f"({', '.join(sorted(reasons)) or 'no reason given'})")
+    return resp
+
+
 def run_query(
     client: Any, index: str, body: dict[str, Any], timeout_s: float | None = None
 ) -> list[tuple[str, float]]:
@@ -123,5 +142,5 @@ def run_query(
     params: dict[str, Any] = {}
     if timeout_s is not None:
         params["request_timeout"] = max(timeout_s, 0.001)
-    resp = client.search(index=index, body=body, **params)
+    resp = complete(client.search(index=index, body=body, **params), "search")
     return [(hit["_id"], float(hit["_score"] or 0.0)) for hit in resp["hits"]["hits"]]
