@@ -9,7 +9,7 @@ only, never a client, an encoder session or a file handle.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from osneural.ingest.codecs import CodecBundle
@@ -88,6 +88,16 @@ class IngestPlan:
     resume: bool
     max_retries: int = 5
     initial_backoff: float = 1.0
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Trained codecs hold faiss objects that do not pickle; they travel in the codec
+        # document's JSON-safe form, the same one query nodes load.
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "bundle"}
+        return _rebuild_plan, (state, self.bundle.to_dict())
+
+
+def _rebuild_plan(state: dict[str, Any], bundle: dict[str, Any]) -> IngestPlan:
+    return IngestPlan(bundle=CodecBundle.from_dict(bundle), **state)
 
 
 @dataclass
