@@ -37,6 +37,15 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
                         help="sparse terms kept per document (default 256)")
     parser.add_argument("--force", action="store_true",
                         help="re-export even when the output folder already holds a model")
+    parser.add_argument("--target", choices=["osneural", "ml-commons"], default="osneural",
+                        help="osneural: the runtime's fused graph (default); ml-commons: a zip "
+                             "OpenSearch's ml-commons registers and deploys as it is (plain graph "
+                             "for its onnxruntime 1.16, dense or sparse only)")
+    parser.add_argument("--ml-commons", dest="target", action="store_const", const="ml-commons",
+                        help="same as --target ml-commons")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="ml-commons target: the osneural export to check parity against "
+                             "(default: the default export of the kind, if from the same weights)")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -50,6 +59,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     from osneural.paths import models_dir
 
+    if getattr(args, "target", "osneural") == "ml-commons":
+        return _run_export_mlcommons(args)
     try:
         model = args.model or default_checkpoint(args.kind)
         if args.out is not None:
@@ -86,12 +97,102 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_export_mlcommons(args: argparse.Namespace) -> int:
+    from osneural.ingest.encoders.errors import EncoderError
+    from osneural.ingest.encoders.mlcommons import KINDS as ML_KINDS
+    from osneural.ingest.encoders.mlcommons import export_mlcommons
+
+    if args.kind not in ML_KINDS:
+        print(f"osneural export --ml-commons: kind {args.kind!r} has no ml-commons function "
+              f"(only {', '.join(ML_KINDS)})", file=sys.stderr)
+        return 2
+    if args.quantize:
+        print("osneural export --ml-commons: --quantize is not supported (ml-commons' onnxruntime "
+              "1.16 is given the fp32 graph)", file=sys.stderr)
+        return 2
+    try:
+        info = export_mlcommons(args.kind, args.model, args.out, reference=args.reference,
+                                opset=args.opset, max_length=args.max_length,
+                                pooling=args.pooling)
+    except EncoderError as exc:
+        print(f"osneural export: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or Path(info["zip"]).stem
+    parity = info.get("parity")
+    check = (f"parity vs {parity['reference']}: {parity['max_abs_diff']:.2e}" if parity
+             else "no osneural export of the same weights to check parity against")
+    print(f"{args.kind}: ml-commons {info['function_name']} zip {info['zip']} in {out} "
+          f"(sha256 {info['zip_sha256']}, {info['zip_bytes']} bytes, IR {info['onnx']['ir_version']}, "
+          f"opsets {info['onnx']['opset_import']}; {check}); register body in register.json")
+    return 0
+
+
 def configure_models(parser: argparse.ArgumentParser) -> None:
+    from osneural.connection import add_cluster_arguments
+
+    parser.add_argument("action", nargs="?", choices=["list", "register"], default="list",
+                        help="list (default): exports available offline; register: upload an "
+                             "ml-commons export to a cluster, deploy it, record it in an index")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--kind", choices=["dense", "sparse"], default=None,
+                        help="register: the default ml-commons export of this kind")
+    parser.add_argument("--path", type=Path, default=None,
+                        help="register: an ml-commons export folder (from `osneural export "
+                             "--ml-commons`)")
+    parser.add_argument("--index", default=None,
+                        help="register: record the model id in this index's _meta")
+    parser.add_argument("--model-url", default=None,
+                        help="register: let the cluster fetch the zip from this URL instead of "
+                             "uploading chunks (needs allow_registering_model_via_url)")
+    parser.add_argument("--name", default=None, help="register: model name in ml-commons")
+    parser.add_argument("--apply-settings", action="store_true",
+                        help="register: set the ml-commons cluster settings the registration "
+                             "needs (printed) instead of stopping with the body to apply")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="register: seconds to wait for the deploy task")
+    add_cluster_arguments(parser)
+
+
+def _run_register(args: argparse.Namespace) -> int:
+    from osneural.ingest.encoders.defaults import DEFAULT_DIRS
+    from osneural.ingest.encoders.errors import EncoderError
+    from osneural.ingest.encoders.registry import MLCommonsSettingsError, register_model
+
+    from osneural.connection import ClusterConfig
+    from osneural.paths import models_dir
+
+    if args.path is None and args.kind is None:
+        print("osneural models register: give --path EXPORT_FOLDER or --kind dense|sparse",
+              file=sys.stderr)
+        return 2
+    folder = args.path or models_dir() / f"{DEFAULT_DIRS[args.kind]}-mlcommons"
+    cluster = ClusterConfig.from_args(args)
+    client = cluster.client()
+    try:
+        entry = register_model(client, folder, index=args.index, url=args.model_url,
+                               name=args.name, apply_settings=args.apply_settings,
+                               timeout_s=args.timeout,
+                               log=lambda m: print(m, file=sys.stderr))
+    except MLCommonsSettingsError as exc:
+        print(f"osneural models register: {exc}", file=sys.stderr)
+        return 3
+    except EncoderError as exc:
+        print(f"osneural models register ({cluster.describe()}): {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(entry, indent=2))
+    else:
+        where = f", recorded in {args.index}._meta" if args.index else ""
+        print(f"{entry['kind']}: ml-commons model {entry['model_id']} deployed "
+              f"(register {entry['register_s']}s, deploy {entry['deploy_s']}s{where})")
+    return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
     from osneural.ingest.encoders.defaults import list_models
+
+    if getattr(args, "action", "list") == "register":
+        return _run_register(args)
 
     rows = list_models()
     if args.json:
