@@ -13,6 +13,7 @@ Names other modules and tests import from here (`CodecParams`, `IngestError`, `t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,11 +127,14 @@ def index_corpus(
             if result.unavailable:
                 raise run.stop(result.unavailable)
         del prep
+        loop_start = time.perf_counter()
         for batch in reader:
             result = step(batch)
             run.merge(result)
+            run.summary.loop_docs += result.docs
             if result.unavailable:
                 raise run.stop(result.unavailable)
+        run.summary.loop_seconds = time.perf_counter() - loop_start
         if reader.valid_seen == 0:
             raise reader.empty_error()
         if refresh:

@@ -155,6 +155,10 @@ class IngestSummary:
     codec_generation: str | None = None
     workers: int = 1
     notes: list[str] = field(default_factory=list)
+    #: wall time and documents of the batch loop after preparation (head sample and codec
+    #: training excluded): the part that scales with workers, for throughput comparisons
+    loop_seconds: float = 0.0
+    loop_docs: int = 0
 
     @property
     def docs_per_second(self) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -146,6 +147,7 @@ def ray_index_corpus(
         if reader.valid_seen == 0:
             raise reader.empty_error()
         if rows:
+            loop_start = time.perf_counter()
             started = _start_ray(address, workers, ray_init_kwargs)
             ray.data.DataContext.get_current().enable_progress_bars = False
             # One block per corpus batch and one task in flight per actor: an actor that is
@@ -161,12 +163,15 @@ def ray_index_corpus(
                 for row in results.iter_rows():
                     result = BatchResult.from_dict(json.loads(row["result"]))
                     run.merge(result)
+                    run.summary.loop_docs += result.docs
                     if result.unavailable:
                         raise run.stop(result.unavailable)
             except RayError as exc:
                 first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 raise run.stop(f"a Ray worker failed ({type(exc).__name__}: {first}); documents "
                                "written so far are kept, rerun with resume to continue") from None
+            # includes starting Ray (when not running yet) and the actors loading their encoders
+            run.summary.loop_seconds = time.perf_counter() - loop_start
         if refresh:
             client.indices.refresh(index=index)
     finally:
