@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from osneural.plugin import fusion as fusion_mod
-from osneural.plugin import rescoring, stages
+from osneural.plugin import prf, rescoring, stages
 from osneural.plugin.resources import (
     IndexFingerprint,
     IndexResources,
@@ -95,6 +95,12 @@ class QueryEncodings:
             return np.asarray(enc.encode_queries([self.text])[0], dtype=np.float32)
 
         return self._memo("tokens", compute)
+
+    def set_tokens(self, tokens: np.ndarray) -> None:
+        """Replace the query tokens later stages score with (PRF expansion tokens appended)."""
+        self.tokens()
+        with self._guard:
+            self._values["tokens"] = tokens
 
     def binary_code(self, stage: str = "binary") -> np.ndarray:
         def compute() -> np.ndarray:
@@ -359,6 +365,10 @@ class Searcher:
         candidates = fused
         rnames = _stage_names([r.type for r in spec.rescore])
         for j, (stage, n) in enumerate(zip(spec.rescore, rnames, strict=True)):
+            if stage.type == "prf":  # feedback may add documents: see osneural.plugin.prf
+                candidates = prf.run_stage(self, stage, f"rescore[{j}] ({n})", enc, candidates,
+                                           spec, budget, warnings, timings)
+                continue
             ids = [doc_id for doc_id, _ in candidates[: stage.window]]
             fut = self._pool.submit(self._timed, self._rescore, stage, n, enc, ids, budget)
             try:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 STAGE_TYPES = ("bm25", "dense", "sparse", "binary", "fde")
 FUSION_TYPES = ("rrf", "linear")
-RESCORE_TYPES = ("hamming", "pq", "dense", "maxsim")
+RESCORE_TYPES = ("hamming", "pq", "dense", "maxsim", "prf")
 
 
 class SpecError(ValueError):
@@ -142,8 +142,12 @@ class MaxSimRescore(_Rescore):
     tokens: Literal["pq", "float16"] = "pq"
 
 
+# Pseudo-relevance feedback runs in the rescoring sequence; its model lives with its logic.
+from osneural.plugin.prf import PRFStage  # noqa: E402
+
 Rescore = Annotated[
-    HammingRescore | PQRescore | DenseRescore | MaxSimRescore, Field(discriminator="type")
+    HammingRescore | PQRescore | DenseRescore | MaxSimRescore | PRFStage,
+    Field(discriminator="type")
 ]
 
 # ---------------------------------------------------------------- pipeline

@@ -1,0 +1,237 @@
+"""Pseudo-relevance feedback as a pipeline stage: `{"type": "prf", "mode": "dense" | "multivector"}`.
+
+It sits in the spec's `rescore` list and acts on the ranking so far, like the other stages, but it
+may bring in documents no first stage found:
+
+* `dense` (Rocchio): the query vector moves toward the mean of the top `fb_docs` documents' stored
+  dense vectors (`alpha * q + beta * mean(d)`, re-normalised), a second kNN runs with it, and its
+  run is fused with the ranking so far (`fusion`, the PRF run's share `weight`). The vectors come
+  from `_source` (the index keeps `dense` there), or else are decoded from `dense_pq`.
+* `multivector` (ColBERT-PRF, Wang et al. 2021): the top `fb_docs` documents' PQ-coded tokens are
+  decoded with the index's codebooks and clustered (k-means, `clusters`); each centroid gets an
+  IDF-like weight from how few of the top `window` documents hold a token close to it (a centroid
+  every candidate matches says nothing about relevance), the `expansion` best are kept, scaled by
+  `beta * weight`, and appended to the query tokens that the following `maxsim` stage scores.
+  Scaling a token scales its max-similarity, so the kernel computes ColBERT-PRF's
+  `sum_q max_t q.t + sum_e w_e max_t e.t` unchanged.
+
+Model-free and index-free: everything needed is already stored per document.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_FIELDS = {"dense": "dense", "multivector": "mv_codes"}
+
+
+class PRFStage(BaseModel):
+    """The `prf` stage's parameters (validated like every spec part; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["prf"] = "prf"
+    mode: Literal["dense", "multivector"] = "dense"
+    fb_docs: int = Field(5, ge=1, le=100)
+    # dense (Rocchio)
+    alpha: float = Field(1.0, ge=0.0)
+    beta: float = Field(0.5, ge=0.0)
+    k: int = Field(100, ge=1, le=10_000)
+    num_candidates: int | None = Field(None, ge=1, le=10_000)
+    fusion: Literal["rrf", "linear"] = "linear"
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    rank_constant: int = Field(60, ge=1)
+    # multivector (ColBERT-PRF)
+    clusters: int = Field(24, ge=1, le=256)
+    expansion: int = Field(10, ge=1, le=128)
+    window: int = Field(50, ge=1, le=10_000)
+    similarity: float = Field(0.75, ge=-1.0, le=1.0)
+    field: str = ""
+
+    @model_validator(mode="after")
+    def _defaults(self) -> PRFStage:
+        if not self.field:
+            object.__setattr__(self, "field", DEFAULT_FIELDS[self.mode])
+        if self.num_candidates is not None and self.num_candidates < self.k:
+            raise ValueError(f"num_candidates ({self.num_candidates}) must be >= k ({self.k})")
+        if self.mode == "dense" and self.alpha == 0 and self.beta == 0:
+            raise ValueError("alpha and beta cannot both be 0")
+        return self
+
+
+# ---------------------------------------------------------------- the numerics (pure numpy)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.where(n > 0, n, 1.0)).astype(np.float32)
+
+
+def rocchio(query: np.ndarray, feedback: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """`alpha * q + beta * mean(feedback)`, L2-normalised (the index's vectors are)."""
+    q = np.asarray(query, dtype=np.float64).reshape(-1)
+    fb = np.asarray(feedback, dtype=np.float64).reshape(-1, q.size)
+    moved = alpha * q + (beta * fb.mean(axis=0) if len(fb) else 0.0)
+    return _unit(moved)
+
+
+def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means (cosine) with k-means++ seeding: centroids [k', D] and labels [n].
+
+    Deterministic for a seed, so one query always gets the same expansion. k' = min(k, n).
+    """
+    x = _unit(x)
+    n = len(x)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    centers = [x[rng.integers(n)]]
+    for _ in range(1, k):
+        d = 1.0 - np.max(x @ np.stack(centers).T, axis=1)
+        d = np.clip(d, 0.0, None) ** 2
+        total = d.sum()
+        centers.append(x[rng.choice(n, p=d / total)] if total > 0 else x[rng.integers(n)])
+    c = np.stack(centers)
+    labels = np.zeros(n, dtype=np.int64)
+    for _ in range(iters):
+        labels = np.argmax(x @ c.T, axis=1)
+        new = np.stack([x[labels == j].sum(axis=0) if np.any(labels == j) else c[j]
+                        for j in range(k)])
+        new = _unit(new)
+        if np.allclose(new, c):
+            break
+        c = new
+    return c.astype(np.float32), labels
+
+
+def expansion_tokens(
+    feedback_tokens: np.ndarray,
+    background: Sequence[np.ndarray],
+    clusters: int,
+    expansion: int,
+    beta: float,
+    similarity: float,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ColBERT-PRF expansion: centroids of the feedback tokens, weighted by an IDF over the
+    background documents (`log((N + 1) / (df + 1))`, df = documents with a token at cosine
+    >= `similarity` to the centroid), the `expansion` heaviest, scaled by `beta * w / max w`.
+
+    Returns the scaled expansion vectors [E, D] and their weights [E].
+    """
+    if len(feedback_tokens) == 0:
+        return np.zeros((0, 0), np.float32), np.zeros(0)
+    centroids, _ = kmeans(feedback_tokens, clusters, seed=seed)
+    n = len(background)
+    df = np.zeros(len(centroids))
+    for doc in background:
+        if len(doc):
+            df += (np.max(_unit(doc) @ centroids.T, axis=0) >= similarity)
+    idf = np.log((n + 1.0) / (df + 1.0))
+    order = np.argsort(-idf, kind="stable")[:expansion]
+    chosen = order[idf[order] > 0]
+    if len(chosen) == 0:
+        return np.zeros((0, centroids.shape[1]), np.float32), np.zeros(0)
+    weights = beta * idf[chosen] / idf[chosen].max()
+    return (centroids[chosen] * weights[:, None]).astype(np.float32), weights
+
+
+# ---------------------------------------------------------------- the stage in a Searcher
+
+
+def _dense_vectors(searcher: Any, res: Any, ids: list[str], field: str, timeout_s: float) -> np.ndarray:
+    """The stored dense vectors of `ids`, in order, from `_source` or decoded from `dense_pq`."""
+    body = {"size": len(ids), "query": {"ids": {"values": ids}}, "_source": [field],
+            "track_total_hits": False}
+    resp = searcher.client.search(index=searcher.index, body=body,
+                                  request_timeout=max(timeout_s, 0.001))
+    found = {h["_id"]: (h.get("_source") or {}).get(field) for h in resp["hits"]["hits"]}
+    if all(found.get(i) is not None for i in ids):
+        return np.asarray([found[i] for i in ids], dtype=np.float32)
+    if res.has_field("dense_pq"):
+        from osneural.plugin import rescoring
+
+        pq = res.codec("pq_dense", "prf")
+        raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, "dense_pq", timeout_s)
+        rows = [i for i in ids if i in raw]
+        return pq.decode(np.stack([np.frombuffer(raw[i], np.uint8) for i in rows])) if rows else \
+            np.zeros((0, 0), np.float32)
+    from osneural.plugin.resources import StageError
+
+    raise StageError(f"prf: index {searcher.index!r} keeps no {field!r} vectors in _source and "
+                     "has no dense_pq codes to decode")
+
+
+def _dense_feedback(searcher, stage, enc, candidates, spec, timeout_s) -> list[tuple[str, float]]:
+    from osneural.plugin import fusion as fusion_mod
+    from osneural.plugin import stages
+    from osneural.plugin.spec import DenseStage
+
+    ids = [d for d, _ in candidates[: stage.fb_docs]]
+    fb = _dense_vectors(searcher, enc.res, ids, stage.field, timeout_s)
+    q = rocchio(enc.dense("prf"), fb, stage.alpha, stage.beta)
+    knn = DenseStage(k=stage.k, num_candidates=stage.num_candidates, field=stage.field)
+    body = stages.search_body(stages.dense_query(knn, q, spec.filter), stage.k)
+    second = stages.run_query(searcher.client, searcher.index, body, timeout_s)
+    return fusion_mod.fuse(
+        [list(candidates), second], stage.fusion, weights=[1.0 - stage.weight, stage.weight],
+        rank_constant=stage.rank_constant, normalization="minmax")
+
+
+def _multivector_feedback(searcher, stage, enc, candidates, timeout_s) -> np.ndarray:
+    from osneural.plugin import rescoring
+
+    pq = enc.res.codec("pq_tokens", "prf")
+    ids = [d for d, _ in candidates[: max(stage.window, stage.fb_docs)]]
+    raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, stage.field, timeout_s)
+    m = pq.codebooks.shape[0]
+    docs = [pq.decode(np.frombuffer(raw[i], np.uint8).reshape(-1, m)) if raw.get(i) else
+            np.zeros((0, pq.codebooks.shape[0] * pq.codebooks.shape[2]), np.float32) for i in ids]
+    fb = [d for d in docs[: stage.fb_docs] if len(d)]
+    if not fb:
+        return np.zeros((0, 0), np.float32)
+    extra, _ = expansion_tokens(np.concatenate(fb), docs, stage.clusters, stage.expansion,
+                                stage.beta, stage.similarity)
+    return extra
+
+
+def run_stage(
+    searcher: Any, stage: PRFStage, where: str, enc: Any, candidates: list[tuple[str, float]],
+    spec: Any, timeout_s: float, warnings: list[str], timings: dict[str, float],
+) -> list[tuple[str, float]]:
+    """Apply one `prf` stage; like other stages, a failure degrades (a warning), never fails.
+
+    Dense mode returns the re-fused ranking. Multivector mode returns the ranking unchanged and
+    hands the expanded query tokens to the following `maxsim` stage.
+    """
+    from osneural.plugin.resources import StageError
+    from osneural.plugin.spec import SpecError
+
+    if not candidates:
+        return candidates
+    if stage.mode == "multivector":
+        index = list(spec.rescore).index(stage)
+        if not any(r.type == "maxsim" for r in spec.rescore[index + 1:]):
+            raise SpecError(f"{where}: multivector prf expands the query tokens of a later "
+                            "maxsim stage, and none follows it")
+    t0 = time.perf_counter()
+    try:
+        if stage.mode == "dense":
+            out = _dense_feedback(searcher, stage, enc, candidates, spec, timeout_s)
+        else:
+            extra = _multivector_feedback(searcher, stage, enc, candidates, timeout_s)
+            if len(extra):
+                enc.set_tokens(np.concatenate([enc.tokens("prf"), extra]).astype(np.float32))
+            out = candidates
+    except (SpecError, StageError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - feedback is an improvement, never a requirement
+        warnings.append(f"{where} failed: {type(exc).__name__}: {exc}; skipped")
+        return candidates
+    timings[f"prf.{stage.mode}"] = (time.perf_counter() - t0) * 1e3
+    return out
