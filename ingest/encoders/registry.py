@@ -44,13 +44,25 @@ class MLCommonsSettingsError(RegistryError):
         self.body = body
 
 
-def _request(client: Any, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+def _request(client: Any, method: str, path: str, body: Any = None, *, retries: int = 6,
+             **kw: Any) -> dict[str, Any]:
+    """One ml-commons call. ml-commons answers 429 `circuit_breaking_exception` while the JVM
+    heap is above `plugins.ml_commons.jvm_heap_memory_threshold` (85%), which on a small heap
+    is often garbage a collection is about to free: those are retried with backoff."""
     from opensearchpy.exceptions import TransportError
 
-    try:
-        return client.transport.perform_request(method, path, body=body, **kw)
-    except TransportError as exc:
-        raise RegistryError(f"{method} {path}: {exc.status_code} {exc.info or exc.error}") from exc
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            return client.transport.perform_request(method, path, body=body, **kw)
+        except TransportError as exc:
+            breaker = exc.status_code == 429 and "circuit_breaking" in str(exc.info or exc.error)
+            if breaker and attempt < retries:
+                time.sleep(delay)
+                delay *= 2
+                continue
+            raise RegistryError(f"{method} {path}: {exc.status_code} {exc.info or exc.error}") from exc
+    raise AssertionError("unreachable")
 
 
 def _flat_setting(settings: dict[str, Any], key: str) -> Any:
@@ -169,6 +181,13 @@ def deploy(client: Any, model_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) 
     if resp.get("task_id"):
         wait_task(client, resp["task_id"], timeout_s=timeout_s, what="deploy")
     return time.perf_counter() - t0
+
+
+def undeploy(client: Any, model_id: str, *, delete: bool = False) -> None:
+    """Unload the model from every node (and delete it with `delete`)."""
+    _request(client, "POST", f"{ML}/models/{model_id}/_undeploy")
+    if delete:
+        _request(client, "DELETE", f"{ML}/models/{model_id}")
 
 
 def record_model(client: Any, index: str, kind: str, entry: dict[str, Any]) -> dict[str, Any]:
