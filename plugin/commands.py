@@ -66,8 +66,8 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
                         help="interface to listen on (a non-loopback one needs --allow-index)")
     parser.add_argument("--port", type=int, default=9280)
     parser.add_argument("--allow-index", action="append", default=None, metavar="PATTERN",
-                        help="index name pattern callers may reach (repeatable; default: all, "
-                             "loopback only)")
+                        help="index name pattern callers may reach (repeatable or a comma list; "
+                             "default: all, and then loopback only)")
     parser.add_argument("--auth", choices=["passthrough", "service"], default="passthrough",
                         help="passthrough (default): forward each caller's Authorization so the "
                              "cluster's security decides; service: act with this service's own "
@@ -121,6 +121,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from osneural.plugin.server import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # repeatable and comma lists alike (index names cannot contain commas)
+    args.allow_index = [p.strip() for v in args.allow_index or [] for p in v.split(",")
+                        if p.strip()] or None
     if not _is_loopback(args.host) and not args.allow_index:
         print(f"osneural serve: refusing to listen on {args.host} without --allow-index: "
               "name the indices callers may reach (e.g. --allow-index 'docs*')", file=sys.stderr)
