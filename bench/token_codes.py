@@ -10,7 +10,7 @@ overall) and coded by each of `--codes`:
 
 * `pqM`: product quantization, M sub-spaces of 8 bits (today: pq192, 2-d sub-spaces);
 * `opqM`: the same after a learned rotation (faiss OPQ), so sub-spaces carry balanced variance;
-* `rpqM`: residual PQ, a 2-byte coarse centroid (k-means, 4,096 centroids) plus PQ of the
+* `rpqM`: residual PQ, a 2-byte coarse centroid (k-means, `--coarse` centroids, 1,024 by default) plus PQ of the
   residual (M + 2 bytes per token), the PLAID / RepCONC-style layout;
 * `f16`: float16 (the reference: today's `float_tokens`, 768 bytes per 384-d token).
 
@@ -40,9 +40,10 @@ from query import ndcg10, stored_float_tokens  # noqa: E402
 class Coder:
     """One token code: fit on a sample, then encode+decode (what MaxSim over the codes sees)."""
 
-    def __init__(self, name: str, seed: int = 0) -> None:
+    def __init__(self, name: str, seed: int = 0, coarse: int = 1024) -> None:
         self.name = name
         self.seed = seed
+        self.coarse = coarse
         if name == "f16":
             self.kind, self.m = "f16", 0
         else:
@@ -64,13 +65,13 @@ class Coder:
         self.rot = None
         if self.kind == "opq":
             opq = faiss.OPQMatrix(d, self.m)
-            opq.niter = 25
+            opq.niter = 8
             opq.train(np.ascontiguousarray(x, dtype=np.float32))
             self.rot = faiss.vector_to_array(opq.A).reshape(d, d).astype(np.float32)
             x = x @ self.rot.T
         self.centroids = None
         if self.kind == "rpq":
-            km = faiss.Kmeans(d, 4096, niter=20, seed=self.seed, spherical=False)
+            km = faiss.Kmeans(d, self.coarse, niter=10, seed=self.seed)
             km.train(np.ascontiguousarray(x, dtype=np.float32))
             self.centroids = km.centroids.astype(np.float32)
             self.index = faiss.IndexFlatL2(d)
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", default="1,1.5,2", help="extra pooling factors over the stored tokens")
     ap.add_argument("--codes", default="f16,pq192,pq96,opq96,pq64,opq64,rpq64,opq48,rpq48,rpq32")
     ap.add_argument("--train-tokens", type=int, default=50_000)
+    ap.add_argument("--coarse", type=int, default=1024, help="rpq coarse centroids")
     ap.add_argument("--queries", type=int, help="first N judged test queries only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = flat[rng.choice(len(flat), min(args.train_tokens, len(flat)), replace=False)]
         for name in args.codes.split(","):
             t0 = time.perf_counter()
-            coder = Coder(name.strip()).fit(sample)
+            coder = Coder(name.strip(), coarse=args.coarse).fit(sample)
             coded = {d: coder.roundtrip(t) for d, t in toks.items()}
             alone, blend = (ndcg10(r, qrels) for r in rankings(fused, qtok, coded))
             err = float(np.mean(np.sum((np.concatenate([coded[d] for d in ids[:500]])
