@@ -150,7 +150,8 @@ def encoded_actions(docs: list[dict[str, Any]], bundle: Any, index: str) -> list
     return build_documents(corpus_docs, enc, index=index)
 
 
-def create_index(client: Any, source_client: Any, source: str, bundle: Any) -> None:
+def create_index(client: Any, source_client: Any, source: str, bundle: Any,
+                 recovery_source: bool = False) -> None:
     """`INDEX` with the source's default-representation mapping, `_meta` and codecs."""
     from osneural.ingest.codec_store import delete_codecs, new_generation, save_codecs
 
@@ -158,6 +159,11 @@ def create_index(client: Any, source_client: Any, source: str, bundle: Any) -> N
     mapping["properties"].pop("mv_f16", None)
     excludes = [f for f in (mapping.get("_source") or {}).get("excludes", []) if f != "mv_f16"]
     mapping["_source"] = {"excludes": excludes}
+    if not recovery_source:
+        # Steady state: OpenSearch keeps the full original document as `_recovery_source` until
+        # the soft-deletes retention window has passed, then prunes it in merges; a benchmark
+        # that lasts minutes would otherwise measure mv_codes twice (see bench/index_size.py).
+        mapping["_source"]["recovery_source_enabled"] = False
     meta = mapping.get("_meta", {}).get("osneural", {})
     meta["representations"] = [r for r in meta.get("representations", []) if r != "float_tokens"]
     generation = new_generation()  # the query side accepts codecs of this build only
@@ -311,7 +317,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                    + f" | {s['load']['bulk_docs_per_s']:.0f} | {s['refresh_seconds']:.1f} | "
                    f"{s['merge_seconds']:.1f}{'' if s.get('merge_done', True) else ' (unfinished)'} |")
     out += ["", "bulk docs/s is for the documents added in that step (client wall time of the bulk "
-            "calls; synthesis and coding excluded); merge is a force merge to one segment.", "",
+            "calls; synthesis and coding excluded); merge is a force merge to one segment. Bytes "
+            "are the steady state" + (" plus `_recovery_source` (a fresh index)" if report.get(
+                "recovery_source") else ": `_recovery_source` off, as a merged index holds it once "
+                "the soft-deletes retention window has passed") + ".", "",
             "## Queries", ""]
     specs = [q["spec"] for q in steps[0]["queries"]]
     out += ["| spec | " + " | ".join(f"nDCG@10 N={n}" for n in ns) + " | "
@@ -365,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node-ram-gb", type=float, default=32)
     ap.add_argument("--node-disk-gb", type=float, default=1500)
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--recovery-source", action="store_true",
+                    help="keep _recovery_source (a fresh index's state) instead of the steady state")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-docs", action="store_true", help="write docs/scale.md")
     args = ap.parse_args(argv)
@@ -391,11 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "opensearch": client.info()["version"]["number"], "url": args.url, "heap": args.heap,
         "source_index": args.source_index, "real_docs": len(real),
+        "recovery_source": args.recovery_source,
         "realism": realism(real, args.seed), "steps": [], "stopped": None,
         "assumptions": {"shard_gb": args.shard_gb, "node_ram_gb": args.node_ram_gb,
                         "node_disk_gb": args.node_disk_gb, "replicas": args.replicas},
     }
-    create_index(client, source, args.source_index, bundle)
+    create_index(client, source, args.source_index, bundle, args.recovery_source)
     loaded = 0  # documents in the index: real first, then distractors 0, 1, ...
 
     def docs_until(n: int) -> Iterator[dict[str, Any]]:
