@@ -264,7 +264,7 @@ def check_resolved(expr: str, response: dict[str, Any], policy: Policy, where: s
 
 # ------------------------------------------------------------------ URL parameters
 
-_COMMON_PARAMS = {"pretty", "human", "filter_path", "format"}
+_COMMON_PARAMS = {"pretty", "human", "filter_path"}  # no `format`: answers are JSON here
 _SEARCH_PARAMS = _COMMON_PARAMS | {
     "q", "df", "analyzer", "analyze_wildcard", "default_operator", "lenient", "from", "size",
     "sort", "_source", "_source_includes", "_source_excludes", "stored_fields",
@@ -291,7 +291,7 @@ _DOC_PARAMS = _COMMON_PARAMS | {
     "preference", "realtime", "refresh", "version", "version_type",
 }
 ROUTE_PARAMS = {"search": _SEARCH_PARAMS, "count": _COUNT_PARAMS, "mapping": _MAPPING_PARAMS,
-                "doc": _DOC_PARAMS, "neural": _COMMON_PARAMS - {"format"}}
+                "doc": _DOC_PARAMS, "neural": {"pretty"}}
 
 
 def check_params(params: list[tuple[str, str]], route: str, policy: Policy) -> dict[str, str]:

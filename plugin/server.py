@@ -383,7 +383,11 @@ def create_app(
                     raise GuardError(400, "osneural_illegal_argument",
                                      f"request parameters {sorted(params.keys() - rg.ROUTE_PARAMS['neural'])} "
                                      "are not supported with ext.osneural")
-                return await neural(request, index, body, who, rid, t0)
+                resp = await neural(request, index, body, who, rid, t0)
+                if "pretty" in params and resp.status_code == 200:
+                    resp = Response(json.dumps(json.loads(resp.body), indent=2),
+                                    media_type="application/json")
+                return resp
             rest = {"search": ("_search",), "count": ("_count",), "mapping": ("_mapping",),
                     "doc": ("_doc", request.path_params.get("doc_id", ""))}[route]
             path = upstream_path(index, *rest)

@@ -394,3 +394,35 @@ def test_service_mode_uses_its_own_credentials_only(service_server, tls_front, n
                 assert r.status_code == 200, (auth, url, r.text)
     users = {user for user, *_ in tls_front.requests_since(mark)}
     assert users == {"svc"}
+
+
+# ------------------------------------------------------------------ transport (issue #13)
+
+
+def _dead_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+
+
+def test_pass_through_uses_every_host_and_answers_json_when_none_answers(opensearch_url, names,
+                                                                         cache):  # noqa: F811
+    idx = names["index"]
+    cluster = ClusterConfig.from_values([_dead_url(), opensearch_url], timeout=10)
+    with _serve(create_app(cluster, allow_index=["test-plugin-*"], cache=cache)) as url, \
+            httpx.Client(timeout=30) as http:
+        for _ in range(6):  # round-robin meets the dead host; the transport retries the other
+            assert http.post(f"{url}/{idx}/_search", json={"query": {"match_all": {}}}).status_code == 200
+            assert http.get(f"{url}/{idx}/_count").json()["count"] == 80
+        r = http.post(f"{url}/{idx}/_search", json=_neural(
+            spec={"first_stages": [{"type": "bm25"}], "timeout_ms": 20000}))
+        assert r.status_code == 200 and r.json()["hits"]["hits"]
+    dead = ClusterConfig.from_values([_dead_url(), _dead_url()], timeout=5)
+    with _serve(create_app(dead, cache=cache)) as url, httpx.Client(timeout=60) as http:
+        for method, path in (("POST", f"/{idx}/_search"), ("GET", f"/{idx}/_count"),
+                             ("GET", f"/{idx}/_doc/doc1"), ("GET", f"/{idx}/_mapping")):
+            r = http.request(method, url + path, json={} if method == "POST" else None)
+            assert r.status_code == 502, r.text
+            assert r.json()["error"]["type"] == "osneural_upstream_unreachable"
