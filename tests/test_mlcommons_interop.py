@@ -76,7 +76,7 @@ QUERIES = {
     "q-rain": ("why does it rain", "rain"),
     "q-atp": ("how do cells make energy (ATP)", "mitochondria"),
     "q-court": ("famous U.S. Supreme Court cases", "law"),
-    "q-version": ("version numbers e.g. 2.5.1 of software releases", "software"),
+    "q-version": ("version numbers of software releases, e.g. 2.5.1.", "software"),
     "q-coffee": ("what makes coffee taste bitter", "coffee"),
     "q-immune": ("immune response to measles", "vaccines"),
     "q-heat": ("dissipate gradient as heat", "mitochondria"),
