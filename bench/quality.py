@@ -101,7 +101,7 @@ DATASETS = ("scifact", "nfcorpus")
 
 
 def ensure_index(
-    client: Any, data_dir: Path, index: str, rebuild: bool, log: Any
+    client: Any, data_dir: Path, index: str, rebuild: bool, log: Any, batch_size: int = 16
 ) -> dict[str, Any]:
     """Build `index` with every representation unless it already holds the whole corpus."""
     from osneural.eval.beir import load_corpus_ids
@@ -127,6 +127,7 @@ def ensure_index(
     t0 = time.perf_counter()
     summary = index_corpus(
         client, data_dir, index, representations="all", progress=log.isatty(), resume=resume,
+        batch_size=batch_size,
         failure_report=Path(os.environ.get("TMPDIR", "/tmp")) / f"{index}.failures.jsonl",
     )
     print(summary.format(), file=log)
@@ -262,7 +263,105 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"![{ds['name']} recall against latency]({ds['chart']})" if ds.get("chart") else "",
             "",
         ]
-    path.write_text("\n".join(out).rstrip() + "\n", encoding="utf-8")
+    text = "\n".join(out).rstrip() + "\n"
+    # generated blocks (bench/defaults.py, --matryoshka) come from other runs: keep them
+    import re
+
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    blocks = re.findall(r"<!-- (\S+):begin -->.*?<!-- \1:end -->", old, flags=re.S)
+    for name in blocks:
+        block = re.search(rf"<!-- {re.escape(name)}:begin -->.*?<!-- {re.escape(name)}:end -->",
+                          old, flags=re.S).group(0)
+        text += "\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- Matryoshka truncation
+
+
+def replace_block(path: Path, name: str, text: str) -> None:
+    """Write `text` between `<!-- name:begin -->` and `<!-- name:end -->`, appending the block
+    when absent, so generated sections never overwrite the hand-written ones."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new, encoding="utf-8")
+
+
+def stored_dense(client: Any, index: str, field: str = "dense") -> tuple[list[str], Any]:
+    """Every document's stored dense vector (from `_source`), for exact offline scoring."""
+    import numpy as np
+    from opensearchpy import helpers
+
+    ids, rows = [], []
+    for hit in helpers.scan(client, index=index, size=500, _source=[field],
+                            query={"query": {"match_all": {}}}):
+        vec = (hit.get("_source") or {}).get(field)
+        if vec is not None:
+            ids.append(hit["_id"])
+            rows.append(vec)
+    return ids, np.asarray(rows, dtype=np.float32)
+
+
+def matryoshka_rows(
+    client: Any, index: str, collection: Any, dims: list[int], log: Any
+) -> list[dict[str, Any]]:
+    """nDCG@10 / Recall@100 of dense retrieval with the vectors cut to each Matryoshka prefix.
+
+    Measured without re-encoding: the index's stored full vectors and the queries' are cut and
+    re-normalised exactly as `--matryoshka` ingestion does (`ingest.documents.matryoshka`), and
+    scored by exact (brute-force) cosine, so every row differs from the full-width row in the
+    truncation only; the full-width row is the reference measured in the same run. Bytes are the
+    float32 vector payload per document and for the index (HNSW graph links come on top, the same
+    for every width).
+    """
+    import numpy as np
+    from osneural.eval.metrics import compute_metrics, ranked_run
+    from osneural.ingest.documents import matryoshka
+    from osneural.ingest.encoders import load_default
+
+    ids, docs = stored_dense(client, index)
+    qids = list(collection.queries)
+    queries = np.asarray(load_default("dense").encode_queries([collection.queries[q] for q in qids]),
+                         dtype=np.float32)
+    full = docs.shape[1]
+    rows = []
+    for dim in sorted({*dims, full}):
+        d, q = matryoshka(docs, dim), matryoshka(queries, dim)
+        scores = q @ d.T
+        top = np.argsort(-scores, axis=1)[:, :100]
+        runs = {qid: ranked_run([ids[i] for i in top[n]], qid)[0] for n, qid in enumerate(qids)}
+        means, _ = compute_metrics(collection.qrels, runs)
+        rows.append({"dim": dim, "ndcg@10": means["ndcg@10"], "recall@100": means["recall@100"],
+                     "bytes_per_doc": dim * 4, "index_vector_bytes": dim * 4 * len(ids),
+                     "documents": len(ids)})
+        print(f"{index}: matryoshka {dim}: nDCG@10 {means['ndcg@10']:.4f}", file=log, flush=True)
+    ref = rows[-1]["ndcg@10"]
+    for row in rows:
+        row["delta_vs_full"] = row["ndcg@10"] - ref
+    return rows
+
+
+def matryoshka_markdown(command: str, results: dict[str, list[dict[str, Any]]]) -> str:
+    out = ["## Matryoshka truncation (`--matryoshka`)", "", "Produced by:", "", "```", command,
+           "```", "",
+           "Dense retrieval with the stored MiniLM vectors cut to a prefix and re-normalised (what "
+           "`osneural ingest --matryoshka` writes to `dense_<dim>`), scored exactly (brute force) "
+           "so the rows differ in the truncation only. MiniLM-L6 was not trained with a Matryoshka "
+           "loss, so its prefixes carry less than a Matryoshka model's would.", ""]
+    for ds, rows in results.items():
+        out += [f"### {ds}", "", "| dim | nDCG@10 | Δ vs full | R@100 | bytes/doc | vector bytes, index |",
+                "|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['dim']} | {r['ndcg@10']:.4f} | {r['delta_vs_full']:+.4f} | "
+                f"{r['recall@100']:.4f} | {r['bytes_per_doc']} | {r['index_vector_bytes']:,} |"
+                for r in rows]
+        out.append("")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- main
@@ -282,7 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--write-docs", action="store_true", help="write docs/results.md and PNGs")
     ap.add_argument("--results-dir", type=Path, help="also save each dataset's eval JSON here")
+    ap.add_argument("--matryoshka", metavar="DIMS",
+                    help="comma list of prefix widths: measure Matryoshka truncation only "
+                         "(no spec runs); with --write-docs, its block in docs/results.md")
     args = ap.parse_args(argv)
+    if args.matryoshka:
+        return main_matryoshka(args, argv)
 
     from opensearchpy import OpenSearch
     from osneural.eval.beir import load_beir
@@ -347,6 +451,29 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     failed = any(r["failed"] for d in report["datasets"] for r in d["result"]["runs"])
     return 1 if failed else 0
+
+
+def main_matryoshka(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from opensearchpy import OpenSearch
+    from osneural.eval.beir import load_beir
+
+    dims = [int(d) for d in args.matryoshka.split(",") if d.strip()]
+    client = OpenSearch(hosts=[args.url], timeout=120)
+    results = {}
+    for name in args.datasets:
+        collection = load_beir(args.data_dir / name, "test", limit=args.max_queries)
+        results[name] = matryoshka_rows(client, f"{args.index_prefix}{name}", collection, dims,
+                                        sys.stderr)
+    client.close()
+    command = "python bench/quality.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.write_docs:
+        replace_block(DOCS / "results.md", "matryoshka", matryoshka_markdown(command, results))
+    if args.json:
+        print(json.dumps({"command": command, "matryoshka": results}, indent=2))
+    else:
+        print(matryoshka_markdown(command, results))
+    return 0
 
 
 if __name__ == "__main__":

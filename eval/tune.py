@@ -447,7 +447,7 @@ def tune(
     qids = sorted(scorer.cache.stage_runs)
     if not scorer.cache.maxsim_stage:
         space = replace(space, maxsim_weights=(0.0,))
-    start = _pin(base_config(base, space), space)
+    start = pin_start(base_config(base, space), space)
     cv = cross_validate(scorer, qids, start, space, folds, seed, log)
     final = fit(scorer, qids, start, space)
     spec = config_spec(base, final.config, space.maxsim_window).to_dict()
@@ -530,7 +530,7 @@ def space_from_args(args: argparse.Namespace) -> SearchSpace:
     return space
 
 
-def _pin(start: Config, space: SearchSpace) -> Config:
+def pin_start(start: Config, space: SearchSpace) -> Config:
     """Move the start onto the grid where a coordinate is pinned (e.g. --fusion linear)."""
     if start.fusion not in space.fusions:
         start = replace(start, fusion=space.fusions[0])
