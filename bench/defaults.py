@@ -237,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-docs", action="store_true", help="write the block in docs/results.md")
     ap.add_argument("--apply", action="store_true", help="write plugin/specs/hybrid*.json")
     ap.add_argument("--out", type=Path, help="save the JSON report here")
+    ap.add_argument("--from-json", type=Path, metavar="FILE",
+                    help="no runs: render / apply a report an earlier run saved with --out")
     args = ap.parse_args(argv)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        return finish(report, args)
 
     from osneural.eval.beir import load_beir
     from osneural.eval.runner import evaluate_spec
@@ -371,9 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return finish(report, args)
+
+
+def finish(report: dict[str, Any], args: argparse.Namespace) -> int:
+    """Write the specs (--apply) and the docs block (--write-docs), print the report."""
     if args.apply:
         (SPECS_DIR / "hybrid.json").write_text(json.dumps(report["winner"]["spec"], indent=2) + "\n")
-        if linear is not None:
+        if report.get("linear"):
             (SPECS_DIR / "hybrid-linear.json").write_text(
                 json.dumps(report["linear"]["spec"], indent=2) + "\n")
     if args.write_docs:
