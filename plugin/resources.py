@@ -268,7 +268,8 @@ _STAGE_KINDS: dict[str, tuple[str, ...]] = {
 
 def spec_encoder_kinds(spec: PipelineSpec) -> list[str]:
     """Encoder kinds a spec's stages need, in a stable order."""
-    kinds = {k for s in [*spec.first_stages, *spec.rescore] for k in _STAGE_KINDS.get(s.type, ())}
+    kinds = {k for s in [*spec.first_stages, *spec.rescore] for k in _STAGE_KINDS.get(s.type, ())
+             if getattr(s, "encode", "local") != "cluster"}  # cluster-encoded: no local ONNX
     return sorted(kinds)
 
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from osneural.plugin import cluster_encoding, prf, rescoring, stages
 from osneural.plugin import fusion as fusion_mod
-from osneural.plugin import prf, rescoring, stages
 from osneural.plugin.resources import (
     IndexFingerprint,
     IndexResources,
@@ -208,9 +208,9 @@ class Searcher:
         if stage.type == "bm25":
             query = stages.bm25_query(stage, enc.text, flt)
         elif stage.type == "dense":
-            query = stages.dense_query(stage, enc.dense(where), flt)
+            query = stages.dense_query(stage, cluster_encoding.dense(self.client, enc, stage, where), flt)
         elif stage.type == "sparse":
-            query = stages.sparse_query(stage, enc.sparse(stage.mode, where), flt)
+            query = stages.sparse_query(stage, cluster_encoding.sparse(self.client, enc, stage, where), flt)
         elif stage.type == "binary":
             bq = enc.res.codec("binary", where)
             m = int(enc.res.codecs.params.get("mih_m") or 0)
@@ -285,6 +285,7 @@ class Searcher:
     def _search_once(
         self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float
     ) -> dict[str, Any]:
+        t_load = time.perf_counter()
         try:
             res.check_spec(spec)
             self._prepare(res, spec)
@@ -295,7 +296,7 @@ class Searcher:
             raise
         enc = QueryEncodings(text, res, self.cache)
         warnings: list[str] = []
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"load": (time.perf_counter() - t_load) * 1e3}
         timed_out = False
         budget = spec.timeout_ms / 1e3
 

@@ -43,6 +43,9 @@ class DenseStage(_Strict):
     # HNSW beam width (ef_search); at least k, as a smaller beam cannot return k neighbours.
     num_candidates: int | None = Field(None, ge=1, le=10_000)
     field: str = "dense"
+    # "cluster": the query is encoded by the index's ml-commons model (plugin/cluster_encoding.py)
+    encode: Literal["local", "cluster"] = "local"
+    model_id: str | None = None
 
     @model_validator(mode="after")
     def _candidates_cover_k(self) -> DenseStage:
@@ -58,6 +61,9 @@ class SparseStage(_Strict):
     # Query terms kept (highest weight first); bounds the bool clause count.
     max_terms: int = Field(64, ge=1, le=1024)
     field: str = "sparse"
+    # "cluster": the query is encoded by the index's ml-commons model (plugin/cluster_encoding.py)
+    encode: Literal["local", "cluster"] = "local"
+    model_id: str | None = None
 
 
 class BinaryStage(_Strict):

@@ -15,6 +15,7 @@ import sys
 from osneural.node.distribution import DEFAULT_VERSION
 from osneural.node.errors import NodeError
 from osneural.node.launcher import DEFAULT_HEAP, DEFAULT_HTTP_PORT, LocalCluster
+from osneural.node.plugins import parse_plugins
 
 
 def configure_opensearch(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,10 @@ def configure_opensearch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=None,
                         help=f"OpenSearch 3.x version (start; default {DEFAULT_VERSION})")
     parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument("--plugins", default=None,
+                        help="start: extra plugins, comma list of ml-commons,neural-search "
+                             "(installed from Maven Central for the node's version, with DJL's "
+                             "libraries provided offline; see osneural.node.plugins)")
 
 
 def run_opensearch(args: argparse.Namespace) -> int:
@@ -63,7 +68,8 @@ def _cluster_to_start(args: argparse.Namespace) -> LocalCluster:
     if recorded is None:
         return LocalCluster(name=args.name, nodes=args.nodes or 1,
                             http_port=args.port or DEFAULT_HTTP_PORT,
-                            heap=args.heap or DEFAULT_HEAP, version=args.version or DEFAULT_VERSION)
+                            heap=args.heap or DEFAULT_HEAP, version=args.version or DEFAULT_VERSION,
+                            plugins=parse_plugins(getattr(args, "plugins", None)))
     return LocalCluster(
         name=args.name,
         nodes=args.nodes or recorded.nodes,
@@ -71,6 +77,7 @@ def _cluster_to_start(args: argparse.Namespace) -> LocalCluster:
         heap=args.heap or recorded.heap,
         version=args.version or recorded.version,
         root=recorded.root,
+        plugins=parse_plugins(args.plugins) if getattr(args, "plugins", None) else recorded.plugins,
     )
 
 

@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osneural.node import plugins as node_plugins
 from osneural.node.distribution import DEFAULT_VERSION, ensure_installed
 from osneural.node.errors import NodeError
 from osneural.node.java import find_java
@@ -131,6 +132,7 @@ class LocalCluster:
     heap: str = DEFAULT_HEAP
     version: str = DEFAULT_VERSION
     root: Path | None = None  # defaults to <cache>/clusters/<name>
+    plugins: tuple[str, ...] = ()  # extra plugins (osneural.node.plugins), e.g. ("ml-commons",)
     specs: list[NodeSpec] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -155,13 +157,15 @@ class LocalCluster:
             return None
         data = json.loads(state.read_text())
         return cls(name=name, nodes=data["nodes"], http_port=data["http_port"], heap=data["heap"],
-                   version=data["version"], root=Path(data["root"]))
+                   version=data["version"], root=Path(data["root"]),
+                   plugins=tuple(data.get("plugins", ())))
 
     def _save(self) -> None:
         assert self.root is not None
         (self.root / "cluster.json").write_text(json.dumps({
             "nodes": self.nodes, "http_port": self.http_port, "heap": self.heap,
             "version": self.version, "root": str(self.root), "url": self.url,
+            "plugins": list(self.plugins),
         }, indent=2))
 
     def running_pids(self) -> dict[str, int]:
@@ -247,6 +251,7 @@ class LocalCluster:
                             "set OPENSEARCH_JAVA_HOME to a JDK outside private folders")
         t0 = time.monotonic()
         home = ensure_installed(self.version, java_home)
+        home = node_plugins.prepare_home(home, self.version, self.plugins, java_home, log=log)
         log(f"OpenSearch {self.version} ready in {home} ({time.monotonic() - t0:.1f}s), Java {java_major}")
         assert self.root is not None
         self.root.mkdir(parents=True, exist_ok=True)
@@ -300,6 +305,8 @@ class LocalCluster:
 
     def _launch(self, spec: NodeSpec, home: Path, java_home: Path, user: tuple[int, int] | None):
         conf = self._write_config(spec, home)
+        if self.plugins:  # ml-commons' DJL finds libtorch in <path.data>/ml_cache, never online
+            node_plugins.provide_djl_offline(spec.folder / "data")
         if user:
             for dirpath, _dirs, files in os.walk(spec.folder):
                 os.chown(dirpath, *user)
