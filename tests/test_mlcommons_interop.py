@@ -269,7 +269,12 @@ def test_settings_are_stated_not_changed(ml_client, registered):
     assert current["plugins.ml_commons.allow_registering_model_via_url"] == "false"
 
 
-def test_mlcommons_embeddings_match_osneural(ml_client, registered):
+def _report(capsys, what: str, figures: dict) -> None:
+    with capsys.disabled():
+        print(f"\n{what}: {json.dumps(figures)}")
+
+
+def test_mlcommons_embeddings_match_osneural(ml_client, registered, capsys):
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.registry import predict_dense, predict_sparse
 
@@ -277,14 +282,19 @@ def test_mlcommons_embeddings_match_osneural(ml_client, registered):
     got = np.asarray(predict_dense(ml_client, registered["dense"]["model_id"], texts))
     want = load_default("dense").encode_queries(texts)
     assert got.shape == want.shape
-    assert float(np.max(np.abs(got - want))) < 1e-5
+    dense_diff = float(np.max(np.abs(got - want)))
+    assert dense_diff < 1e-5
 
     sparse_got = predict_sparse(ml_client, registered["sparse"]["model_id"], texts)
     sparse_want = load_default("sparse", doc_top_k=0).encode_documents(texts)
+    sparse_diff = 0.0
     for g, w in zip(sparse_got, sparse_want, strict=True):
         keys = set(g) | set(w)
-        assert max(abs(g.get(k, 0.0) - w.get(k, 0.0)) for k in keys) < 1e-4
+        sparse_diff = max(sparse_diff, max(abs(g.get(k, 0.0) - w.get(k, 0.0)) for k in keys))
         assert {k for k, v in w.items() if v > 1e-4} <= set(g)
+    assert sparse_diff < 1e-4
+    _report(capsys, "parity (ml-commons _predict vs osneural encoder, max abs diff)",
+            {"texts": len(texts), "dense": dense_diff, "sparse": sparse_diff})
 
 
 def test_register_records_model_beside_encoder_sha(ml_client, judged_index, registered):
@@ -300,7 +310,7 @@ def test_register_records_model_beside_encoder_sha(ml_client, judged_index, regi
         record_model(ml_client, judged_index, "dense", wrong)
 
 
-def test_native_neural_query_matches_osneural_dense(ml_client, judged_index, registered):
+def test_native_neural_query_matches_osneural_dense(ml_client, judged_index, registered, capsys):
     model_id = registered["dense"]["model_id"]
     searcher = _searcher(ml_client, judged_index)
     native, ours = {}, {}
@@ -308,12 +318,15 @@ def test_native_neural_query_matches_osneural_dense(ml_client, judged_index, reg
         native[qid] = _ids(_native(ml_client, judged_index, {"neural": {"dense": {
             "query_text": text, "model_id": model_id, "k": 10}}}))
         ours[qid] = _ids(searcher.search(text, DENSE_SPEC))
+    _report(capsys, "nDCG@10 dense", {"native neural": _ndcg10(native), "osneural": _ndcg10(ours),
+                                      "same top 10": sum(native[q] == ours[q] for q in QUERIES)})
     assert _ndcg10(native) == pytest.approx(_ndcg10(ours), abs=1e-12)
     assert _ndcg10(ours) > 0.5  # the corpus is judged sensibly: a real ranking, not noise
     assert sum(native[q] == ours[q] for q in QUERIES) >= len(QUERIES) - 1
 
 
-def test_native_neural_sparse_query_matches_osneural_sparse(ml_client, judged_index, registered):
+def test_native_neural_sparse_query_matches_osneural_sparse(ml_client, judged_index, registered,
+                                                           capsys):
     model_id = registered["sparse"]["model_id"]
     searcher = _searcher(ml_client, judged_index)
     native, ours = {}, {}
@@ -327,6 +340,9 @@ def test_native_neural_sparse_query_matches_osneural_sparse(ml_client, judged_in
         n_scores = [h["_score"] for h in resp["hits"]["hits"]]
         o_scores = [h["_score"] for h in mine["hits"]["hits"]]
         np.testing.assert_allclose(o_scores, n_scores, rtol=2e-3)
+    _report(capsys, "nDCG@10 sparse", {"native neural_sparse": _ndcg10(native),
+                                       "osneural": _ndcg10(ours),
+                                       "same top 10": sum(native[q] == ours[q] for q in QUERIES)})
     assert _ndcg10(native) == pytest.approx(_ndcg10(ours), abs=1e-12)
     assert _ndcg10(ours) > 0.5
     assert sum(native[q] == ours[q] for q in QUERIES) >= len(QUERIES) - 1
@@ -390,6 +406,5 @@ def test_report_costs(ml_node, registered, capsys):
             "register_s": {k: v["register_s"] for k, v in registered.items()},
             "deploy_s": {k: v["deploy_s"] for k, v in registered.items()},
             "heap_used_mb": round(heap / 2**20), "rss_mb": rss_mb}
-    with capsys.disabled():
-        print(f"\nml-commons node costs: {json.dumps(line)}")
+    _report(capsys, "ml-commons node costs", line)
     assert heap > 0
