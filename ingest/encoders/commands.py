@@ -154,6 +154,7 @@ def configure_models(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_register(args: argparse.Namespace) -> int:
+    from opensearchpy.exceptions import TransportError
     from osneural.ingest.encoders.defaults import DEFAULT_DIRS
     from osneural.ingest.encoders.errors import EncoderError
     from osneural.ingest.encoders.registry import MLCommonsSettingsError, register_model
@@ -177,6 +178,9 @@ def _run_register(args: argparse.Namespace) -> int:
         print(f"osneural models register: {exc}", file=sys.stderr)
         return 3
     except EncoderError as exc:
+        print(f"osneural models register ({cluster.describe()}): {exc}", file=sys.stderr)
+        return 1
+    except TransportError as exc:  # connection refused, auth, a missing ml-commons plugin
         print(f"osneural models register ({cluster.describe()}): {exc}", file=sys.stderr)
         return 1
     if args.json:
