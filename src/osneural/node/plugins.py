@@ -93,7 +93,7 @@ def plugins_home(version: str, plugins: tuple[str, ...]) -> Path:
 
 
 def _link_tree(src: Path, dst: Path) -> None:
-    """Copy a tree as hard links (no second copy of the JDK-less install on disk); plain copies
+    """Copy a tree as hard links (no second copy of the install on disk); plain copies
     where the filesystem refuses links."""
     def link(s: str, d: str) -> None:
         try:
