@@ -270,6 +270,7 @@ def spec_encoder_kinds(spec: PipelineSpec) -> list[str]:
     """Encoder kinds a spec's stages need, in a stable order."""
     kinds = {k for s in [*spec.first_stages, *spec.rescore] for k in _STAGE_KINDS.get(s.type, ())
              if getattr(s, "encode", "local") != "cluster"}  # cluster-encoded: no local ONNX
+    kinds |= {s.mode for s in spec.rescore if s.type == "prf"}  # Rocchio / ColBERT-PRF
     return sorted(kinds)
 
 
@@ -278,7 +279,7 @@ def spec_needs_codecs(spec: PipelineSpec) -> bool:
     for s in [*spec.first_stages, *spec.rescore]:
         if s.type in ("binary", "fde", "hamming", "pq"):
             return True
-        if s.type == "maxsim" and s.tokens == "pq":
+        if (s.type == "maxsim" and s.tokens == "pq") or (s.type == "prf" and s.mode == "multivector"):
             return True
         if s.type == "sparse" and s.mode == "inference_free":
             return True
