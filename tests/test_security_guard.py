@@ -206,3 +206,17 @@ def test_spec_strings_are_builtin_names_never_paths(tmp_path):
     assert len(set(reasons)) == 1  # existing and missing files answer alike: nothing to probe
     _, spec = _spec_from_body({"ext": {"osneural": {"query": "x", "spec": "bm25"}}})
     assert [s.type for s in spec.first_stages] == ["bm25"]
+
+
+def test_passthrough_refuses_an_upstream_client_that_carries_credentials():
+    """Passthrough's upstream client must hold no identity of its own, or an anonymous caller
+    would borrow it."""
+    from opensearchpy import OpenSearch
+    from osneural.plugin.server import create_app
+
+    with_creds = OpenSearch(hosts=["http://127.0.0.1:9"], http_auth=("svc", "pw"))
+    with pytest.raises(ValueError, match="without credentials"):
+        create_app("http://127.0.0.1:9", client=with_creds, auth="passthrough")
+    create_app("http://127.0.0.1:9", client=with_creds, auth="service")  # its own identity: fine
+    with pytest.raises(ValueError, match="auth must be one of"):
+        create_app("http://127.0.0.1:9", auth="anonymous")
