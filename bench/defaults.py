@@ -69,7 +69,7 @@ PRF_VARIANTS: dict[str, dict[str, Any]] = {
     "+prf dense": {"type": "prf", "mode": "dense", "fb_docs": 3, "alpha": 1.0, "beta": 0.5,
                    "k": 100, "num_candidates": 200, "fusion": "linear", "weight": 0.3},
     "+prf multivector": {"type": "prf", "mode": "multivector", "fb_docs": 3, "clusters": 24,
-                         "expansion": 10, "beta": 0.5, "window": 50, "similarity": 0.75},
+                         "expansion": 10, "beta": 0.5, "window": 50},
 }
 
 

@@ -9,9 +9,10 @@ may bring in documents no first stage found:
   from `_source` (the index keeps `dense` there), or else are decoded from `dense_pq`.
 * `multivector` (ColBERT-PRF, Wang et al. 2021): the top `fb_docs` documents' PQ-coded tokens are
   decoded with the index's codebooks and clustered (k-means, `clusters`); each centroid gets an
-  IDF-like weight from how few of the top `window` documents hold a token close to it (a centroid
-  every candidate matches says nothing about relevance), the `expansion` best are kept, scaled by
-  `beta * weight`, and appended to the query tokens that the following `maxsim` stage scores.
+  IDF-like weight from how much better the feedback documents match it than the rest of the top
+  `window` do (a centroid every candidate matches says nothing about relevance), the `expansion`
+  best are kept, scaled by `beta * weight`, and appended to the query tokens that the following
+  `maxsim` stage scores.
   Scaling a token scales its max-similarity, so the kernel computes ColBERT-PRF's
   `sum_q max_t q.t + sum_e w_e max_t e.t` unchanged.
 
@@ -50,7 +51,6 @@ class PRFStage(BaseModel):
     clusters: int = Field(24, ge=1, le=256)
     expansion: int = Field(10, ge=1, le=128)
     window: int = Field(50, ge=1, le=10_000)
-    similarity: float = Field(0.75, ge=-1.0, le=1.0)
     field: str = ""
 
     @model_validator(mode="after")
@@ -110,34 +110,37 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> tuple[np.nd
 
 
 def expansion_tokens(
-    feedback_tokens: np.ndarray,
+    feedback_docs: Sequence[np.ndarray],
     background: Sequence[np.ndarray],
     clusters: int,
     expansion: int,
     beta: float,
-    similarity: float,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ColBERT-PRF expansion: centroids of the feedback tokens, weighted by an IDF over the
-    background documents (`log((N + 1) / (df + 1))`, df = documents with a token at cosine
-    >= `similarity` to the centroid), the `expansion` heaviest, scaled by `beta * w / max w`.
+    """ColBERT-PRF expansion: k-means centroids of the feedback documents' tokens, each weighted
+    by how much better the feedback documents match it than the rest of the window does
+    (`mean_fb max_t cos(c, t) - mean_bg max_t cos(c, t)`): an IDF-like discriminativeness that
+    needs no token vocabulary (stored tokens have none). A centroid every candidate matches
+    (a stop-word-like direction) weighs ~0; the `expansion` heaviest positive ones are kept,
+    scaled by `beta * w / max w`.
 
     Returns the scaled expansion vectors [E, D] and their weights [E].
     """
-    if len(feedback_tokens) == 0:
+    fb_docs = [np.asarray(d, np.float32) for d in feedback_docs if len(d)]
+    if not fb_docs:
         return np.zeros((0, 0), np.float32), np.zeros(0)
-    centroids, _ = kmeans(feedback_tokens, clusters, seed=seed)
-    n = len(background)
-    df = np.zeros(len(centroids))
-    for doc in background:
-        if len(doc):
-            df += (np.max(_unit(doc) @ centroids.T, axis=0) >= similarity)
-    idf = np.log((n + 1.0) / (df + 1.0))
-    order = np.argsort(-idf, kind="stable")[:expansion]
-    chosen = order[idf[order] > 0]
+    centroids, _ = kmeans(np.concatenate(fb_docs), clusters, seed=seed)
+
+    def best(docs: Sequence[np.ndarray]) -> np.ndarray:
+        rows = [np.max(_unit(d) @ centroids.T, axis=0) for d in docs if len(d)]
+        return np.mean(rows, axis=0) if rows else np.zeros(len(centroids))
+
+    weight = best(fb_docs) - best(background)
+    order = np.argsort(-weight, kind="stable")[:expansion]
+    chosen = order[weight[order] > 0]
     if len(chosen) == 0:
         return np.zeros((0, centroids.shape[1]), np.float32), np.zeros(0)
-    weights = beta * idf[chosen] / idf[chosen].max()
+    weights = beta * weight[chosen] / weight[chosen].max()
     return (centroids[chosen] * weights[:, None]).astype(np.float32), weights
 
 
@@ -192,11 +195,8 @@ def _multivector_feedback(searcher, stage, enc, candidates, timeout_s) -> np.nda
     m = pq.codebooks.shape[0]
     docs = [pq.decode(np.frombuffer(raw[i], np.uint8).reshape(-1, m)) if raw.get(i) else
             np.zeros((0, pq.codebooks.shape[0] * pq.codebooks.shape[2]), np.float32) for i in ids]
-    fb = [d for d in docs[: stage.fb_docs] if len(d)]
-    if not fb:
-        return np.zeros((0, 0), np.float32)
-    extra, _ = expansion_tokens(np.concatenate(fb), docs, stage.clusters, stage.expansion,
-                                stage.beta, stage.similarity)
+    extra, _ = expansion_tokens(docs[: stage.fb_docs], docs[stage.fb_docs:], stage.clusters,
+                                stage.expansion, stage.beta)
     return extra
 
 

@@ -56,7 +56,7 @@ def test_dense_rocchio_then_knn_fused_with_the_first_ranking(searcher, plugin_in
 def test_multivector_expansion_tokens_reach_maxsim(searcher, plugin_index) -> None:  # noqa: F811
     first = _run(searcher.search(TEXT, {"first_stages": [BM25], **PAGE}))
     prf = {"type": "prf", "mode": "multivector", "fb_docs": 3, "window": 20, "clusters": 4,
-           "expansion": 3, "beta": 0.5, "similarity": 0.5}
+           "expansion": 3, "beta": 0.5}
     spec = {"first_stages": [BM25], "rescore": [prf, {"type": "maxsim", "window": 20}], **PAGE}
     resp = searcher.search(TEXT, spec)
     assert resp["ext"]["osneural"]["warnings"] == []
@@ -65,8 +65,8 @@ def test_multivector_expansion_tokens_reach_maxsim(searcher, plugin_index) -> No
     pq = plugin_index["bundle"].pq_tokens
     decoded = {d: pq.decode(pq.encode(plugin_index["tokens"][ids.index(d)])) for d, _ in first}
     window = [d for d, _ in first[:20]]
-    extra, weights = expansion_tokens(np.concatenate([decoded[d] for d in window[:3]]),
-                                      [decoded[d] for d in window], 4, 3, 0.5, 0.5)
+    extra, weights = expansion_tokens([decoded[d] for d in window[:3]],
+                                      [decoded[d] for d in window[3:]], 4, 3, 0.5)
     assert len(extra) > 0
     query = np.concatenate([MultiEnc().encode_queries([TEXT])[0], extra])
     want = {d: float(np.max(query @ decoded[d].T, axis=1).sum()) for d in window}
