@@ -217,6 +217,13 @@ def _upstream_error(exc: Exception, rid: str) -> JSONResponse:
     return _error(status, kind, reason, headers)
 
 
+async def _in_thread(limiter: Any, fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in a worker thread, within `limiter`'s budget (anyio's default without one)."""
+    import anyio
+
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
+
+
 def create_app(
     cluster: ClusterConfig | str | list[str] | None = None,
     allow_index: Sequence[str] | None = None,
@@ -257,6 +264,7 @@ def create_app(
         health_client = upstream
     cache = cache or ResourceCache()
     slots = asyncio.Semaphore(limits.max_concurrent)
+    limiters: dict[str, Any] = {}
     timeout = float(cluster.timeout)
 
     def caller(request: Request) -> Any:
@@ -273,6 +281,12 @@ def create_app(
                                                   headers=headers or None, timeout=timeout)
 
     async def startup() -> None:
+        import anyio
+
+        # Separate thread budgets: a flood of slow pass-through requests cannot take the threads
+        # neural searches run in (anyio's shared default pool), nor the other way round.
+        limiters["passthrough"] = anyio.CapacityLimiter(32)
+        limiters["neural"] = anyio.CapacityLimiter(limits.max_concurrent)
         _log("start", cluster=cluster.describe(), auth=auth, allow_index=policy.allow_index,
              allow_scripts=allow_scripts, allow_profile=allow_profile)
         for kind in warm or []:
@@ -354,7 +368,7 @@ def create_app(
                           {"retry-after": "1"})
         searcher = Searcher(who, index, cache=cache, max_workers=limits.max_first_stages)
         try:
-            result = await run_in_threadpool(searcher.search, text, spec)
+            result = await _in_thread(limiters.get("neural"), searcher.search, text, spec)
         except (SpecError, StageError) as exc:
             _log("bad_request", request_id=rid, index=index, reason=str(exc))
             status = getattr(exc, "status", 400)
@@ -391,8 +405,8 @@ def create_app(
             rest = {"search": ("_search",), "count": ("_count",), "mapping": ("_mapping",),
                     "doc": ("_doc", request.path_params.get("doc_id", ""))}[route]
             path = upstream_path(index, *rest)
-            data = await run_in_threadpool(
-                forward, who, request.method, path, params,
+            data = await _in_thread(
+                limiters.get("passthrough"), forward, who, request.method, path, params,
                 rg.dump_json(body) if body is not None else None)
         except GuardError as exc:
             _log("refused", request_id=rid, path=request.url.path, status=exc.status,
