@@ -32,7 +32,7 @@ if ! command -v nginx >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; t
   fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nginx openssl
-  [ -n "$NO_START" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  if [ -n "$NO_START" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 if [ -e /etc/nginx/sites-enabled/default ]; then
   if [ "$(id -u)" = 0 ]; then rm -f /etc/nginx/sites-enabled/default; else sudo rm -f /etc/nginx/sites-enabled/default; fi
