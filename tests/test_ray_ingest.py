@@ -193,3 +193,28 @@ def test_killed_worker_loses_nothing_after_resume(opensearch_client, opensearch_
     finally:
         opensearch_client.indices.delete(index=name, ignore_unavailable=True)
         delete_codecs(opensearch_client, name)
+
+
+def test_cli_ray_with_the_default_encoders(opensearch_client, opensearch_url, local_ray, corpus,
+                                           capsys) -> None:
+    from osneural.ingest.encoders import ensure_default_models
+
+    from osneural.cli import main as cli_main
+
+    ensure_default_models(["dense"])
+    name = f"test-ray-cli-{uuid.uuid4().hex[:8]}"
+    try:
+        rc = cli_main(["ingest", str(corpus), "--index", name, "--ray", "--ray-workers", "2",
+                       "--representations", "dense", "--train-docs", "8", "--batch-size", "8",
+                       "--no-progress", "--json", "--url", opensearch_url])
+        out, err = capsys.readouterr()
+        summary = json.loads(out)
+        # two bad lines: exit 1 (some documents failed), every good one indexed by the actors
+        assert rc == 1 and "Traceback" not in err
+        assert (summary["indexed"], summary["failed"], summary["workers"]) == (N_DOCS, 2, 2)
+        assert summary["loop_docs"] == N_DOCS - 8
+        opensearch_client.indices.refresh(index=name)
+        assert opensearch_client.count(index=name)["count"] == N_DOCS
+    finally:
+        opensearch_client.indices.delete(index=name, ignore_unavailable=True)
+        delete_codecs(opensearch_client, name)
