@@ -155,6 +155,8 @@ class RunCache:
     maxsim: dict[str, dict[str, float]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     fetched: int = 0
+    # the last fused list per query: a sweep over the MaxSim share re-fuses nothing
+    last_fused: dict[str, tuple[Any, list[tuple[str, float]]]] = field(default_factory=dict)
 
     def maxsim_scores(self, qid: str, ids: Sequence[str]) -> np.ndarray:
         known = self.maxsim.setdefault(qid, {})
@@ -226,13 +228,20 @@ def build_cache(
 def simulate(cache: RunCache, qid: str, config: Config, window: int = 100) -> list[str]:
     """The ranked ids (top RUN_DEPTH) the spec of `config` returns for `qid`, from the cache:
     the Searcher's own fusion and blend, over the cached runs truncated to each depth."""
-    runs = cache.stage_runs[qid]
-    chosen = [i for i, w in enumerate(config.weights) if w > 0]
-    lists = [runs[i][: config.depths[i]] for i in chosen]
-    weights = [config.weights[i] for i in chosen]
-    fused = fusion_mod.fuse(
-        lists, config.fusion, weights=None if len(set(weights)) <= 1 else weights,
-        rank_constant=config.rank_constant, normalization=config.normalization)
+    key = (config.fusion, config.rank_constant if config.fusion == "rrf" else config.normalization,
+           config.weights, config.depths)
+    last = cache.last_fused.get(qid)
+    if last is not None and last[0] == key:
+        fused = last[1]
+    else:
+        runs = cache.stage_runs[qid]
+        chosen = [i for i, w in enumerate(config.weights) if w > 0]
+        lists = [runs[i][: config.depths[i]] for i in chosen]
+        weights = [config.weights[i] for i in chosen]
+        fused = fusion_mod.fuse(
+            lists, config.fusion, weights=None if len(set(weights)) <= 1 else weights,
+            rank_constant=config.rank_constant, normalization=config.normalization)
+        cache.last_fused[qid] = (key, fused)
     if config.maxsim_weight > 0 and fused:
         head = fused[:window]
         scores = cache.maxsim_scores(qid, [d for d, _ in head])
