@@ -290,8 +290,10 @@ class BatchStep:
                 return [], None
             good = []
             for d in docs:
-                if self.encode([d], result)[0]:
+                probe = BatchResult()  # counts only the failures; the good ones are re-encoded
+                if self.encode([d], probe)[0]:
                     good.append(d)
+                result.failures += probe.failures
             if not good:
                 return [], None
             raw = encode_raw(good, self.encoders, self.plan.params, self.plan.expected_dim, timer)

@@ -455,7 +455,9 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
             _adopt(client, plan.index, state, body, restore, run.summary.notes)
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the original error is the one to report
-            delete_codecs(client, plan.index)
+            # (a create whose answer was lost may still have made the index: keep its codecs)
+            if state is not None or not client.indices.exists(index=plan.index):
+                delete_codecs(client, plan.index)
         if isinstance(exc, TransportError) and isinstance(exc.status_code, int):
             what = "created" if state is None else "given osneural's mapping"
             raise IngestError(f"index {plan.index!r} could not be {what}: "
@@ -483,6 +485,21 @@ def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
             raise IndexMismatch(
                 f"index {index!r} maps field {name!r} as {theirs.get('type', 'object')!r}; "
                 f"osneural needs {prop.get('type')!r} there")
+    static = ("number_of_shards", "codec", "number_of_routing_shards")
+    wanted = body["settings"]["index"]
+    for key in static:
+        have = state.settings.get(f"index.{key}")
+        if key in wanted and str(wanted[key]) != str(have):
+            raise IndexMismatch(
+                f"index {index!r} has index.{key}={have}; {key}={wanted[key]} can only be set "
+                "when an index is created (leave it out, or use a new index)")
+    # Settings before the mapping: the mapping carries `_meta`, the mark of an osneural index,
+    # so it goes last, when nothing else can fail.
+    dynamic = {f"index.{k}": v for k, v in wanted.items() if k not in (*static, "knn")}
+    if "index.refresh_interval" in dynamic and "index.refresh_interval" in restore:
+        restore["index.refresh_interval"] = state.settings.get("index.refresh_interval")
+    if dynamic:
+        client.indices.put_settings(index=index, body=dynamic)
     update = {k: v for k, v in mappings.items() if k in ("properties", "_meta")}
     excludes = sorted(set((mappings.get("_source") or {}).get("excludes") or ()))
     if excludes and not set(excludes) <= set(state.source_excludes):
@@ -492,20 +509,13 @@ def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
         try:
             client.indices.put_mapping(index=index, body={
                 **update, "_source": {"excludes": sorted(set(excludes) | set(state.source_excludes))}})
-            update = {}
+            return
         except TransportError as exc:
             if exc.status_code != 400 or "[_source]" not in transport_reason(exc):
                 raise
             notes.append(f"index {index!r} cannot take _source.excludes {excludes} after its "
                          "creation; those fields are kept in _source as well")
-    if update:
-        client.indices.put_mapping(index=index, body=update)
-    static = ("number_of_shards", "codec", "knn", "number_of_routing_shards")
-    dynamic = {f"index.{k}": v for k, v in body["settings"]["index"].items() if k not in static}
-    if "index.refresh_interval" in dynamic and "index.refresh_interval" in restore:
-        restore["index.refresh_interval"] = state.settings.get("index.refresh_interval")
-    if dynamic:
-        client.indices.put_settings(index=index, body=dynamic)
+    client.indices.put_mapping(index=index, body=update)
 
 
 def restore_settings(client: Any, index: str, restore: Mapping[str, Any]) -> str | None:

@@ -237,6 +237,12 @@ def test_adopts_an_empty_foreign_index_and_refuses_a_filled_one(
                                                  "mappings": {"properties": {"text": {"type": "keyword"}}}})
         with pytest.raises(IndexMismatch, match="maps field 'text' as 'keyword'"):
             index_corpus(client, _docs(3), other, **kw)
+        client.indices.delete(index=other)
+        client.indices.create(index=other, body={"settings": {"index": {"knn": True,
+                                                                        "number_of_shards": 1}}})
+        with pytest.raises(IndexMismatch, match="number_of_shards=1; number_of_shards=3"):
+            index_corpus(client, _docs(3), other, shards=3, **kw)
+        assert "_meta" not in client.indices.get_mapping(index=other)[other]["mappings"]
         assert _codec_doc(client, other) is None
     finally:
         client.indices.delete(index=other, ignore_unavailable=True)
@@ -311,5 +317,34 @@ def test_cli_unreachable_node_and_cut_resume_checks(
         assert proxy.cuts == 4 and (summary["skipped"], summary["indexed"]) == (6, 4)
         assert summary["bulk_retries"] >= 1
         assert opensearch_client.count(index=index_name)["count"] == 10
+    finally:
+        delete_codecs(opensearch_client, index_name)
+
+
+class PoisonDense(FakeDense):
+    """Refuses any batch holding the word 'poison', as an encoder refusing one input would."""
+
+    def encode_documents(self, texts):
+        if any("poison" in t for t in texts):
+            raise ValueError("cannot encode this text")
+        return super().encode_documents(texts)
+
+
+def test_a_document_the_encoder_refuses_is_one_failure(opensearch_client, index_name,
+                                                       tmp_path: Path) -> None:
+    from osneural.ingest.indexer import CodecParams
+
+    docs = _docs(11)
+    docs.insert(6, {"_id": "bad", "text": "a poison pill"})
+    report = tmp_path / "r.jsonl"
+    try:
+        s = index_corpus(opensearch_client, docs, index_name, representations="dense",
+                         batch_size=4, encoders={"dense": PoisonDense()}, progress=False,
+                         codec_params=CodecParams(train_docs=4), failure_report=report)
+        assert (s.indexed, s.failed, s.truncated) == (11, 1, 0)
+        rows = FailureReport.read(report)
+        assert [(r["id"], r["line"], r["stage"]) for r in rows] == [("bad", 7, "encode")]
+        assert "cannot encode this text" in rows[0]["reason"]
+        assert opensearch_client.count(index=index_name)["count"] == 11
     finally:
         delete_codecs(opensearch_client, index_name)
