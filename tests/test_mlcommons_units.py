@@ -141,3 +141,12 @@ def test_neural_search_token_convention():
         cluster_encoding.model_for(Stage(), Res(), "dense", "first_stages (dense)")
     with pytest.raises(StageError, match="models register"):
         cluster_encoding.model_for(Stage(), Res(), "sparse", "first_stages (sparse)")
+
+
+def test_opensearch_start_refuses_unknown_plugin(tmp_path, monkeypatch, capsys):
+    from osneural.cli import main
+
+    monkeypatch.setenv("OSNEURAL_CACHE", str(tmp_path))
+    assert main(["opensearch", "start", "--name", "p", "--plugins", "ml-commons,securty"]) == 1
+    assert "unknown plugin" in capsys.readouterr().err
+    assert not (tmp_path / "clusters" / "p").exists()  # refused before anything was prepared
