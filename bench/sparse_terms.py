@@ -1,0 +1,87 @@
+"""Fewer SPLADE terms per document: nDCG@10 of the sparse stage when documents keep their top k.
+
+    python bench/sparse_terms.py [--dataset scifact] [--keep 256,128,96,64] [--queries 150]
+
+Reads every document's stored SPLADE weights (`sparse`, from `_source`) of a `bench/quality.py`
+index, cuts each document to its `k` largest weights, and scores the test queries' SPLADE
+encodings by the exact sparse dot product over the whole index (what the `sparse` first stage's
+rank_feature sum computes, without its ~9-bit value rounding). It prints nDCG@10 per k, the mean
+terms per document, and the JSON bytes the weights take in `_source` (the rank_features postings
+shrink about in proportion to the terms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import beir_dir  # noqa: E402
+from query import ndcg10  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--index", help="default: osneural-quality-<dataset>")
+    ap.add_argument("--keep", default="256,128,96,64")
+    ap.add_argument("--queries", type=int)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from opensearchpy import OpenSearch, helpers
+    from osneural.eval.beir import load_beir
+    from osneural.ingest.documents import sparse_feature_name
+    from osneural.ingest.encoders import load_default
+
+    index = args.index or f"osneural-quality-{args.dataset}"
+    client = OpenSearch(hosts=[args.url], timeout=600)
+    ids, weights = [], []
+    for hit in helpers.scan(client, index=index, query={"_source": ["sparse"]}, size=500):
+        ids.append(hit["_id"])
+        weights.append((hit.get("_source") or {}).get("sparse") or {})
+    present = set(ids)
+    collection = load_beir(beir_dir(args.dataset), "test", limit=args.queries)
+    qrels = {q: {d: g for d, g in rel.items() if d in present} for q, rel in collection.qrels.items()}
+    queries = {q: t for q, t in collection.queries.items() if qrels.get(q)}
+    enc = load_default("sparse")
+    qw = {q: {sparse_feature_name(t): float(w) for t, w in enc.encode_queries([text])[0].items()}
+          for q, text in queries.items()}
+    rows = []
+    for k in (int(x) for x in args.keep.split(",")):
+        postings: dict[str, tuple[list[int], list[float]]] = {}
+        json_bytes = terms = 0
+        for i, w in enumerate(weights):
+            top = sorted(w.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            terms += len(top)
+            json_bytes += len(json.dumps(dict(top)))
+            for t, x in top:
+                entry = postings.setdefault(t, ([], []))
+                entry[0].append(i)
+                entry[1].append(x)
+        arrays = {t: (np.asarray(a), np.asarray(b, np.float64)) for t, (a, b) in postings.items()}
+        run = {}
+        for q, w in qw.items():
+            s = np.zeros(len(ids))
+            for t, x in w.items():
+                if t in arrays:
+                    idx, val = arrays[t]
+                    s[idx] += x * val
+            run[q] = [ids[i] for i in np.argsort(-s, kind="stable")[:10]]
+        rows.append({"keep": k, "terms_per_doc": terms / len(ids),
+                     "source_json_bytes_per_doc": json_bytes / len(ids), "ndcg@10": ndcg10(run, qrels)})
+        r = rows[-1]
+        print(f"top {k:4d}: {r['terms_per_doc']:6.1f} terms/doc, {r['source_json_bytes_per_doc']:6.0f} "
+              f"JSON B/doc, nDCG@10 {r['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+    report = {"index": index, "documents": len(ids), "queries": len(qw), "rows": rows}
+    print(json.dumps(report, indent=2) if args.json else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
