@@ -51,6 +51,7 @@ def row(label: str, workers: int, s: Any) -> dict[str, Any]:
         "encode_s_per_doc": round(sum(s.stage_seconds.get(k, 0.0) for k in ENCODE_STAGES)
                                   / s.indexed, 4) if s.indexed else None,
         "bulk_s_per_doc": round(s.stage_seconds.get("bulk", 0.0) / s.indexed, 5) if s.indexed else None,
+        "stage_seconds": {k: round(v, 2) for k, v in s.stage_seconds.items() if v >= 0.005},
     }
 
 
