@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     present = set(ids)
     collection = load_beir(beir_dir(args.dataset), "test", limit=args.queries)
     qrels = {q: {d: g for d, g in rel.items() if d in present} for q, rel in collection.qrels.items()}
-    queries = {q: t for q, t in collection.queries.items() if qrels.get(q)}
+    qrels = {q: rel for q, rel in qrels.items() if rel and q in collection.queries}
+    queries = {q: t for q, t in collection.queries.items() if q in qrels}
     enc = load_default("sparse")
     qw = {q: {sparse_feature_name(t): float(w) for t, w in enc.encode_queries([text])[0].items()}
           for q, text in queries.items()}
