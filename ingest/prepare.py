@@ -359,6 +359,14 @@ def _prepare_existing(client: Any, plan: IngestPlan, state: IndexState, encs: di
             f"index {plan.index!r} exists but its codecs are missing from the codec store; "
             "delete the index and ingest again"
         )
+    generation = state.meta.get("codec_generation")
+    if bundle is not None and generation:
+        stored = _stored_generation(client, plan.index)
+        if stored != generation:
+            raise IndexMismatch(
+                f"index {plan.index!r} was built with codec generation {generation}, but the "
+                f"codec document holds {stored}; its documents and codecs disagree -- delete "
+                "the index and ingest again")
     expected_dim = (state.properties.get("dense") or {}).get("dimension", plan.expected_dim)
     dynamic = {_setting_key(k): v for k, v in options.settings}
     restore: dict[str, Any] = {}
@@ -374,9 +382,15 @@ def _prepare_existing(client: Any, plan: IngestPlan, state: IndexState, encs: di
                                   f"{transport_reason(exc)}") from None
             raise
     plan = dataclasses.replace(plan, bundle=bundle or CodecBundle(), matryoshka_dims=mdims,
-                               expected_dim=expected_dim,
-                               generation=state.meta.get("codec_generation"))
+                               expected_dim=expected_dim, generation=generation)
     return Preparation(plan, encs, [], BatchResult(), restore)
+
+
+def _stored_generation(client: Any, index: str) -> str | None:
+    from osneural.ingest.codec_store import CODEC_INDEX
+
+    resp = client.get(index=CODEC_INDEX, id=index, _source_includes=["generation"], ignore=404)
+    return (resp.get("_source") or {}).get("generation") if resp.get("found") else None
 
 
 def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: dict[str, Any],

@@ -177,6 +177,15 @@ def test_codec_generation_is_new_per_index_build_and_recode(
         recode_binary(client, index_name, 8)
         gen3 = _meta(client, index_name)["codec_generation"]
         assert gen3 not in (gen1, gen2) and _codec_doc(client, index_name)["generation"] == gen3
+        index_corpus(client, _docs(9), index_name, resume=True, **kw)  # generations agree
+
+        # codecs replaced behind the index's back: documents would disagree with them, refused
+        from osneural.ingest.codec_store import load_codecs
+
+        save_codecs(client, index_name, load_codecs(client, index_name), generation="f" * 32)
+        with pytest.raises(IndexMismatch, match=f"codec generation {gen3}.*holds f{{32}}"):
+            index_corpus(client, _docs(12), index_name, resume=True, **kw)
+        assert client.count(index=index_name)["count"] == 9  # d0-d8, nothing from the refused run
     finally:
         delete_codecs(client, index_name)
 
