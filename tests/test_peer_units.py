@@ -74,3 +74,63 @@ def test_bad_token_budget_is_refused():
 
     with pytest.raises(EncoderError, match="max_batch_tokens"):
         load_default("sparse", max_batch_tokens=0)
+
+
+QUERIES = [
+    "0-dimensional biomaterials show inductive properties.",
+    "ALDH1 expression is associated with poorer prognosis for breast cancer primary tumors.",
+    "what makes coffee taste bitter",
+]
+LONG_QUERY = "the mitochondria produce ATP by oxidative phosphorylation " * 8  # > 32 tokens
+
+
+def test_one_pass_gives_the_dense_query_vector():
+    """The multivector graph's pooled output of a query equals the dense encoder's vector, so a
+    dense + MaxSim query needs one model pass; a query cut at the token encoder's shorter
+    length gets no stand-in (the dense encoder would see more of it)."""
+    from osneural.ingest.encoders import load_default
+
+    dense, mv = load_default("dense"), load_default("multivector")
+    assert mv.shares_query_pass(dense)
+    tokens, pooled = mv.encode_queries_and_pooled(QUERIES + [LONG_QUERY], dense)
+    want = dense.encode_queries(QUERIES)
+    for i in range(len(QUERIES)):
+        np.testing.assert_allclose(pooled[i], want[i], atol=1e-5)
+        np.testing.assert_allclose(tokens[i], mv.encode_queries([QUERIES[i]])[0], atol=1e-6)
+    assert pooled[-1] is None
+    assert mv.encode_queries_and_pooled(QUERIES, None)[1] == [None] * len(QUERIES)
+
+
+class _Res:
+    """The part of `IndexResources` query encodings read: the encoders the index was built with."""
+
+    def __init__(self, encoders):
+        self.index = "peer-units"
+        self.meta = {"encoders": {k: {"name": k, "sha256": e.sha256} for k, e in encoders.items()}}
+
+    def expected_encoder(self, kind):
+        return self.meta["encoders"].get(kind)
+
+
+def test_query_encodings_share_the_pass_only_with_a_token_stage():
+    from osneural.plugin.resources import ResourceCache
+    from osneural.plugin.searcher import QueryEncodings
+
+    cache = ResourceCache()
+    dense = cache.encoders.get("dense")
+    res = _Res({"dense": dense, "multivector": cache.encoders.get("multivector")})
+    enc = QueryEncodings(QUERIES[1], res, cache)
+    vec = enc.dense()
+    assert "encode.shared" in enc.timings_ms  # one pass for both
+    np.testing.assert_allclose(vec, dense.encode_queries([QUERIES[1]])[0], atol=1e-5)
+    enc.tokens()
+    assert "encode.tokens" in enc.timings_ms and "encode.shared" in enc.timings_ms
+
+    long_enc = QueryEncodings(LONG_QUERY, res, cache)  # truncated by the token encoder
+    np.testing.assert_allclose(long_enc.dense(), dense.encode_queries([LONG_QUERY])[0], atol=1e-6)
+
+    only_dense = ResourceCache()
+    only_dense.encoders.get("dense")
+    enc = QueryEncodings(QUERIES[1], _Res({"dense": dense}), only_dense)
+    enc.dense()
+    assert "encode.shared" not in enc.timings_ms

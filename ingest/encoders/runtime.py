@@ -424,9 +424,35 @@ class MultiVectorEncoder(OnnxEncoder):
         self.last_stats = stats
         return out, pooled
 
+    def shares_query_pass(self, dense: DenseEncoder) -> bool:
+        """Whether this graph's pooled output of a query is `dense`'s query vector: the document
+        conditions plus no [MASK] expansion, the same query prefix and a query length no longer
+        than `dense`'s (a query cut at this encoder's length is checked per text)."""
+        return (self.shares_dense_pass(dense) and not self.query_expansion
+                and dense.query_prefix == self.query_prefix
+                and self.query_max_length <= dense.query_max_length)
+
+    def encode_queries_and_pooled(
+        self, texts: Iterable[TextInput], dense: DenseEncoder | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Query token rows and, per text, the pooled vector standing in for `dense`'s query
+        vector from the same pass: None where it would differ (no pooled output, `dense` does
+        not share the pass, or the text was cut at this encoder's shorter query length)."""
+        tokens, pooled, stats = self._encode_queries(texts)
+        if dense is None or not self.shares_query_pass(dense):
+            return tokens, [None] * len(tokens)
+        for i in stats.truncated_indices:
+            pooled[i] = None
+        return tokens, pooled
+
     def encode_queries(self, texts: Iterable[TextInput]) -> list[np.ndarray]:
         """float32 [query_max_length, dim] per text ([MASK]-padded) when the model expands
         queries, else [query tokens, dim]; `[0, dim]` for empty text."""
+        return self._encode_queries(texts)[0]
+
+    def _encode_queries(
+        self, texts: Iterable[TextInput]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None], EncodeStats]:
         stats = EncodeStats()
         texts = check_texts(texts)
         ids = self._tokenize(texts, self.query_prefix, self.query_max_length, stats)
@@ -442,10 +468,13 @@ class MultiVectorEncoder(OnnxEncoder):
             padded.append(seq + [self.mask_id] * extra)
             masks.append([1] * len(seq) + [int(self.attend_to_expansion)] * extra)
         out = [np.zeros((0, self.dim), dtype=np.float32) for _ in texts]
+        pooled: list[np.ndarray | None] = [None] * len(texts)
         for i, row in self._run(padded, masks, stats=stats).items():
             out[i] = np.ascontiguousarray(row[0][: len(padded[i])], dtype=np.float32)
+            if self.has_pooled_output:
+                pooled[i] = np.asarray(row[2], dtype=np.float32)
         self.last_stats = stats
-        return out
+        return out, pooled, stats
 
 
 ENCODER_CLASSES: dict[str, type[OnnxEncoder]] = {
