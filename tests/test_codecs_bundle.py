@@ -104,7 +104,8 @@ def test_bundle_is_stored_in_and_loaded_from_opensearch(opensearch_client, index
         )
         # The payloads are kept in _source but not indexed: only the declared fields are mapped.
         mapping = opensearch_client.indices.get_mapping(index=codecs_index)[codecs_index]
-        assert set(mapping["mappings"]["properties"]) == {"target_index", "kind", "version"}
+        assert set(mapping["mappings"]["properties"]) == {"target_index", "kind", "version",
+                                                          "generation"}
         # Storing again replaces the companion document.
         bundle.params["pool_factor"] = 3
         store_bundle(opensearch_client, index_name, bundle, codecs_index=codecs_index)
