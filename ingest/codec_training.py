@@ -66,6 +66,8 @@ def train_codecs(
         if was_padded:
             padded.append(f"token PQ ({len(flat)} vectors)")
         bundle.fde = MuveraFDE(dim=flat.shape[1], seed=params.seed)
+        if params.fde_dtype == "int8":
+            bundle.fde.calibrate_int8(tokens)  # one scale from the training sample's FDEs
     if summary is not None:
         summary.padded_training += padded
     return bundle

@@ -450,6 +450,7 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
     body = compose_index_body(
         reps, dense_dim=expected_dim or 1,
         fde_dim=bundle.fde.fde_dim if bundle.fde is not None else None,
+        fde_data_type=bundle.fde.data_type if bundle.fde is not None else "float",
         space_type=options.space_type, engine=options.engine, matryoshka_dims=mdims,
         meta=meta, settings=settings, **kwargs,
     )

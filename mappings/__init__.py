@@ -112,6 +112,7 @@ def compose_index_body(
     *,
     dense_dim: int = 384,
     fde_dim: int | None = None,
+    fde_data_type: str = "float",
     space_type: str = "cosinesimil",
     engine: str = "lucene",
     matryoshka_dims: tuple[int, ...] | list[int] = (),
@@ -135,6 +136,8 @@ def compose_index_body(
         raise ValueError(f"text_analyzer must be one of {TEXT_ANALYZERS}, got {text_analyzer!r}")
     if dense_dim <= 0:
         raise ValueError(f"dense_dim must be positive, got {dense_dim}")
+    if fde_data_type not in ("float", "byte"):
+        raise ValueError(f"fde_data_type must be 'float' or 'byte', got {fde_data_type!r}")
     bad = [d for d in matryoshka_dims if not 0 < int(d) < dense_dim]
     if bad:
         raise ValueError(f"Matryoshka dims must lie in (0, {dense_dim}), got {bad}")
@@ -143,6 +146,7 @@ def compose_index_body(
     values = {
         "dense_dim": int(dense_dim),
         "fde_dim": int(fde_dim or 0),
+        "fde_data_type": fde_data_type,
         "space_type": space_type,
         "engine": engine,
         "text_analyzer": text_analyzer,
