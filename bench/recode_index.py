@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-docs", type=int, default=2000)
     ap.add_argument("--max-train-tokens", type=int, default=50_000)
     ap.add_argument("--bulk-docs", type=int, default=50)
+    ap.add_argument("--limit", type=int, help="copy only the first N documents (smoke runs)")
     args = ap.parse_args(argv)
 
     from opensearchpy import helpers
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
     head: list[dict[str, Any]] = []
     stream = stored_documents(client, source, dim)
+    if args.limit:
+        import itertools
+
+        stream = itertools.islice(stream, args.limit)
     for doc in stream:
         doc["tokens"] = tokens_of(doc)
         head.append(doc)
