@@ -4,10 +4,10 @@ healing the cluster.
 
 One module-scoped cluster (`osneural opensearch start --nodes 3`, small heaps) serves every test;
 a kill SIGKILLs one node's recorded pid (only nodes of this cluster), and `osneural opensearch
-start` brings it back on its ports. Indices get one replica through an index template, so every
-shard survives the loss of any one node. Each kill counts the queries sent, failed (an error, an
-HTTP error status or a skipped stage) and changed (top-10 ids differing from the healthy
-cluster's); the counts are printed (`pytest -s`) and, with `OSNEURAL_NODE_LOSS_REPORT=path`,
+start` brings it back on its ports. Indices get 2 shards and one replica (`ingest --shards 2
+--replicas 1`), so every shard survives the loss of any one node. Each kill counts the queries
+sent, failed (an error, an HTTP error status or a skipped stage) and changed (top-10 ids
+differing from the healthy cluster's); the counts are printed (`pytest -s`) and, with `OSNEURAL_NODE_LOSS_REPORT=path`,
 written as JSON for docs/DEPLOYMENT.md.
 """
 
@@ -51,6 +51,8 @@ QUERIES = (
 #: machine running three nodes, ingestion and the CLI can starve a stage past it; what these
 #: tests judge is node loss, so a starved stage must not pass for a failed query
 BUDGET_MS = 30000
+#: every test index: one replica, so each shard survives the loss of any one node
+SHARDS = ("--shards", "2", "--replicas", "1")
 #: node-loss counts of every kill, by test, for the report
 RESULTS: dict[str, dict[str, Any]] = {}
 
@@ -157,11 +159,6 @@ def cluster() -> Iterator[Cluster]:
     try:
         assert started.returncode == 0, started.stderr
         c.client = ClusterConfig.from_values(c.urls).client()
-        # one replica for every test index, set before ingestion creates it
-        c.client.indices.put_index_template(name="mn-replicas", body={
-            "index_patterns": ["mn-*"],
-            "template": {"settings": {"index": {"number_of_shards": 2, "number_of_replicas": 1}}},
-        })
         RESULTS["cluster_start_s"] = round(time.monotonic() - t0, 1)
         yield c
     finally:
@@ -181,7 +178,7 @@ def cluster() -> Iterator[Cluster]:
 
 def _ingest(c: Cluster, index: str, *extra: str, urls: str | None = None, **kw: Any):
     return _cli("ingest", "sample", "--limit", str(N_DOCS), "--index", index, "--url",
-                urls or c.url_list, "--no-progress", "--json", *extra, **kw)
+                urls or c.url_list, *SHARDS, "--no-progress", "--json", *extra, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +188,7 @@ def docs_index(cluster: Cluster) -> str:
     assert done.returncode == 0, done.stderr
     cluster.wait_nodes(N_NODES, "green")
     settings = cluster.client.indices.get_settings(index=INDEX)[INDEX]["settings"]["index"]
-    assert settings["number_of_replicas"] == "1"
+    assert (settings["number_of_shards"], settings["number_of_replicas"]) == ("2", "1")
     RESULTS["ingest_s"] = round(time.monotonic() - t0, 1)
     return INDEX
 
@@ -520,7 +517,7 @@ def test_ingest_with_replicas_survives_a_node_loss_then_resume(cluster: Cluster)
     # the first small run creates the index (its primaries land where OpenSearch puts them);
     # the main run then talks only to the nodes that do not hold the primary to be killed
     first = _cli("ingest", "sample", "--limit", "16", "--index", index, "--url", cluster.url_list,
-                 "--representations", reps, "--batch-size", "8", "--no-progress")
+                 *SHARDS, "--representations", reps, "--batch-size", "8", "--no-progress")
     assert first.returncode == 0, first.stderr
     victim = cluster.primary_node(index)
     survivors = ",".join(u for u in cluster.urls if cluster.node_of_url(u) != victim)
