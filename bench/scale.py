@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--no-recovery-source", dest="recovery_source", action="store_false",
                     help="turn _recovery_source off (steady state; see create_index for the catch)")
+    ap.add_argument("--resume", action="store_true",
+                    help="grow the index an earlier run left (its steps: $TMPDIR/osneural-scale.json)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-docs", action="store_true", help="write docs/scale.md")
     args = ap.parse_args(argv)
@@ -417,8 +419,19 @@ def main(argv: list[str] | None = None) -> int:
         "assumptions": {"shard_gb": args.shard_gb, "node_ram_gb": args.node_ram_gb,
                         "node_disk_gb": args.node_disk_gb, "replicas": args.replicas},
     }
-    create_index(client, source, args.source_index, bundle, args.recovery_source)
+    partial = Path(os.environ.get("TMPDIR", "/tmp")) / "osneural-scale.json"
     loaded = 0  # documents in the index: real first, then distractors 0, 1, ...
+    if args.resume and client.indices.exists(index=INDEX) and partial.exists():
+        # Grow the index an earlier run left; its measured steps come from its partial report.
+        client.indices.refresh(index=INDEX)
+        loaded = int(client.count(index=INDEX)["count"])
+        earlier = json.loads(partial.read_text())
+        report["steps"] = [s for s in earlier["steps"] if s["docs"] <= loaded]
+        report["command"] = earlier["command"] + " && " + report["command"]
+        sizes = [n for n in sizes if n > loaded]
+    else:
+        create_index(client, source, args.source_index, bundle, args.recovery_source)
+    start_minute = time.gmtime().tm_hour * 60 + time.gmtime().tm_min
 
     def docs_until(n: int) -> Iterator[dict[str, Any]]:
         nonlocal loaded
@@ -433,8 +446,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for n in sizes:
         if args.deadline and report["steps"]:
-            now = time.strftime("%H:%M", time.gmtime())
-            if now >= args.deadline:
+            hh, mm = (int(x) for x in args.deadline.split(":"))
+            now = time.gmtime().tm_hour * 60 + time.gmtime().tm_min
+            # minutes since the start, against the deadline's (which may fall after midnight)
+            if (now - start_minute) % 1440 >= (hh * 60 + mm - start_minute) % 1440:
                 report["stopped"] = (f"N={n} not started: the {args.deadline} UTC deadline passed "
                                      f"after N={report['steps'][-1]['docs']}")
                 break
@@ -467,8 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         step["queries"] = query_step(client, specs, args.max_queries, log)
         report["steps"].append(step)
         if args.json or args.write_docs:  # keep partial results if a later size is cut short
-            (Path(os.environ.get("TMPDIR", "/tmp")) / "osneural-scale.json").write_text(
-                json.dumps(report, indent=2))
+            partial.write_text(json.dumps(report, indent=2))
 
     steps = report["steps"]
     ns = [s["docs"] for s in steps]
