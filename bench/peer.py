@@ -223,6 +223,7 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
         "batch_size": args.batch_size}}]})
     sides = ["osneural", "native"] + (["osneural-int8"] if int8 else [])
     seconds = {s: 0.0 for s in sides}
+    stages: dict[str, dict[str, float]] = {s: {} for s in sides}  # osneural's own breakdown
     rounds = max(1, args.rounds)
     size = -(-len(docs) // rounds)
     for r in range(rounds):
@@ -243,6 +244,8 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
                                        batch_size=args.batch_size, encoders=encs, progress=False)
                 if getattr(summary, "failed", 0):
                     raise RuntimeError(f"{side} ingest of {kind}: {summary.failed} failed")
+                for stage, secs in summary.stage_seconds.items():
+                    stages[side][stage] = stages[side].get(stage, 0.0) + secs
             dt = time.perf_counter() - t0
             seconds[side] += dt
             log(f"ingest {kind} round {r + 1}/{rounds} {side}: {len(chunk)} docs in {dt:.1f}s")
@@ -250,7 +253,8 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
     for s, n in counts.items():
         if n != len(docs):
             raise RuntimeError(f"{names[s]} holds {n} documents, expected {len(docs)}")
-    return {s: {"seconds": seconds[s], "docs_per_s": len(docs) / seconds[s]} for s in sides}
+    return {s: {"seconds": seconds[s], "docs_per_s": len(docs) / seconds[s],
+                **({"stage_seconds": stages[s]} if stages[s] else {})} for s in sides}
 
 
 # ----------------------------------------------------------------------------- queries
@@ -299,8 +303,11 @@ def osneural_fn(searcher, spec):
     parsed = parse_spec(spec)
 
     def fn(text: str) -> list[str]:
-        return [h["_id"] for h in searcher.search(text, parsed)["hits"]["hits"]]
+        resp = searcher.search(text, parsed)
+        fn.timings.append(resp["ext"]["osneural"]["timings_ms"])
+        return [h["_id"] for h in resp["hits"]["hits"]]
 
+    fn.timings = []  # per query: where osneural's time went (encode, stages, check, fusion)
     return fn
 
 
@@ -313,6 +320,9 @@ def compare(pairs: list[tuple[str, str, Any]], queries, qrels, clients_list, pas
             fn(text)  # warm: encoders, codecs, caches, JIT on both sides
     for clients in clients_list:
         acc: dict[tuple[str, str], dict[str, Any]] = {}
+        for _r, _s, fn in pairs:
+            if hasattr(fn, "timings"):
+                fn.timings.clear()
         for p in range(passes):
             order = pairs if p % 2 == 0 else pairs[::-1]
             for row, side, fn in order:
@@ -320,11 +330,17 @@ def compare(pairs: list[tuple[str, str, Any]], queries, qrels, clients_list, pas
                 a = acc.setdefault((row, side), {"lat": [], "secs": 0.0, "ids": ids})
                 a["lat"] += lat
                 a["secs"] += secs
+        fns = {(row, side): fn for row, side, fn in pairs}
         for (row, side), a in acc.items():
             p50, p95 = pct(a["lat"])
             rows.append({"row": row, "side": side, "clients": clients, "p50_ms": p50,
                          "p95_ms": p95, "qps": len(a["lat"]) / a["secs"],
                          "ndcg@10": ndcg10(a["ids"], qrels)})
+            timings = getattr(fns[(row, side)], "timings", None)
+            if timings:
+                keys = sorted({k for t in timings for k in t})
+                rows[-1]["osneural_p50_ms"] = {
+                    k: round(float(np.median([t[k] for t in timings if k in t])), 2) for k in keys}
             log(f"{row} {side} clients={clients}: p50 {p50:.1f} p95 {p95:.1f} ms, "
                 f"nDCG@10 {rows[-1]['ndcg@10']:.4f}")
 
@@ -378,11 +394,18 @@ def print_tables(result: dict) -> None:
         print("|---|---:|---:|---:|")
         for kind, v in result["int8_ndcg"].items():
             print(f"| {kind} | {v['fp32']:.4f} | {v['int8']:.4f} | {100 * (v['int8'] - v['fp32']):+.2f} |")
+    print(f"\nBest native hybrid (nDCG@10 at 1 client): {result.get('best_native_hybrid')}")
     print("\n| query | clients | side | p50 ms | p95 ms | QPS | nDCG@10 |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for r in result["rows"]:
         print(f"| {r['row']} | {r['clients']} | {r['side']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
               f"| {r['qps']:.1f} | {r['ndcg@10']:.4f} |")
+    print("\n| osneural p50 ms per part (1 client) | parts |")
+    print("|---|---|")
+    for r in result["rows"]:
+        if r["clients"] == 1 and r.get("osneural_p50_ms"):
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in r["osneural_p50_ms"].items())
+            print(f"| {r['row']} | {parts} |")
     print("\n| osneural / native | clients | p50 | p95 | nDCG@10 native / osneural |")
     print("|---|---:|---:|---:|---|")
     for r in result["ratios"]:
@@ -409,7 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-multistage", action="store_true", help="skip the MaxSim pipelines")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--out", default=None, help="also write the JSON result to this file")
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="print the tables of an earlier run's --out file, run nothing")
     args = ap.parse_args(argv)
+    if args.report:
+        print_tables(json.loads(Path(args.report).read_text()))
+        return 0
 
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.registry import record_model, register_model, undeploy
