@@ -439,11 +439,15 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(json.loads(Path(args.report).read_text()))
         return 0
 
+    import signal
+
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.registry import record_model, register_model, undeploy
     from osneural.plugin import Searcher
     from osneural.plugin.resources import ResourceCache
 
+    # `timeout` / kill send SIGTERM: exit through the `finally` below, so the node is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t_all = time.perf_counter()
     docs, queries, qrels = select_data(args.docs, args.queries)
     log(f"{len(docs)} documents, {len(queries)} queries")
@@ -472,18 +476,8 @@ def main(argv: list[str] | None = None) -> int:
             for side in ("osneural", "osneural-int8"):
                 if int8 or side == "osneural":
                     record_model(client, names[kind][side], kind, models[kind])  # '.' tokens as native
-        full = "peer-osneural-full"
-        if not args.no_multistage:
-            client.indices.delete(index=full, ignore_unavailable=True)
-            names_all.append(full)
-            t0 = time.perf_counter()
-            from osneural.ingest.indexer import index_corpus
-
-            index_corpus(client, docs, full, representations="dense,sparse,multivector",
-                         batch_size=args.batch_size, progress=False)
-            log(f"osneural multi-representation index for the MaxSim pipelines: "
-                f"{time.perf_counter() - t0:.0f}s")
-
+            if args.out:  # a run cut short later still leaves the ingest rows
+                Path(args.out).write_text(json.dumps({"stage": "ingest", "ingest": ingest}, indent=1))
         cache = ResourceCache()
         searchers = {}
 
@@ -525,14 +519,6 @@ def main(argv: list[str] | None = None) -> int:
             pipe = f"peer-{label.split()[1].replace('/', '-')}"
             pairs += [(label, "native", native_fn(client, nd["native"], hybrid_q, pipe)),
                       (label, "osneural", osneural_fn(searcher(nd["osneural"]), hybrid_spec(w)))]
-        if not args.no_multistage:
-            from importlib import resources
-
-            for spec_name in ("hybrid", "multivector"):
-                text = (resources.files("osneural.plugin") / "specs" / f"{spec_name}.json").read_text()
-                spec = dict(json.loads(text), _source=False)
-                pairs.append((f"multi-stage {spec_name}.json", "osneural",
-                              osneural_fn(searcher(full), spec)))
         rows: list[dict] = []
         compare(pairs, queries, qrels, [1, args.clients], args.passes, rows)
 
@@ -549,14 +535,49 @@ def main(argv: list[str] | None = None) -> int:
         nat_h = [r for r in rows if r["side"] == "native" and r["row"].startswith("hybrid")
                  and r["clients"] == 1]
         best = max(nat_h, key=lambda r: r["ndcg@10"])["row"] if nat_h else None
-        result = {"docs": len(docs), "queries": len(queries), "batch_size": args.batch_size,
-                  "passes": args.passes, "rounds": args.rounds, "clients": [1, args.clients],
-                  "models": {k: {x: v[x] for x in ("model_id", "register_s", "deploy_s")}
-                             for k, v in models.items()},
-                  "ingest": ingest, "int8_ndcg": int8_ndcg, "rows": rows,
-                  "best_native_hybrid": best, "ratios": ratio_table(ingest, rows, best),
-                  "command": "nice python bench/peer.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "seconds": time.perf_counter() - t_all}
+
+        def snapshot(stage: str) -> dict:
+            return {"docs": len(docs), "queries": len(queries), "batch_size": args.batch_size,
+                    "passes": args.passes, "rounds": args.rounds, "clients": [1, args.clients],
+                    "models": {k: {x: v[x] for x in ("model_id", "register_s", "deploy_s")}
+                               for k, v in models.items()},
+                    "ingest": ingest, "int8_ndcg": int8_ndcg, "rows": rows,
+                    "best_native_hybrid": best, "ratios": ratio_table(ingest, rows, best),
+                    "complete": stage == "done", "stage": stage,
+                    "command": "nice python bench/peer.py " + " ".join(
+                        sys.argv[1:] if argv is None else argv),
+                    "seconds": time.perf_counter() - t_all}
+
+        if args.out:  # a run cut short later still leaves these rows
+            Path(args.out).write_text(json.dumps(snapshot("single-stage rows"), indent=1))
+        if not args.no_multistage and best is not None:
+            # Phase B: an index with every representation (its codec training is slow on a
+            # loaded box, so it comes after the single-stage rows), osneural's multi-stage
+            # pipelines interleaved with the best native hybrid run again beside them.
+            from importlib import resources
+
+            from osneural.ingest.indexer import index_corpus
+
+            full = "peer-osneural-full"
+            client.indices.delete(index=full, ignore_unavailable=True)
+            names_all.append(full)
+            t0 = time.perf_counter()
+            index_corpus(client, docs, full, representations="dense,sparse,multivector",
+                         batch_size=args.batch_size, progress=False)
+            log(f"osneural multi-representation index: {time.perf_counter() - t0:.0f}s")
+            best_w = hybrids[best]
+            pipe = f"peer-{best.split()[1].replace('/', '-')}"
+            multi = [(f"{best} (phase B)", "native", native_fn(client, nd["native"], hybrid_q, pipe)),
+                     (f"{best} (phase B)", "osneural",
+                      osneural_fn(searcher(nd["osneural"]), hybrid_spec(best_w)))]
+            for spec_name in ("hybrid", "multivector"):
+                text = (resources.files("osneural.plugin") / "specs" / f"{spec_name}.json").read_text()
+                spec = dict(json.loads(text), _source=False)
+                multi.append((f"multi-stage {spec_name}.json", "osneural",
+                              osneural_fn(searcher(full), spec)))
+            compare(multi, queries, qrels, [1, args.clients], args.passes, rows)
+            best = f"{best} (phase B)"
+        result = snapshot("done")
         for s in searchers.values():
             s.close()
     finally:
