@@ -235,14 +235,20 @@ def markdown(report: dict[str, Any]) -> str:
             "`rrf +maxsim, as is` is the previous built-in `hybrid`. \"fitted\" rows are fitted "
             "per fold on the other folds' queries.", ""]
     win = report["winner"]
-    out += [f"Winner: **{win['name']}**. Shipped as `hybrid` after a fit on both datasets' queries "
-            "(each dataset weighing the same):", "", "```json", json.dumps(win["spec"]), "```", ""]
+    fitted = win.get("pooled_in_sample") is not None
+    how = ("after a fit on every dataset's queries (each dataset weighing the same)" if fitted
+           else "with the base spec's own parameters (nothing fitted)")
+    out += [f"Winner: **{win['name']}**, as the `hybrid` spec {how}:", "", "```json",
+            json.dumps(win["spec"]), "```", ""]
     if report.get("linear"):
-        out += [f"`hybrid-linear`: **{report['linear']['name']}** fitted the same way:", "",
+        out += [f"`hybrid-linear` (best linear fusion without MaxSim): "
+                f"**{report['linear']['name']}**:", "",
                 "```json", json.dumps(report["linear"]["spec"]), "```", ""]
     if report.get("shipped_scores"):
-        out += ["The shipped `hybrid` over every test query (in-sample: these queries fitted "
-                "it; the held-out figures above are the ones to quote): "
+        note = ("in-sample: these queries fitted it; the held-out figures above are the ones to "
+                "quote" if fitted else "a real Searcher run; nothing was fitted, so it is "
+                "held-out and should equal the table's figure")
+        out += [f"That spec over every test query ({note}): "
                 + ", ".join(f"{d} {v:.4f}" for d, v in report["shipped_scores"].items()) + ".",
                 ""]
     goal = report.get("goal", {})
