@@ -327,10 +327,13 @@ def fit(scorer: Scorer, qids: Sequence[str], start: Config, space: SearchSpace) 
     if not qids:
         raise TuneError("no queries to fit on")
     current, best, steps = start, scorer.mean(start, qids), 0
+    n_coords = len(_coordinates(current, space))
     for _ in range(space.rounds):
         improved = False
-        for candidates in _coordinates(current, space):
-            for cand in candidates:
+        for i in range(n_coords):
+            # regenerated from the current point: after a switch to linear fusion, the next
+            # coordinate is its normalization, not the RRF constant it no longer has
+            for cand in _coordinates(current, space)[i]:
                 if cand == current:
                     continue
                 score = scorer.mean(cand, qids)
