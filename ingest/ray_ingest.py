@@ -169,7 +169,8 @@ def ray_index_corpus(
             except RayError as exc:
                 first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 raise run.stop(f"a Ray worker failed ({type(exc).__name__}: {first}); documents "
-                               "written so far are kept, rerun with resume to continue") from None
+                               "written so far are kept (a batch another worker had in flight "
+                               "may also have landed), rerun with resume to continue") from None
             # includes starting Ray (when not running yet) and the actors loading their encoders
             run.summary.loop_seconds = time.perf_counter() - loop_start
         if refresh:

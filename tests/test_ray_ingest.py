@@ -171,14 +171,17 @@ def test_killed_worker_loses_nothing_after_resume(opensearch_client, opensearch_
                              ray_remote_args={"max_restarts": 0})
         assert (tmp_path / "killed").exists()
         first = info.value.summary
-        opensearch_client.indices.refresh(index=name)
         assert first.indexed < N_DOCS
-        assert opensearch_client.count(index=name)["count"] == first.indexed
+        # The summary counts what the driver saw acknowledged; a bulk request the surviving actor
+        # had already sent may still land after the run stopped, so the index may hold more.
+        opensearch_client.indices.refresh(index=name)
+        assert opensearch_client.count(index=name)["count"] >= first.indexed
 
         done = ray_index_corpus(cfg, corpus, name, batch_size=8, workers=2, resume=True,
                                 encoders=fake_encoders(), progress=False,
                                 failure_report=tmp_path / "f2.jsonl")
-        assert done.skipped == first.indexed and done.indexed == N_DOCS - first.indexed
+        # every document exactly once: what had landed is skipped, the rest is indexed now
+        assert done.skipped >= first.indexed and done.skipped + done.indexed == N_DOCS
         _assert_same_index(opensearch_client, ref, name)
 
         # With Ray's default actor restarts the killed batch is retried: one run, nothing lost.
