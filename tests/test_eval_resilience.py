@@ -129,9 +129,10 @@ def test_transient_failures_are_retried_and_lasting_ones_counted(
     opensearch_url: str, beir_index: tuple[str, Path], tmp_path: Path, capsys
 ) -> None:
     index, root = beir_index
-    # The client tries each request 3 times (one host: max_retries 2); "flaky" loses its first 4
-    # requests, so the eval's first try fails outright and its second gets through.
-    relay = FaultyRelay(opensearch_url, {b"poison": -1, b"flaky": 4})
+    # The client tries each request 3 times (one host: max_retries 2) and the Searcher retries a
+    # stage once after a connection error, so one eval try sends a stage 6 times. "flaky" loses
+    # its first 7 requests: the eval's first try fails outright and its second gets through.
+    relay = FaultyRelay(opensearch_url, {b"poison": -1, b"flaky": 7})
     thread = threading.Thread(target=relay.serve_forever, daemon=True)
     thread.start()
     out = tmp_path / "r.json"
@@ -147,8 +148,9 @@ def test_transient_failures_are_retried_and_lasting_ones_counted(
     assert (run["queries"], run["evaluated"], run["failed"]) == (4, 3, 1)
     assert run["errors"][0]["query_id"] == "q3" and "ConnectionError" in run["errors"][0]["error"]
     assert run["retried"] >= 1  # q4's second try answered
-    # 3 tries by the eval (first + --retries 2), each tried 3 times by the client
-    assert relay.dropped[b"poison"] == 9 and relay.dropped[b"flaky"] == 4
+    # 3 tries by the eval (first + --retries 2), each 2 stage tries by the Searcher, each tried
+    # 3 times by the client
+    assert relay.dropped[b"poison"] == 18 and relay.dropped[b"flaky"] == 7
     # every query that answered found its document at rank 1
     assert run["metrics"]["mrr@10"] == pytest.approx(1.0)
     row = next(line for line in captured.out.splitlines() if line.startswith("bm25"))
