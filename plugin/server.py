@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -252,8 +253,7 @@ def create_app(
     limits = limits or Limits()
     passthrough_auth = auth == "passthrough"
     if passthrough_auth:
-        anonymous = ClusterConfig(cluster.hosts, None, None, cluster.ca_certs, cluster.insecure,
-                                  cluster.sniff, cluster.timeout, cluster.max_retries)
+        anonymous = dataclasses.replace(cluster, user=None, password=None)
         upstream = client or anonymous.client(pool_maxsize=64)
         if _client_has_credentials(upstream):
             raise ValueError("--auth passthrough needs an upstream client without credentials "

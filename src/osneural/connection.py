@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -106,7 +106,6 @@ class ClusterConfig:
     insecure: bool = False
     sniff: bool = False
     timeout: float = 60.0
-    max_retries: int | None = None
 
     @classmethod
     def from_values(
@@ -175,9 +174,6 @@ class ClusterConfig:
         who = f" as {self.user!r}" if self.user else ""
         return ",".join(self.urls) + who
 
-    def with_timeout(self, timeout: float) -> ClusterConfig:
-        return replace(self, timeout=timeout)
-
     def client_kwargs(self, pool_maxsize: int = 32) -> dict[str, Any]:
         """Keyword arguments for `opensearchpy.OpenSearch` (also used by the async client)."""
         use_ssl = any(h.scheme == "https" for h in self.hosts)
@@ -186,7 +182,7 @@ class ClusterConfig:
                        "scheme": h.scheme} for h in self.hosts],
             "timeout": self.timeout,
             # Each retry goes to the next live host; one per host plus one covers a node dying.
-            "max_retries": self.max_retries if self.max_retries is not None else len(self.hosts) + 1,
+            "max_retries": len(self.hosts) + 1,
             "retry_on_status": (502, 503, 504),
             "pool_maxsize": pool_maxsize,
         }
@@ -230,7 +226,3 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sniff", action="store_true",
                    help="discover the cluster's other nodes from the ones given")
 
-
-def client_from_args(args: argparse.Namespace, timeout: float = 60.0, **overrides: Any) -> Any:
-    """`ClusterConfig.from_args(args).client()`: what a command's `run_*` calls."""
-    return ClusterConfig.from_args(args, timeout).client(**overrides)
