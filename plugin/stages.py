@@ -151,5 +151,18 @@ def run_query(
     if timeout_s is not None:
         params["request_timeout"] = max(timeout_s, 0.001)
     resp = complete(client.search(index=index, body=body, **params), "search")
-    return [(hit["_id"], float(hit["_score"] or 0.0))
+    return candidates(resp)
+
+
+def candidates(resp: dict[str, Any]) -> list[tuple[str, float]]:
+    """(id, score) best first, equal scores ordered by id.
+
+    OpenSearch breaks a score tie by shard and Lucene doc id, and the doc id of one document
+    differs between a primary and its replica: two processes (or one query before and after a node
+    loss) that read different copies would rank identical documents in a different order, and the
+    rank-based fusion after this would turn that into different scores. Ordering ties by `_id`
+    makes the answer independent of the copy that served it."""
+    hits = [(hit["_id"], float(hit["_score"] or 0.0))
             for hit in (resp.get("hits") or {}).get("hits", [])]
+    hits.sort(key=lambda h: (-h[1], h[0]))
+    return hits

@@ -144,6 +144,18 @@ def test_fusion_ties_break_by_best_rank_then_id():
     assert [d for d, _ in fusion.rrf([r1, r2])] == ["d2", "d9"]  # same best rank 0 -> by id
 
 
+def test_stage_candidates_order_score_ties_by_id_whatever_copy_answered():
+    # two copies of a shard return identical documents in their own Lucene order
+    primary = {"hits": {"hits": [{"_id": "a.y", "_score": 3.0}, {"_id": "b", "_score": 2.5},
+                                 {"_id": "a.x", "_score": 2.5}, {"_id": "c", "_score": 1.0}]}}
+    replica = {"hits": {"hits": [{"_id": "a.y", "_score": 3.0}, {"_id": "a.x", "_score": 2.5},
+                                 {"_id": "b", "_score": 2.5}, {"_id": "c", "_score": 1.0}]}}
+    assert stages.candidates(primary) == stages.candidates(replica) == [
+        ("a.y", 3.0), ("a.x", 2.5), ("b", 2.5), ("c", 1.0)]
+    assert fusion.rrf([stages.candidates(primary)]) == fusion.rrf([stages.candidates(replica)])
+    assert stages.candidates({}) == []  # an empty result drops `hits` under filter_path
+
+
 def _ranx_run(runs):
     from ranx import Run
 
