@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from osneural.connection import add_cluster_arguments, client_from_args
+from osneural.connection import ClusterConfig, add_cluster_arguments
 
 #: Lucene file extension -> the kind of data it holds (Lucene 9/10 codecs, k-NN's lucene engine)
 FILE_KINDS = {
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep _recovery_source in the copies (a freshly written index)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    client = client_from_args(args, timeout=600)
+    client = ClusterConfig.from_args(args, timeout=600).client()
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     report = by_field(client, args.index, fields, args.batch, keep=args.keep,
                       recovery_source=args.with_recovery_source)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from osneural.connection import add_cluster_arguments, client_from_args
+from osneural.connection import ClusterConfig, add_cluster_arguments
 
 
 def stored_documents(client: Any, index: str, dim: int, batch: int = 50,
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from osneural.ingest.documents import EncodedBatch, build_documents, matryoshka
     from osneural.ingest.indexer import codec_meta
 
-    client = client_from_args(args, timeout=600)
+    client = ClusterConfig.from_args(args, timeout=600).client()
     source = args.source or f"osneural-quality-{args.dataset}"
     target = f"{args.prefix}{args.dataset}"
     if target == source:

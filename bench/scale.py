@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from osneural.ingest.codec_store import load_codecs
 
-    client = ClusterConfig.from_values(args.url).with_timeout(600).client()
-    source = ClusterConfig.from_values(args.source_url).with_timeout(600).client()
+    client = ClusterConfig.from_values(args.url, timeout=600).client()
+    source = ClusterConfig.from_values(args.source_url, timeout=600).client()
     bundle = load_codecs(source, args.source_index)
     if bundle is None:
         ap.error(f"{args.source_index!r} has no codec document at {args.source_url}")
