@@ -251,6 +251,16 @@ class BatchStep:
 
     def __call__(self, docs: Sequence[CorpusDocument]) -> BatchResult:
         """Resume check, encode, write: the whole step for one batch."""
+        result, todo, raw = self.encode_batch(docs)
+        if todo:
+            self.write(todo, raw, result)
+        return result
+
+    def encode_batch(self, docs: Sequence[CorpusDocument]
+                     ) -> tuple[BatchResult, list[CorpusDocument], RawBatch | None]:
+        """Everything before the write: resume check and encoding. Returns the batch's result so
+        far and the documents left to write with their encodings (none when every document was
+        skipped, refused, or the cluster was unreachable for the resume check)."""
         result = BatchResult(docs=len(docs))
         timer = StageTimer(result.stage_seconds)
         todo = list(docs)
@@ -265,15 +275,14 @@ class BatchStep:
                     result.unavailable = str(exc)
                     result.failures += [DocFailure(d.id, d.source, d.line, "resume_check", str(exc))
                                         for d in todo]
-                    return result
+                    return result, [], None
             result.retries += retries
             result.skipped += len(done)
             todo = [d for d in todo if d.id not in done]
-        if todo:
-            todo, raw = self.encode(todo, result)
-            if todo:
-                self.write(todo, raw, result)
-        return result
+        if not todo:
+            return result, [], None
+        todo, raw = self.encode(todo, result)
+        return result, todo, raw
 
     def encode(self, docs: list[CorpusDocument], result: BatchResult
                ) -> tuple[list[CorpusDocument], RawBatch | None]:

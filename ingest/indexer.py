@@ -13,6 +13,7 @@ Names other modules and tests import from here (`CodecParams`, `IngestError`, `t
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -128,12 +129,7 @@ def index_corpus(
                 raise run.stop(result.unavailable)
         del prep
         loop_start = time.perf_counter()
-        for batch in reader:
-            result = step(batch)
-            run.merge(result)
-            run.summary.loop_docs += result.docs
-            if result.unavailable:
-                raise run.stop(result.unavailable)
+        _pipelined(step, reader, run)
         run.summary.loop_seconds = time.perf_counter() - loop_start
         if reader.valid_seen == 0:
             raise reader.empty_error()
@@ -145,6 +141,41 @@ def index_corpus(
             run.summary.aborted = f"{run.summary.aborted}; {note}" if run.summary.aborted else note
         run.close()
     return run.finish()
+
+
+def _pipelined(step: BatchStep, reader: Iterable[Any], run: IngestRun) -> None:
+    """Encode batch i+1 while batch i's bulk request is in flight.
+
+    Encoding is client CPU and the bulk call is mostly the node's work (parsing, HNSW inserts)
+    plus the wait for it, so overlapping them takes the bulk time off the critical path. One write
+    is in flight at a time and results are merged in corpus order, so the summary, the failure
+    report and `--resume` see exactly what the sequential loop would. When a write finds the
+    cluster unreachable, the batch encoded meanwhile is dropped unwritten and uncounted (as if
+    never read): a `--resume` rerun picks it up."""
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="osneural-bulk") as writer:
+        in_flight: tuple[cf.Future, BatchResult] | None = None
+
+        def finish(job: tuple[cf.Future, BatchResult]) -> None:
+            future, result = job
+            future.result()  # re-raises what the write raised (IndexMismatch, ...)
+            run.merge(result)
+            run.summary.loop_docs += result.docs
+            if result.unavailable:
+                raise run.stop(result.unavailable)
+
+        for batch in reader:
+            result, todo, raw = step.encode_batch(batch)
+            if in_flight is not None:
+                job, in_flight = in_flight, None
+                finish(job)
+            if result.unavailable or not todo:
+                done: cf.Future = cf.Future()
+                done.set_result(None)
+                finish((done, result))
+                continue
+            in_flight = (writer.submit(step.write, todo, raw, result), result)
+        if in_flight is not None:
+            finish(in_flight)
 
 
 def _refresh(client: Any, index: str, run: IngestRun) -> None:
