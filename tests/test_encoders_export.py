@@ -242,6 +242,34 @@ def test_int8_variant_is_close_and_loadable(exported) -> None:
     assert 0 < diff < 0.2
 
 
+def test_query_encoders_in_int8_on_request(exported, tmp_path, monkeypatch) -> None:
+    """`OSNEURAL_QUERY_PRECISION=int8` (or `EncoderCache(precision=...)`) loads the int8 variant
+    of the default export; an export without one is refused with the command that makes it."""
+    from osneural.ingest.encoders.defaults import DEFAULT_DIRS
+    from osneural.ingest.encoders.errors import ModelNotFoundError
+    from osneural.plugin.resources import EncoderCache, query_encoder_precision
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / DEFAULT_DIRS["dense"]).symlink_to(exported["dense"])
+    (models / DEFAULT_DIRS["sparse"]).symlink_to(exported["sparse"])  # exported without int8
+    monkeypatch.setenv("OSNEURAL_MODELS", str(models))
+    monkeypatch.setenv("OSNEURAL_QUERY_PRECISION", "int8")
+    assert query_encoder_precision() == "int8"
+    cache = EncoderCache()
+    q8 = cache.get("dense")
+    assert q8.precision == "int8"
+    fp32 = EncoderCache(precision="fp32").get("dense")
+    a, b = fp32.encode_queries(TEXTS), q8.encode_queries(TEXTS)
+    assert not np.array_equal(a, b) and np.sum(a * b, axis=1).min() > 0.98
+    assert q8.sha256 == fp32.sha256  # the index's encoder check accepts either
+    with pytest.raises(ModelNotFoundError, match="--quantize int8"):
+        cache.get("sparse")
+    monkeypatch.setenv("OSNEURAL_QUERY_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="OSNEURAL_QUERY_PRECISION"):
+        EncoderCache()
+
+
 def test_runtime_does_not_import_torch(exported) -> None:
     import subprocess
 
