@@ -179,6 +179,20 @@ def int8_encoders(batch_size: int, workdir: Path) -> dict[str, Any]:
     return out
 
 
+def int8_query_cache(int8: dict[str, Any]) -> Any:
+    """A ResourceCache whose query encoders are the int8 variants (`OSNEURAL_QUERY_PRECISION=int8`
+    in a deployment), with the threads query encoders get; it searches the fp32 indices."""
+    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.plugin.resources import EncoderCache, ResourceCache, query_encoder_threads
+
+    threads = query_encoder_threads()
+    encoders = EncoderCache(precision="int8")
+    for kind, enc in int8.items():
+        encoders.put(kind, load_encoder(enc.folder, precision="int8", intra_op_threads=threads,
+                                        inter_op_threads=threads))
+    return ResourceCache(encoders)
+
+
 # ----------------------------------------------------------------------------- ingestion
 
 
@@ -479,12 +493,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:  # a run cut short later still leaves the ingest rows
                 Path(args.out).write_text(json.dumps({"stage": "ingest", "ingest": ingest}, indent=1))
         cache = ResourceCache()
+        q8cache = int8_query_cache(int8) if int8 else None
         searchers = {}
 
-        def searcher(index: str):
-            if index not in searchers:
-                searchers[index] = Searcher(client, index, cache=cache)
-            return searchers[index]
+        def searcher(index: str, with_cache: Any = None):
+            key = (index, id(with_cache))
+            if key not in searchers:
+                searchers[key] = Searcher(client, index, cache=with_cache or cache)
+            return searchers[key]
 
         dm, sm = models["dense"]["model_id"], models["sparse"]["model_id"]
         ef = 100
@@ -519,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
             pipe = f"peer-{label.split()[1].replace('/', '-')}"
             pairs += [(label, "native", native_fn(client, nd["native"], hybrid_q, pipe)),
                       (label, "osneural", osneural_fn(searcher(nd["osneural"]), hybrid_spec(w)))]
+        if q8cache is not None:  # the same fp32 indices, queries encoded by the int8 variant
+            pairs += [("dense", "osneural-int8q", osneural_fn(searcher(nd["osneural"], q8cache), dense_spec)),
+                      ("sparse", "osneural-int8q", osneural_fn(searcher(ns["osneural"], q8cache), sparse_spec))]
+            pairs += [(label, "osneural-int8q", osneural_fn(searcher(nd["osneural"], q8cache), hybrid_spec(w)))
+                      for label, w in hybrids.items()]
         rows: list[dict] = []
         compare(pairs, queries, qrels, [1, args.clients], args.passes, rows)
 

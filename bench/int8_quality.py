@@ -1,0 +1,193 @@
+"""What int8 encoders cost in quality, on a whole BEIR corpus: documents and queries, dense and sparse.
+
+    python bench/int8_quality.py [--dataset scifact] [--kinds dense,sparse] [--json]
+
+bench/peer.py measures the speed of int8 document encoders on a few hundred documents, where
+nDCG@10 moves by half a point from which documents were drawn; this script measures their
+quality on the whole corpus. It reads every document's fp32 representation from a
+`bench/quality.py` index (`dense` vectors, `sparse` weights), re-encodes every document with the
+int8 variant of the default export (`quantize_int8`, the one `osneural export --quantize int8`
+writes, made in a temporary copy so the shared model cache is left as it is), and scores the test
+queries exactly (brute-force cosine / dot product, no HNSW, so rows differ in the encoder only):
+
+* fp32 documents, fp32 queries (the reference, measured in the same run);
+* int8 documents, fp32 queries (`osneural ingest` with int8 document encoders);
+* fp32 documents, int8 queries (`OSNEURAL_QUERY_PRECISION=int8` on the query side);
+* int8 documents, int8 queries.
+
+It also prints document-encoding docs/s of both precisions, measured one after the other here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import beir_dir  # noqa: E402
+
+
+def _int8_copy(kind: str, workdir: Path) -> Path:
+    from osneural.ingest.encoders.defaults import default_export_dir
+    from osneural.ingest.encoders.export import quantize_int8
+
+    src = default_export_dir(kind)
+    folder = workdir / kind
+    shutil.copytree(src, folder)
+    quantize_int8(folder)
+    return folder
+
+
+def _corpus_texts(dataset: str, ids: list[str]) -> list[str]:
+    """Each document's passage exactly as ingestion joins it (title and body)."""
+    by_id: dict[str, tuple[str, str]] = {}
+    with open(beir_dir(dataset) / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            d = json.loads(line)
+            by_id[str(d["_id"])] = (d.get("title") or "", d.get("text") or "")
+    return [f"{by_id[i][0]} {by_id[i][1]}".strip() if by_id[i][0] else by_id[i][1] for i in ids]
+
+
+def _ndcg(qids: list[str], scores: np.ndarray, ids: list[str], qrels: dict) -> float:
+    from osneural.eval.metrics import compute_metrics, ranked_run
+
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+    runs = {q: ranked_run([ids[i] for i in top[n]], q)[0] for n, q in enumerate(qids)}
+    return float(compute_metrics(qrels, runs)[0]["ndcg@10"])
+
+
+def _timed_docs(enc: Any, texts: list[str]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = enc.encode_documents(texts)
+    return out, len(texts) / (time.perf_counter() - t)
+
+
+def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
+    from osneural.ingest.encoders import load_default
+    from osneural.ingest.encoders.runtime import load_encoder
+    from quality import stored_dense
+
+    ids, docs = stored_dense(client, index)
+    qids = list(collection.queries)
+    qtexts = [collection.queries[q] for q in qids]
+    fp32, int8 = load_default("dense"), load_encoder(folder, precision="int8")
+    q32 = np.asarray(fp32.encode_queries(qtexts), np.float32)
+    q8 = np.asarray(int8.encode_queries(qtexts), np.float32)
+    texts = _corpus_texts(dataset, ids)
+    _, rate32 = _timed_docs(fp32, texts[:500])
+    head, rate8 = _timed_docs(int8, texts[:500])  # both rates on the same 500 documents
+    d8 = np.concatenate([np.asarray(head, np.float32),
+                         np.asarray(int8.encode_documents(texts[500:]), np.float32).reshape(-1, docs.shape[1])])
+    qr = collection.qrels
+    return {"documents": len(ids), "queries": len(qids),
+            "fp32_docs_fp32_queries": _ndcg(qids, q32 @ docs.T, ids, qr),
+            "int8_docs_fp32_queries": _ndcg(qids, q32 @ d8.T, ids, qr),
+            "fp32_docs_int8_queries": _ndcg(qids, q8 @ docs.T, ids, qr),
+            "int8_docs_int8_queries": _ndcg(qids, q8 @ d8.T, ids, qr),
+            "doc_cosine_mean": float(np.mean(np.sum(d8 * docs, axis=1))),
+            "docs_per_s_fp32": rate32, "docs_per_s_int8": rate8}
+
+
+def _sparse_scores(queries: list[dict[str, float]], docs: list[dict[str, float]]) -> np.ndarray:
+    postings: dict[str, tuple[list[int], list[float]]] = {}
+    for i, w in enumerate(docs):
+        for t, x in w.items():
+            entry = postings.setdefault(t, ([], []))
+            entry[0].append(i)
+            entry[1].append(x)
+    arrays = {t: (np.asarray(a), np.asarray(b, np.float64)) for t, (a, b) in postings.items()}
+    out = np.zeros((len(queries), len(docs)))
+    for n, w in enumerate(queries):
+        for t, x in w.items():
+            if t in arrays:
+                idx, val = arrays[t]
+                out[n, idx] += x * val
+    return out
+
+
+def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
+    from opensearchpy import helpers
+    from osneural.ingest.documents import sparse_feature_name
+    from osneural.ingest.encoders import load_default
+    from osneural.ingest.encoders.runtime import load_encoder
+
+    ids, stored = [], []
+    for hit in helpers.scan(client, index=index, query={"_source": ["sparse"]}, size=500):
+        ids.append(hit["_id"])
+        stored.append((hit.get("_source") or {}).get("sparse") or {})
+    qids = list(collection.queries)
+    qtexts = [collection.queries[q] for q in qids]
+    fp32, int8 = load_default("sparse"), load_encoder(folder, precision="int8")
+
+    def named(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{sparse_feature_name(t): float(x) for t, x in r.items()} for r in rows]
+
+    q32, q8 = named(fp32.encode_queries(qtexts)), named(int8.encode_queries(qtexts))
+    texts = _corpus_texts(dataset, ids)
+    _, rate32 = _timed_docs(fp32, texts[:500])
+    head, rate8 = _timed_docs(int8, texts[:500])  # both rates on the same 500 documents
+    d8 = named(list(head) + list(int8.encode_documents(texts[500:])))
+    qr = collection.qrels
+    return {"documents": len(ids), "queries": len(qids),
+            "fp32_docs_fp32_queries": _ndcg(qids, _sparse_scores(q32, stored), ids, qr),
+            "int8_docs_fp32_queries": _ndcg(qids, _sparse_scores(q32, d8), ids, qr),
+            "fp32_docs_int8_queries": _ndcg(qids, _sparse_scores(q8, stored), ids, qr),
+            "int8_docs_int8_queries": _ndcg(qids, _sparse_scores(q8, d8), ids, qr),
+            "docs_per_s_fp32": rate32, "docs_per_s_int8": rate8}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--index", help="default: osneural-quality-<dataset>")
+    ap.add_argument("--kinds", default="dense,sparse")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from osneural.eval.beir import load_beir
+
+    from osneural.connection import ClusterConfig
+
+    client = ClusterConfig.from_values(args.url, timeout=600).client()
+    index = args.index or f"osneural-quality-{args.dataset}"
+    collection = load_beir(beir_dir(args.dataset), "test")
+    report: dict[str, Any] = {"dataset": args.dataset, "index": index, "kinds": {}}
+    with tempfile.TemporaryDirectory(prefix="osneural-int8-") as tmp:
+        for kind in args.kinds.split(","):
+            folder = _int8_copy(kind, Path(tmp))
+            rows = (dense_rows if kind == "dense" else sparse_rows)(
+                client, index, args.dataset, collection, folder)
+            report["kinds"][kind] = rows
+            ref = rows["fp32_docs_fp32_queries"]
+            print(f"{kind}: fp32 {ref:.4f}; int8 docs {rows['int8_docs_fp32_queries']:.4f}; "
+                  f"int8 queries {rows['fp32_docs_int8_queries']:.4f}; both "
+                  f"{rows['int8_docs_int8_queries']:.4f}; docs/s {rows['docs_per_s_fp32']:.1f} -> "
+                  f"{rows['docs_per_s_int8']:.1f}", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"\n{args.dataset}: {report['kinds'] and next(iter(report['kinds'].values()))['queries']} "
+              "test queries, exact search\n")
+        print("| encoder | fp32 docs + queries | int8 docs | int8 queries | int8 both | docs/s fp32 -> int8 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for kind, r in report["kinds"].items():
+            ref = r["fp32_docs_fp32_queries"]
+            cells = " | ".join(f"{r[k]:.4f} ({100 * (r[k] - ref):+.2f})" for k in
+                               ("int8_docs_fp32_queries", "fp32_docs_int8_queries",
+                                "int8_docs_int8_queries"))
+            print(f"| {kind} | {ref:.4f} | {cells} | {r['docs_per_s_fp32']:.1f} -> "
+                  f"{r['docs_per_s_int8']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
