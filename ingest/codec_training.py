@@ -74,8 +74,17 @@ def train_codecs(
 
 
 def codec_meta(bundle: CodecBundle) -> dict[str, Any]:
-    """Kinds and parameters of the codecs, for `_meta` (the trained arrays live in the store)."""
-    meta: dict[str, Any] = {"params": dict(bundle.params)}
+    """Kinds and parameters of the codecs, for `_meta` (the trained arrays live in the store).
+
+    The inference-free IDF table (one document frequency per vocabulary term, ~140 KB of JSON on
+    SciFact) stays in the store too: `_meta` comes back with every mapping read, and each query's
+    index check reads the mapping, so a table there cost 20+ ms per query on the node. `_meta`
+    records only its size."""
+    params = {k: v for k, v in bundle.params.items() if k != "idf"}
+    idf = bundle.params.get("idf")
+    if isinstance(idf, dict):
+        params["idf_terms"] = len(idf.get("df") or {})
+    meta: dict[str, Any] = {"params": params}
     if bundle.binary is not None:
         meta["binary"] = {"kind": "binary", "bits_per_dim": bundle.binary.bits_per_dim,
                           "n_bits": bundle.binary.n_bits, "itq": bundle.binary.itq}

@@ -114,3 +114,18 @@ def test_bundle_is_stored_in_and_loaded_from_opensearch(opensearch_client, index
             load_bundle(opensearch_client, "missing", codecs_index)
     finally:
         opensearch_client.indices.delete(index=codecs_index, ignore_unavailable=True)
+
+
+def test_index_meta_leaves_the_idf_table_in_the_store() -> None:
+    """`_meta` is read with every mapping (each query's index check): the inference-free IDF
+    table, one entry per vocabulary term, must stay in the codec document."""
+    from osneural.ingest.codec_training import codec_meta
+
+    df = {str(i): i % 7 + 1 for i in range(30000)}
+    bundle = CodecBundle(params={"mih_m": 64, "idf": {"documents": 5000, "df": df}})
+    meta = codec_meta(bundle)
+    assert meta["params"] == {"mih_m": 64, "idf_terms": 30000}
+    assert len(json.dumps(meta)) < 200
+    assert bundle.params["idf"]["df"] is df  # the store's copy is untouched
+    back = CodecBundle.from_dict(bundle.to_dict())
+    assert back.params["idf"]["df"] == df
