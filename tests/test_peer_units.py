@@ -46,11 +46,12 @@ def test_token_budget_batches_respect_both_caps(cap):
         assert any(len(b) > 1 for b in batches) and any(len(b) < 3 for b in batches)
 
 
-def test_sparse_default_has_a_token_budget():
+def test_every_default_encoder_has_a_token_budget():
     from osneural.ingest.encoders import load_default
 
-    assert load_default("sparse").max_batch_tokens == 1024
-    assert load_default("dense").max_batch_tokens is None
+    for kind in ("sparse", "dense", "multivector"):
+        assert load_default(kind).max_batch_tokens == 1024, kind
+    assert load_default("dense", max_batch_tokens=4096).max_batch_tokens == 4096
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse"])

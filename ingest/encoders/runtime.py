@@ -67,8 +67,11 @@ class OnnxEncoder:
     """Shared plumbing: manifest, tokenizer, session, length-sorted batching, statistics."""
 
     kind = ""
-    #: default `max_batch_tokens` (None: batches are `batch_size` texts whatever their length)
-    DEFAULT_BATCH_TOKENS: int | None = None
+    #: default `max_batch_tokens` (None: batches are `batch_size` texts whatever their length).
+    #: 1024 tokens (four 256-token passages) per run keeps the FFN activations of a MiniLM layer
+    #: (tokens x 1536 floats) in cache: on SciFact passages, 640 documents at batch 32, dense
+    #: fp32 34 -> 39 docs/s, dense int8 72 -> 80 docs/s, multivector 35 -> 40 docs/s (2 cores).
+    DEFAULT_BATCH_TOKENS: int | None = 1024
 
     def __init__(
         self,
