@@ -7,10 +7,12 @@ instead of failing the query. Only when every first stage fails does the query f
 
 What is not query time stays out of the budget: the encoders and codec bundle the spec needs are
 loaded before the deadline starts (a cold process would otherwise fail its first queries on
-model-load time). And no answer uses stale codecs: while the first stages run, the calling thread
-(otherwise idle) fetches the index's fingerprint (uuid + codec generation, see
-`osneural.plugin.resources`); when it differs from the cached one -- the index was rebuilt under
-this process -- the description is reloaded and the query runs again from the start.
+model-load time). And no answer uses stale codecs: every answer is checked against the index's
+fingerprint (uuid + codec generation, see `osneural.plugin.resources`) read by a request sent
+after the query began -- the calling thread's own read while the first stages run, or, under
+concurrency, a read another query sent meanwhile (`osneural.plugin.index_check`); when it
+differs from the cached one -- the index was rebuilt under this process -- the description is
+reloaded and the query runs again from the start.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 from osneural.plugin import cluster_encoding, prf, rescoring, stages
 from osneural.plugin import fusion as fusion_mod
+from osneural.plugin.index_check import SharedCheck
 from osneural.plugin.resources import (
     IndexFingerprint,
     IndexResources,
@@ -190,6 +193,9 @@ class Searcher:
         self.index = index
         self.cache = cache or default_cache()
         self._pool = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="osneural")
+        # the per-query index check, shared by concurrent queries (osneural.plugin.index_check)
+        self._check: SharedCheck[IndexFingerprint] = SharedCheck(
+            lambda: current_fingerprint(self.client, self.index))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -332,14 +338,27 @@ class Searcher:
         budget = spec.timeout_ms / 1e3
 
         names = _stage_names([s.type for s in spec.first_stages])
+        # before any stage is sent: only reads sent after this may verify the answer
+        ticket = None if res.fingerprint.generation is None else self._check.begin()
         t0 = time.perf_counter()
-        futures = {
-            self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
-            for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True))
-        }
-        seen = self._fingerprint(res)  # concurrently with the first stages
-        timings["check"] = (time.perf_counter() - t0) * 1e3
-        done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+        try:
+            futures = {
+                self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
+                for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True))
+            }
+            if ticket is None:  # an older build: the read depends on the cached codec version
+                seen = self._fingerprint(res)  # concurrently with the first stages
+                timings["check"] = (time.perf_counter() - t0) * 1e3
+                done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+            else:
+                self._check.lead(ticket)  # concurrently with the first stages, if this one leads
+                done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+                t_check = time.perf_counter()
+                seen = self._check.settle(ticket)
+                timings["check"] = (time.perf_counter() - (t0 if ticket.lead else t_check)) * 1e3
+        finally:
+            if ticket is not None:
+                self._check.release(ticket)
         seen = self._verified(res, seen)
         if seen != res.fingerprint:
             for fut in pending:
