@@ -155,9 +155,9 @@ def _pipelined(step: BatchStep, reader: Iterable[Any], run: IngestRun) -> None:
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="osneural-bulk") as writer:
         in_flight: tuple[cf.Future, BatchResult] | None = None
 
-        def finish(job: tuple[cf.Future, BatchResult]) -> None:
-            future, result = job
-            future.result()  # re-raises what the write raised (IndexMismatch, ...)
+        def finish(result: BatchResult, write: cf.Future | None = None) -> None:
+            if write is not None:
+                write.result()  # re-raises what the write raised (IndexMismatch, ...)
             run.merge(result)
             run.summary.loop_docs += result.docs
             if result.unavailable:
@@ -166,16 +166,14 @@ def _pipelined(step: BatchStep, reader: Iterable[Any], run: IngestRun) -> None:
         for batch in reader:
             result, todo, raw = step.encode_batch(batch)
             if in_flight is not None:
-                job, in_flight = in_flight, None
-                finish(job)
+                (write, written), in_flight = in_flight, None
+                finish(written, write)
             if result.unavailable or not todo:
-                done: cf.Future = cf.Future()
-                done.set_result(None)
-                finish((done, result))
-                continue
-            in_flight = (writer.submit(step.write, todo, raw, result), result)
+                finish(result)
+            else:
+                in_flight = (writer.submit(step.write, todo, raw, result), result)
         if in_flight is not None:
-            finish(in_flight)
+            finish(in_flight[1], in_flight[0])
 
 
 def _refresh(client: Any, index: str, run: IngestRun) -> None:

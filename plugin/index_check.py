@@ -6,13 +6,13 @@ before a query started can never be answered with the old build's codecs. Readin
 query is one extra request per query, which on a saturated query node cost about a fifth of
 the throughput (8 clients on 2 cores, dense spec: 162 against 196 queries/s without the check).
 
-`SharedCheck` keeps that guarantee with fewer requests. A query that starts while no check is in
-flight sends one at once, concurrently with its first stages, exactly as before (a lone client
-sees no change). A query that starts while another query's check is in flight cannot use it (it
-was sent before this query began), so it runs its stages first and then joins the newest check
-sent after it began -- one that a later query started meanwhile -- or, when there is none, sends
-its own. Under load the checks then come at the rate of one per round trip instead of one per
-query.
+`SharedCheck` keeps that guarantee with fewer requests. A query that starts alone (no other
+query running, no check in flight) sends one at once, concurrently with its first stages, exactly
+as before: a lone client sees no change. A query that starts while others run (a check in flight
+then was sent before it began, so it cannot be used) runs its stages first and then joins the
+newest check sent after it began -- one that another query sent meanwhile -- or, when there is
+none, sends its own. Under load the checks then come at the rate of one per round trip instead of
+one per query.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Ticket:
 
     order: int
     flight: _Flight | None = None
-    lead: bool = False  # this query sends `flight` itself
+    lead: bool = False  # began alone: sends `flight` itself, beside its stages
     released: bool = False
 
 
@@ -108,7 +108,7 @@ class SharedCheck(Generic[T]):
                 if latest is not None and latest.order > ticket.order:
                     ticket.flight = latest
                 else:
-                    ticket.flight, ticket.lead = self._new_flight(), True
+                    ticket.flight = self._new_flight()  # none: this query sends its own now
         if self._claim(ticket.flight):  # its leader never sent it (it failed before): send it
             self._run(ticket.flight)
         ticket.flight.done.wait()

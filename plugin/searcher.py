@@ -346,16 +346,20 @@ class Searcher:
                 self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
                 for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True))
             }
-            if ticket is None:  # an older build: the read depends on the cached codec version
-                seen = self._fingerprint(res)  # concurrently with the first stages
-                timings["check"] = (time.perf_counter() - t0) * 1e3
-                done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+            # concurrently with the first stages: an older build's own read (it depends on the
+            # cached codec version), else the shared read when this query leads one
+            if ticket is None:
+                seen: IndexFingerprint | BaseException = self._fingerprint(res)
             else:
-                self._check.lead(ticket)  # concurrently with the first stages, if this one leads
-                done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+                self._check.lead(ticket)
+            if ticket is None or ticket.lead:
+                timings["check"] = (time.perf_counter() - t0) * 1e3
+            done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+            if ticket is not None:
                 t_check = time.perf_counter()
                 seen = self._check.settle(ticket)
-                timings["check"] = (time.perf_counter() - (t0 if ticket.lead else t_check)) * 1e3
+                if "check" not in timings:  # waited for (or sent) a read after the stages
+                    timings["check"] = (time.perf_counter() - t_check) * 1e3
         finally:
             if ticket is not None:
                 self._check.release(ticket)
