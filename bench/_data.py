@@ -4,7 +4,12 @@ checkout (where CI and every session put it)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,3 +21,25 @@ def beir_root() -> Path:
 
 def beir_dir(name: str) -> Path:
     return beir_root() / name
+
+
+def sparse_dot_scores(queries: Sequence[Mapping[str, float]],
+                      docs: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Exact sparse dot products, [query, document], through postings built once (what the
+    `rank_features` stage computes, without OpenSearch's ~9-bit feature rounding)."""
+    import numpy as np
+
+    postings: dict[str, tuple[list[int], list[float]]] = {}
+    for i, w in enumerate(docs):
+        for t, x in w.items():
+            entry = postings.setdefault(t, ([], []))
+            entry[0].append(i)
+            entry[1].append(x)
+    arrays = {t: (np.asarray(a), np.asarray(b, np.float64)) for t, (a, b) in postings.items()}
+    out = np.zeros((len(queries), len(docs)))
+    for n, w in enumerate(queries):
+        for t, x in w.items():
+            if t in arrays:
+                idx, val = arrays[t]
+                out[n, idx] += x * val
+    return out

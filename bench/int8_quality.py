@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from _data import beir_dir, sparse_dot_scores  # noqa: E402
 
 
 def _int8_copy(kind: str, workdir: Path) -> Path:
@@ -47,13 +47,13 @@ def _int8_copy(kind: str, workdir: Path) -> Path:
 
 
 def _corpus_texts(dataset: str, ids: list[str]) -> list[str]:
-    """Each document's passage exactly as ingestion joins it (title and body)."""
-    by_id: dict[str, tuple[str, str]] = {}
-    with open(beir_dir(dataset) / "corpus.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            d = json.loads(line)
-            by_id[str(d["_id"])] = (d.get("title") or "", d.get("text") or "")
-    return [f"{by_id[i][0]} {by_id[i][1]}".strip() if by_id[i][0] else by_id[i][1] for i in ids]
+    """Each document's passage exactly as ingestion reads and joins it (title and body)."""
+    from osneural.ingest.batch import joined_text
+    from osneural.ingest.corpus import CorpusDocument, iter_corpus
+
+    by_id = {d.id: joined_text(d) for d in iter_corpus(beir_dir(dataset) / "corpus.jsonl")
+             if isinstance(d, CorpusDocument)}
+    return [by_id[i] for i in ids]
 
 
 def _ndcg(qids: list[str], scores: np.ndarray, ids: list[str], qrels: dict) -> float:
@@ -96,23 +96,6 @@ def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: P
             "docs_per_s_fp32": rate32, "docs_per_s_int8": rate8}
 
 
-def _sparse_scores(queries: list[dict[str, float]], docs: list[dict[str, float]]) -> np.ndarray:
-    postings: dict[str, tuple[list[int], list[float]]] = {}
-    for i, w in enumerate(docs):
-        for t, x in w.items():
-            entry = postings.setdefault(t, ([], []))
-            entry[0].append(i)
-            entry[1].append(x)
-    arrays = {t: (np.asarray(a), np.asarray(b, np.float64)) for t, (a, b) in postings.items()}
-    out = np.zeros((len(queries), len(docs)))
-    for n, w in enumerate(queries):
-        for t, x in w.items():
-            if t in arrays:
-                idx, val = arrays[t]
-                out[n, idx] += x * val
-    return out
-
-
 def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
     from opensearchpy import helpers
     from osneural.ingest.documents import sparse_feature_name
@@ -137,10 +120,10 @@ def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: 
     d8 = named(list(head) + list(int8.encode_documents(texts[500:])))
     qr = collection.qrels
     return {"documents": len(ids), "queries": len(qids),
-            "fp32_docs_fp32_queries": _ndcg(qids, _sparse_scores(q32, stored), ids, qr),
-            "int8_docs_fp32_queries": _ndcg(qids, _sparse_scores(q32, d8), ids, qr),
-            "fp32_docs_int8_queries": _ndcg(qids, _sparse_scores(q8, stored), ids, qr),
-            "int8_docs_int8_queries": _ndcg(qids, _sparse_scores(q8, d8), ids, qr),
+            "fp32_docs_fp32_queries": _ndcg(qids, sparse_dot_scores(q32, stored), ids, qr),
+            "int8_docs_fp32_queries": _ndcg(qids, sparse_dot_scores(q32, d8), ids, qr),
+            "fp32_docs_int8_queries": _ndcg(qids, sparse_dot_scores(q8, stored), ids, qr),
+            "int8_docs_int8_queries": _ndcg(qids, sparse_dot_scores(q8, d8), ids, qr),
             "docs_per_s_fp32": rate32, "docs_per_s_int8": rate8}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from _data import beir_dir, sparse_dot_scores  # noqa: E402
 from query import ndcg10  # noqa: E402
 
 
@@ -55,25 +55,12 @@ def main(argv: list[str] | None = None) -> int:
           for q, text in queries.items()}
     rows = []
     for k in (int(x) for x in args.keep.split(",")):
-        postings: dict[str, tuple[list[int], list[float]]] = {}
-        json_bytes = terms = 0
-        for i, w in enumerate(weights):
-            top = sorted(w.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-            terms += len(top)
-            json_bytes += len(json.dumps(dict(top)))
-            for t, x in top:
-                entry = postings.setdefault(t, ([], []))
-                entry[0].append(i)
-                entry[1].append(x)
-        arrays = {t: (np.asarray(a), np.asarray(b, np.float64)) for t, (a, b) in postings.items()}
-        run = {}
-        for q, w in qw.items():
-            s = np.zeros(len(ids))
-            for t, x in w.items():
-                if t in arrays:
-                    idx, val = arrays[t]
-                    s[idx] += x * val
-            run[q] = [ids[i] for i in np.argsort(-s, kind="stable")[:10]]
+        kept = [dict(sorted(w.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for w in weights]
+        terms = sum(len(w) for w in kept)
+        json_bytes = sum(len(json.dumps(w)) for w in kept)
+        scores = sparse_dot_scores(list(qw.values()), kept)
+        run = {q: [ids[i] for i in np.argsort(-scores[n], kind="stable")[:10]]
+               for n, q in enumerate(qw)}
         rows.append({"keep": k, "terms_per_doc": terms / len(ids),
                      "source_json_bytes_per_doc": json_bytes / len(ids), "ndcg@10": ndcg10(run, qrels)})
         r = rows[-1]
