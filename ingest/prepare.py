@@ -393,10 +393,32 @@ def _stored_generation(client: Any, index: str) -> str | None:
     return (resp.get("_source") or {}).get("generation") if resp.get("found") else None
 
 
+def _refuse_if_creation_blocked(client: Any, index: str) -> None:
+    """Refuse a new index before anything is encoded or written when the cluster blocks index
+    creation (the disk monitor sets `cluster.blocks.create_index` past the flood-stage
+    watermark). Otherwise the codec document is stored, the create is refused, and the cleanup
+    delete can be refused too once the monitor makes `osneural-codecs` read-only, leaving codecs
+    of an index that never existed. A caller not allowed to read cluster settings skips this;
+    the cleanup after a refused create still applies."""
+    from opensearchpy.exceptions import TransportError
+
+    try:
+        found = client.cluster.get_settings(flat_settings=True)
+    except TransportError:
+        return
+    merged = {**(found.get("persistent") or {}), **(found.get("transient") or {})}
+    if str(merged.get("cluster.blocks.create_index", "")).lower() == "true":
+        raise IngestError(f"index {index!r} could not be created: the cluster's create-index block "
+                          "is set (cluster.blocks.create_index, set by the disk monitor past the "
+                          "flood-stage watermark); nothing was written")
+
+
 def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: dict[str, Any],
                  reader: CorpusReader, run: IngestRun, options: IndexOptions) -> Preparation:
     from opensearchpy.exceptions import TransportError
 
+    if state is None:
+        _refuse_if_creation_blocked(client, plan.index)
     params, reps = plan.params, list(plan.representations)
     step = BatchStep(plan, encs, client)
     head: list[tuple[list[CorpusDocument], RawBatch]] = []
