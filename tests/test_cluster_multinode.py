@@ -219,9 +219,11 @@ def _top_ids(result: dict) -> list[str]:
 
 def _passthrough_ids(result: dict) -> list[str]:
     """A pass-through answer is OpenSearch's own: equal scores come in the Lucene order of
-    whichever copy answered, which differs between a primary and its replica; order them by id."""
+    whichever copy answered, which differs between a primary and its replica, and a tie at the
+    10th place lets either copy pick a different 10th document. The body asks for every document
+    (`_passthrough_body`), so no tie straddles a cut; order by (score, id), then cut at 10."""
     hits = sorted(result["hits"]["hits"], key=lambda h: (-h["_score"], h["_id"]))
-    return [h["_id"] for h in hits]
+    return [h["_id"] for h in hits][:10]
 
 
 def _answers(searcher) -> dict[tuple[str, str], list[str]]:
@@ -408,7 +410,7 @@ def _serve_body(spec: str, q: str) -> dict:
 
 
 def _passthrough_body(q: str) -> dict:
-    return {"size": 10, "_source": False, "query": {"match": {"text": q}}}
+    return {"size": N_DOCS, "_source": False, "query": {"match": {"text": q}}}
 
 
 def _serve_answers(http: httpx.Client, base: str) -> dict[tuple[str, str], list[str]]:
