@@ -156,6 +156,13 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, TransportError) and isinstance(status, int) and status >= 500
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """The client gave up waiting (the request's timeout): the stage timed out, not failed."""
+    from opensearchpy.exceptions import ConnectionTimeout
+
+    return isinstance(exc, (ConnectionTimeout, TimeoutError))
+
+
 class _IndexChanged(Exception):
     """The index was rebuilt since its description was cached: reload and run again."""
 
@@ -341,25 +348,32 @@ class Searcher:
         # before any stage is sent: only reads sent after this may verify the answer
         ticket = None if res.fingerprint.generation is None else self._check.begin()
         t0 = time.perf_counter()
+        deadline = t0 + budget
+        # outcome per first stage: (run, ms), or the exception it raised, or None (timed out)
+        outcomes: dict[int, tuple[list[tuple[str, float]], float] | BaseException | None] = {}
+        pending: set[cf.Future] = set()
         try:
+            # The first stage runs in this thread and the others on the pool: a hand-off per
+            # stage costs GIL switches that, on a saturated query node, are a fifth of the
+            # Python time of a one-stage query. The check read this query leads goes to the
+            # pool, so it still overlaps the stages.
             futures = {
                 self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
-                for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True))
+                for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True)) if i > 0
             }
-            # concurrently with the first stages: an older build's own read (it depends on the
-            # cached codec version), else the shared read when this query leads one
-            if ticket is None:
-                seen: IndexFingerprint | BaseException = self._fingerprint(res)
+            seen_future: cf.Future | None = None
+            if ticket is None:  # an older build's own read (it depends on the cached codec version)
+                seen_future = self._pool.submit(self._fingerprint, res)
+            elif ticket.lead:
+                self._pool.submit(self._check.lead, ticket)
+            outcomes[0] = self._inline_stage(spec.first_stages[0], names[0], enc, spec, deadline)
+            done, pending = cf.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
+            t_check = time.perf_counter()
+            if seen_future is not None:
+                seen: IndexFingerprint | BaseException = seen_future.result()
             else:
-                self._check.lead(ticket)
-            if ticket is None or ticket.lead:
-                timings["check"] = (time.perf_counter() - t0) * 1e3
-            done, pending = cf.wait(futures, timeout=max(0.0, budget - (time.perf_counter() - t0)))
-            if ticket is not None:
-                t_check = time.perf_counter()
                 seen = self._check.settle(ticket)
-                if "check" not in timings:  # waited for (or sent) a read after the stages
-                    timings["check"] = (time.perf_counter() - t_check) * 1e3
+            timings["check"] = (time.perf_counter() - t_check) * 1e3
         finally:
             if ticket is not None:
                 self._check.release(ticket)
@@ -368,28 +382,30 @@ class Searcher:
             for fut in pending:
                 fut.cancel()
             raise _IndexChanged(seen)
+        for fut in pending:
+            fut.cancel()
+            outcomes[futures[fut][0]] = None
+        for fut in done:
+            exc = fut.exception()
+            outcomes[futures[fut][0]] = exc if exc is not None else fut.result()
         runs: dict[int, list[tuple[str, float]]] = {}
         errors: list[BaseException] = []
-        for fut in pending:
-            i, n = futures[fut]
-            fut.cancel()
-            timed_out = True
-            warnings.append(f"first_stages[{i}] ({n}) timed out after {spec.timeout_ms} ms; skipped")
-        for fut in done:
-            i, n = futures[fut]
-            exc = fut.exception()
-            if exc is not None:
-                if isinstance(exc, (SpecError, StageError)):
-                    raise exc
-                errors.append(exc)
-                warnings.append(f"first_stages[{i}] ({n}) failed: {type(exc).__name__}: {exc}; skipped")
-                continue
-            run, ms = fut.result()
-            runs[i] = run
-            timings[f"first_stage.{n}"] = ms
+        for i in sorted(outcomes):
+            n, out = names[i], outcomes[i]
+            if out is None:
+                timed_out = True
+                warnings.append(f"first_stages[{i}] ({n}) timed out after {spec.timeout_ms} ms; skipped")
+            elif isinstance(out, BaseException):
+                if isinstance(out, (SpecError, StageError)):
+                    raise out
+                errors.append(out)
+                warnings.append(f"first_stages[{i}] ({n}) failed: {type(out).__name__}: {out}; skipped")
+            else:
+                runs[i] = out[0]
+                timings[f"first_stage.{n}"] = out[1]
         timings["first_stages"] = (time.perf_counter() - t0) * 1e3
         if not runs:
-            if errors and not pending:
+            if errors and not timed_out:
                 raise errors[0]
             raise SearchError("every first stage failed or timed out: " + "; ".join(warnings), 504)
 
@@ -474,6 +490,26 @@ class Searcher:
             },
             "ext": {"osneural": {"warnings": warnings, "timings_ms": timings}},
         }
+
+    def _inline_stage(
+        self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, deadline: float
+    ) -> tuple[list[tuple[str, float]], float] | BaseException | None:
+        """One first stage in the calling thread, under the same rules as a pooled one: its
+        (run, ms), the error it raised, or None when it ran past the deadline. Its request
+        carries the time left as its timeout, and the one retry after a transient error gets
+        only what is left then."""
+        t0 = time.perf_counter()
+        try:
+            try:
+                run = self._first_stage(stage, name, enc, spec, deadline - t0)
+            except Exception as exc:
+                left = deadline - time.perf_counter()
+                if not _transient(exc) or left <= 0:
+                    raise
+                run = self._first_stage(stage, name, enc, spec, left)
+        except Exception as exc:  # noqa: BLE001 - judged with the other stages' outcomes
+            return None if _is_timeout(exc) else exc
+        return run, (time.perf_counter() - t0) * 1e3
 
     @staticmethod
     def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:

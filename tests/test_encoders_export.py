@@ -23,6 +23,7 @@ transformers = pytest.importorskip("transformers")
 from osneural.ingest.encoders import (  # noqa: E402
     CheckpointError,
     DenseEncoder,
+    EncoderError,
     EncoderInputError,
     MultiVectorEncoder,
     SparseEncoder,
@@ -230,6 +231,45 @@ def test_empty_long_and_invalid_texts(exported, kind) -> None:
         assert out[3].shape[0] <= 256 and np.isfinite(out[3]).all()
     with pytest.raises(EncoderInputError, match="text #1 is not valid UTF-8"):
         enc.encode_documents(["ok", b"\xc3\x28"])
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_one_encoder_is_safe_to_share_between_threads(exported, kind) -> None:
+    """A query node encodes concurrent queries with one encoder: long texts (truncated) and short
+    ones from 8 threads come out exactly as they do one call at a time."""
+    import concurrent.futures as cf
+
+    enc = load_encoder(exported[kind], intra_op_threads=1)
+    texts = [("word " * 600) + str(i) if i % 2 else f"short text {i}" for i in range(32)]
+    serial = [enc.encode_documents([t]) for t in texts]
+    with cf.ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda t: enc.encode_documents([t]), texts))
+            for a, b in zip(serial, together, strict=True):
+                if kind == "dense":
+                    assert np.array_equal(a, b)
+                else:
+                    assert a == b
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "multivector"])
+def test_concurrent_streams_give_the_serial_result(exported, kind) -> None:
+    """Batches run as concurrent one-thread streams by default: the same batches as one
+    stream, so the same numbers (dynamic int8 quantization included)."""
+    texts = [("passage " * (7 * i + 3)) + str(i) for i in range(40)]
+    serial = load_encoder(exported[kind], intra_op_threads=1, max_batch_tokens=256)
+    streamed = load_encoder(exported[kind], streams=3, max_batch_tokens=256)
+    assert serial.streams == 1 and streamed.streams == 3
+    a, b = serial.encode_documents(texts), streamed.encode_documents(texts)
+    assert serial.last_stats.tokens == streamed.last_stats.tokens > 0
+    if kind == "dense":
+        assert np.array_equal(a, b)
+    elif kind == "sparse":
+        assert a == b
+    else:
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(EncoderError, match="streams must be at least 1"):
+        load_encoder(exported[kind], streams=0)
 
 
 def test_int8_variant_is_close_and_loadable(exported) -> None:

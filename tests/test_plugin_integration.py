@@ -24,6 +24,7 @@ from osneural.ingest.documents import b64, sparse_feature_name
 from osneural.mappings import compose_index_body
 from osneural.plugin import Searcher, SpecError, load_spec
 from osneural.plugin.resources import EncoderCache, ResourceCache, StageError
+from osneural.plugin.searcher import SearchError
 
 pytestmark = pytest.mark.integration
 
@@ -366,6 +367,40 @@ class SlowClient:
 
     def get(self, **kw):
         return self._client.get(**kw)
+
+
+class TimingOutClient(SlowClient):
+    """The real client; a knn search takes `delay` s, and like a real request it gives up with
+    `ConnectionTimeout` when its `request_timeout` is shorter."""
+
+    def search(self, **kw):
+        from opensearchpy.exceptions import ConnectionTimeout
+
+        if "knn" in json.dumps(kw.get("body", {}))[:200]:
+            limit = float(kw.get("request_timeout") or 1e9)
+            time.sleep(min(self._delay, limit))
+            if limit < self._delay:
+                raise ConnectionTimeout("TIMEOUT", f"read timed out after {limit:.3f}s", None)
+        return self._client.search(**kw)
+
+
+def test_slow_first_listed_stage_times_out_like_the_others(opensearch_client, plugin_index, cache):
+    """The first listed stage runs in the caller's thread: it is bounded by the time left (its
+    request's timeout) and reported as timed out, and the other stages still answer."""
+    s = Searcher(TimingOutClient(opensearch_client, 1.5), plugin_index["name"], cache=cache)
+    t0 = time.perf_counter()
+    resp = s.search("heart gene", {"first_stages": [{"type": "dense", "k": 20},
+                                                    {"type": "bm25", "k": 20}],
+                                   "timeout_ms": 500, "size": 5, "explain": True})
+    assert time.perf_counter() - t0 < 1.4
+    warnings = resp["ext"]["osneural"]["warnings"]
+    assert resp["timed_out"] is True
+    assert any("first_stages[0] (dense) timed out" in w for w in warnings), warnings
+    assert resp["hits"]["hits"]
+    assert all(set(h["_explanation"]["first_stages"]) == {"bm25"} for h in resp["hits"]["hits"])
+    with pytest.raises(SearchError, match="every first stage failed or timed out"):
+        s.search("heart gene", {"first_stages": [{"type": "dense", "k": 20}], "timeout_ms": 300})
+    s.close()
 
 
 def test_slow_stage_is_skipped_with_a_warning(opensearch_client, plugin_index, cache):
