@@ -14,6 +14,7 @@ Names other modules and tests import from here (`CodecParams`, `IngestError`, `t
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -127,9 +128,10 @@ def index_corpus(
             run.merge(result)
             if result.unavailable:
                 raise run.stop(result.unavailable)
+        pending = prep.pending
         del prep
         loop_start = time.perf_counter()
-        _pipelined(step, reader, run)
+        _pipelined(step, itertools.chain(pending, reader), run)
         run.summary.loop_seconds = time.perf_counter() - loop_start
         if reader.valid_seen == 0:
             raise reader.empty_error()

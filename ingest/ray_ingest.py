@@ -23,6 +23,7 @@ a corpus larger than the driver's RAM should be split into several runs with `re
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -141,9 +142,10 @@ def ray_index_corpus(
                 run.merge(result)
                 if result.unavailable:
                     raise run.stop(result.unavailable)
-        plan = prep.plan
+        plan, pending = prep.plan, prep.pending
         del prep
-        rows = [{"batch": json.dumps([asdict(d) for d in batch])} for batch in reader]
+        rows = [{"batch": json.dumps([asdict(d) for d in batch])}
+                for batch in itertools.chain(pending, reader)]
         if reader.valid_seen == 0:
             raise reader.empty_error()
         if rows:

@@ -15,6 +15,7 @@ from osneural.ingest.codecs import code_tokens, pool_tokens
 from osneural.ingest.documents import sparse_features, unb64
 from osneural.ingest.encoders import ensure_default_models, load_default
 from osneural.ingest.indexer import index_corpus
+from osneural.ingest.plan import CodecParams
 from osneural.ingest.sample import sample_corpus
 from test_ingest_indexer import _fetch, assert_nearest_codes
 
@@ -111,3 +112,44 @@ def test_real_encoders_every_field_failures_and_resume(
     opensearch_client.indices.refresh(index=index_name)
     assert opensearch_client.count(index=index_name)["count"] == len(docs)
     delete_codecs(opensearch_client, index_name)
+
+
+def test_dense_and_sparse_sample_is_not_encoded_before_the_index_exists(
+    encoders: dict, opensearch_client, index_name: str, tmp_path: Path
+) -> None:
+    """Dense and sparse train nothing on encodings: their training sample is read (the IDF table
+    is fitted on its texts) and then encoded in the pipelined loop like every other batch, so the
+    loop sees every document; a run with multi-vector encodes its sample first."""
+    from osneural.ingest.codecs.bundle import CODECS_INDEX
+
+    docs = sample_corpus(limit=18)
+    lines = [json.dumps(d) for d in docs]
+    lines.insert(5, "{not json")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plain = {k: encoders[k] for k in ("dense", "sparse")}
+    summary = index_corpus(opensearch_client, corpus, index_name, representations="dense,sparse",
+                           batch_size=4, encoders=plain, codec_params=CodecParams(train_docs=10),
+                           progress=False)
+    assert (summary.indexed, summary.failed, summary.loop_docs) == (18, 1, 18)
+    assert opensearch_client.count(index=index_name)["count"] == 18
+    # the sample: whole batches of 4 read until 10 documents were in, i.e. the first 12
+    texts = [f"{d.get('title', '')} {d['text']}".strip() for d in docs[:12]]
+    want = encoders["sparse"].fit_idf(texts, use=False).to_dict()
+    assert load_codecs(opensearch_client, index_name).params["idf"] == want
+    hits = _fetch(opensearch_client, index_name, [d["_id"] for d in docs])
+    dense = encoders["dense"].encode_documents([f"{d.get('title', '')} {d['text']}".strip()
+                                                for d in docs])
+    for k, d in enumerate(docs):
+        np.testing.assert_allclose(hits[d["_id"]]["_source"]["dense"], dense[k], atol=2e-4)
+
+    other = f"{index_name}-mv"
+    try:
+        mv = index_corpus(opensearch_client, corpus, other, representations="dense,multivector",
+                          batch_size=4, encoders={k: encoders[k] for k in ("dense", "multivector")},
+                          codec_params=CodecParams(train_docs=10), progress=False)
+        assert (mv.indexed, mv.loop_docs) == (18, 6)  # 12 encoded for training, written first
+    finally:
+        opensearch_client.indices.delete(index=other, ignore_unavailable=True)
+        delete_codecs(opensearch_client, other)
+        opensearch_client.indices.refresh(index=CODECS_INDEX, ignore_unavailable=True)

@@ -215,7 +215,9 @@ def test_shards_replicas_settings_and_refresh_interval_during_bulk(
                          index_settings={"codec": "best_compression", "refresh_interval": "5s"},
                          bulk_refresh_interval="-1", failure_report=tmp_path / "r.jsonl")
         assert s.indexed == 12 and opensearch_client.count(index=index_name)["count"] == 12
-        assert spy.seen == ["-1", "-1"]  # batches 2 and 3, after the index was created
+        # dense trains nothing on encodings: every batch, the training sample's too, is encoded
+        # after the index was created with the bulk refresh interval
+        assert spy.seen == ["-1", "-1", "-1"]
         got = _settings(opensearch_client, index_name)
         assert (got["index.number_of_shards"], got["index.number_of_replicas"],
                 got["index.codec"], got["index.refresh_interval"]) == ("2", "0", "best_compression",
