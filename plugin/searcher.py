@@ -191,10 +191,11 @@ class Searcher:
         cache: ResourceCache | None = None,
         max_workers: int = 32,
     ) -> None:
-        # One Searcher is shared by every thread of an application: each concurrent query puts
-        # its first stages (and rescoring stages) on this pool, so 8 callers running a 2-stage
-        # hybrid need 16 workers or their stages queue behind each other while the CPU waits on
-        # OpenSearch (seen in bench/peer.py at 8 clients: 27 ms of a 67 ms p50 spent queued).
+        # One Searcher is shared by every thread of an application: each concurrent query runs
+        # its first listed stage itself and puts the others (its rescoring stages, the index
+        # check it leads) on this pool, so 8 callers of a 3-stage hybrid need 16 workers or
+        # their stages queue behind each other while the CPU waits on OpenSearch (seen in
+        # bench/peer.py at 8 clients with an 8-worker pool: 27 ms of a 67 ms p50 spent queued).
         # Threads start lazily, so an idle large pool costs nothing.
         self.client = client
         self.index = index
