@@ -462,7 +462,8 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
         fit_idf = getattr(encs.get("sparse"), "fit_idf", None)
         if callable(fit_idf):
             # IDF of the training sample, for inference-free sparse queries.
-            texts = [joined_text(d) for b in ([b for b, _ in head] or pending) for d in b]
+            sample = [b for b, _ in head] if encoded_sample else pending
+            texts = [joined_text(d) for b in sample for d in b]
             bundle.params["idf"] = fit_idf(texts, use=False).to_dict()
     run.summary.codecs_trained = True
     generation = new_generation()

@@ -122,7 +122,7 @@ class OnnxEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self._truncators: dict[int, Any] = {}
-        self._truncators_lock = threading.Lock()
+        self._lazy_lock = threading.Lock()  # guards what is built on first use: truncators, pool
         self.pad_id = int(self.manifest.get("special_tokens", {}).get("pad_id") or 0)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -155,7 +155,7 @@ class OnnxEncoder:
         embeddings (onnxruntime: "invalid expand shape") or came back untruncated."""
         tok = self._truncators.get(max_length)
         if tok is None:
-            with self._truncators_lock:
+            with self._lazy_lock:
                 tok = self._truncators.get(max_length)
                 if tok is None:
                     from tokenizers import Tokenizer
@@ -214,7 +214,7 @@ class OnnxEncoder:
         return rows
 
     def _stream_pool(self) -> cf.ThreadPoolExecutor:
-        with self._truncators_lock:
+        with self._lazy_lock:
             if self._pool is None:
                 self._pool = cf.ThreadPoolExecutor(self.streams, thread_name_prefix="osneural-encode")
             return self._pool
