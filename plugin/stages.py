@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 from osneural.plugin.spec import BinaryStage, BM25Stage, DenseStage, FDEStage, SparseStage
 
 
@@ -150,8 +151,20 @@ def run_query(
     params: dict[str, Any] = {"filter_path": STAGE_FILTER}
     if timeout_s is not None:
         params["request_timeout"] = max(timeout_s, 0.001)
-    resp = complete(client.search(index=index, body=body, **params), "search")
+    resp = complete(client.search(index=index, body=encode_body(body), **params), "search")
     return candidates(resp)
+
+
+def encode_body(body: dict[str, Any]) -> bytes | dict[str, Any]:
+    """The request body as JSON bytes, which opensearch-py sends as they are.
+
+    Its own serializer (the standard `json` module) takes 177 us for a 384-float knn body, with
+    the GIL held, where orjson takes 8 us: at 8 concurrent queries in one process that is time
+    every other query waits for. A body orjson refuses (a non-string key) goes as the dict."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return body
 
 
 def candidates(resp: dict[str, Any]) -> list[tuple[str, float]]:

@@ -362,7 +362,9 @@ class SlowClient:
 
     @staticmethod
     def _is_knn(kw) -> bool:
-        return "knn" in json.dumps(kw.get("body", {}))[:200]
+        body = kw.get("body", {})
+        text = body.decode() if isinstance(body, bytes) else json.dumps(body)
+        return "knn" in text[:200]
 
     def search(self, **kw):
         if self._is_knn(kw):

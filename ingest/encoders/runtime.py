@@ -182,7 +182,11 @@ class OnnxEncoder:
         result: list[list[int] | None] = [None] * len(texts)
         if not keep:
             return result
-        encodings = self._truncating(max_length).encode_batch([prefix + texts[i] for i in keep])
+        tok = self._truncating(max_length)
+        # One text (a query) is encoded without `encode_batch`'s rayon fan-out, whose wake-up of
+        # the pool's threads cost 0.4 ms per query on a 2-core node host against 26 us alone.
+        encodings = ([tok.encode(prefix + texts[keep[0]])] if len(keep) == 1
+                     else tok.encode_batch([prefix + texts[i] for i in keep]))
         for i, enc in zip(keep, encodings, strict=True):
             result[i] = list(enc.ids)
             if enc.overflowing:
