@@ -15,6 +15,7 @@ queries exactly (brute-force cosine / dot product, no HNSW, so rows differ in th
 * fp32 documents, int8 queries (`OSNEURAL_QUERY_PRECISION=int8` on the query side);
 * int8 documents, int8 queries.
 
+With `--encode-fp32` the fp32 documents are encoded here too (no node, no quality index).
 It also prints document-encoding docs/s of both precisions, measured one after the other here.
 """
 
@@ -56,6 +57,13 @@ def _corpus_texts(dataset: str, ids: list[str]) -> list[str]:
     return [by_id[i] for i in ids]
 
 
+def _corpus_ids(dataset: str) -> list[str]:
+    from osneural.ingest.corpus import CorpusDocument, iter_corpus
+
+    return [d.id for d in iter_corpus(beir_dir(dataset) / "corpus.jsonl")
+            if isinstance(d, CorpusDocument)]
+
+
 def _ndcg(qids: list[str], scores: np.ndarray, ids: list[str], qrels: dict) -> float:
     from osneural.eval.metrics import compute_metrics, ranked_run
 
@@ -75,10 +83,14 @@ def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: P
     from osneural.ingest.encoders.runtime import load_encoder
     from quality import stored_dense
 
-    ids, docs = stored_dense(client, index)
+    fp32, int8 = load_default("dense"), load_encoder(folder, precision="int8")
+    if client is None:  # --encode-fp32: the reference documents encoded here
+        ids = _corpus_ids(dataset)
+        docs = np.asarray(fp32.encode_documents(_corpus_texts(dataset, ids)), np.float32)
+    else:
+        ids, docs = stored_dense(client, index)
     qids = list(collection.queries)
     qtexts = [collection.queries[q] for q in qids]
-    fp32, int8 = load_default("dense"), load_encoder(folder, precision="int8")
     q32 = np.asarray(fp32.encode_queries(qtexts), np.float32)
     q8 = np.asarray(int8.encode_queries(qtexts), np.float32)
     texts = _corpus_texts(dataset, ids)
@@ -102,16 +114,21 @@ def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: 
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.runtime import load_encoder
 
-    ids, stored = [], []
-    for hit in helpers.scan(client, index=index, query={"_source": ["sparse"]}, size=500):
-        ids.append(hit["_id"])
-        stored.append((hit.get("_source") or {}).get("sparse") or {})
-    qids = list(collection.queries)
-    qtexts = [collection.queries[q] for q in qids]
     fp32, int8 = load_default("sparse"), load_encoder(folder, precision="int8")
 
     def named(rows: list[dict[str, float]]) -> list[dict[str, float]]:
         return [{sparse_feature_name(t): float(x) for t, x in r.items()} for r in rows]
+
+    ids, stored = [], []
+    if client is None:  # --encode-fp32: the reference documents encoded here
+        ids = _corpus_ids(dataset)
+        stored = named(fp32.encode_documents(_corpus_texts(dataset, ids)))
+    else:
+        for hit in helpers.scan(client, index=index, query={"_source": ["sparse"]}, size=500):
+            ids.append(hit["_id"])
+            stored.append((hit.get("_source") or {}).get("sparse") or {})
+    qids = list(collection.queries)
+    qtexts = [collection.queries[q] for q in qids]
 
     q32, q8 = named(fp32.encode_queries(qtexts)), named(int8.encode_queries(qtexts))
     texts = _corpus_texts(dataset, ids)
@@ -133,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--index", help="default: osneural-quality-<dataset>")
     ap.add_argument("--kinds", default="dense,sparse")
+    ap.add_argument("--encode-fp32", action="store_true",
+                    help="encode the fp32 documents here instead of reading them from the "
+                         "bench/quality.py index (no node needed; slower)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from osneural.connection import ClusterConfig
 
-    client = ClusterConfig.from_values(args.url, timeout=600).client()
+    client = None if args.encode_fp32 else ClusterConfig.from_values(args.url, timeout=600).client()
     index = args.index or f"osneural-quality-{args.dataset}"
     collection = load_beir(beir_dir(args.dataset), "test")
     report: dict[str, Any] = {"dataset": args.dataset, "index": index, "kinds": {}}
