@@ -93,6 +93,36 @@ def test_manifests_describe_the_exports(exported) -> None:
     assert dense["sha256"] == mv["sha256"] != sparse["sha256"]  # same weights, different kinds
 
 
+def test_graphs_are_plain_and_sparse_pooling_never_masks_the_logits(exported) -> None:
+    """The export keeps the plain traced graph (onnxruntime fuses at load, without
+    SkipLayerNormalization, whose CPU kernel is the slow one), and SPLADE's graph masks
+    [batch, seq, hidden] rows, so no tensor with the vocabulary axis is multiplied by the mask:
+    that pass was a quarter of the encoder's time."""
+    import onnx
+
+    for kind in ("dense", "sparse", "multivector"):
+        graph = onnx.load(str(exported[kind] / "model.onnx")).graph
+        ops = {n.op_type for n in graph.node}
+        assert not ops & {"SkipLayerNormalization", "Attention", "BiasGelu",
+                          "EmbedLayerNormalization"}, (kind, ops)
+        assert read_manifest(exported[kind])["graph_fusion"] is None
+    import onnxruntime as ort
+    from osneural.ingest.encoders.runtime import SESSION_DISABLED_OPTIMIZERS
+
+    assert "SkipLayerNormFusion" in SESSION_DISABLED_OPTIMIZERS
+    # the sparse graph's tensors with the vocabulary axis: only the head's output and the max
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(exported["sparse"] / "model.onnx")))
+    vocab = 30522
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output)}
+    wide = {n.op_type for n in model.graph.node
+            if any(vocab in shapes.get(o, []) and len(shapes.get(o, [])) == 3 for o in n.output)}
+    assert "Mul" not in wide and "Where" not in wide, wide
+    ort.InferenceSession(str(exported["sparse"] / "model.onnx"),
+                         providers=["CPUExecutionProvider"],
+                         disabled_optimizers=SESSION_DISABLED_OPTIMIZERS)
+
+
 def test_dense_matches_torch_on_a_padded_batch(exported) -> None:
     src = default_checkpoint("dense")
     model = transformers.AutoModel.from_pretrained(str(src)).eval()
