@@ -57,11 +57,14 @@ def _corpus_texts(dataset: str, ids: list[str]) -> list[str]:
     return [by_id[i] for i in ids]
 
 
-def _corpus_ids(dataset: str) -> list[str]:
+def _corpus(dataset: str) -> tuple[list[str], list[str]]:
+    """Every document's id and passage, in corpus order (for `--encode-fp32`)."""
+    from osneural.ingest.batch import joined_text
     from osneural.ingest.corpus import CorpusDocument, iter_corpus
 
-    return [d.id for d in iter_corpus(beir_dir(dataset) / "corpus.jsonl")
+    docs = [d for d in iter_corpus(beir_dir(dataset) / "corpus.jsonl")
             if isinstance(d, CorpusDocument)]
+    return [d.id for d in docs], [joined_text(d) for d in docs]
 
 
 def _ndcg(qids: list[str], scores: np.ndarray, ids: list[str], qrels: dict) -> float:
@@ -85,15 +88,15 @@ def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: P
 
     fp32, int8 = load_default("dense"), load_encoder(folder, precision="int8")
     if client is None:  # --encode-fp32: the reference documents encoded here
-        ids = _corpus_ids(dataset)
-        docs = np.asarray(fp32.encode_documents(_corpus_texts(dataset, ids)), np.float32)
+        ids, texts = _corpus(dataset)
+        docs = np.asarray(fp32.encode_documents(texts), np.float32)
     else:
         ids, docs = stored_dense(client, index)
+        texts = _corpus_texts(dataset, ids)
     qids = list(collection.queries)
     qtexts = [collection.queries[q] for q in qids]
     q32 = np.asarray(fp32.encode_queries(qtexts), np.float32)
     q8 = np.asarray(int8.encode_queries(qtexts), np.float32)
-    texts = _corpus_texts(dataset, ids)
     _, rate32 = _timed_docs(fp32, texts[:500])
     head, rate8 = _timed_docs(int8, texts[:500])  # both rates on the same 500 documents
     d8 = np.concatenate([np.asarray(head, np.float32),
@@ -119,19 +122,19 @@ def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: 
     def named(rows: list[dict[str, float]]) -> list[dict[str, float]]:
         return [{sparse_feature_name(t): float(x) for t, x in r.items()} for r in rows]
 
-    ids, stored = [], []
     if client is None:  # --encode-fp32: the reference documents encoded here
-        ids = _corpus_ids(dataset)
-        stored = named(fp32.encode_documents(_corpus_texts(dataset, ids)))
+        ids, texts = _corpus(dataset)
+        stored = named(fp32.encode_documents(texts))
     else:
+        ids, stored = [], []
         for hit in helpers.scan(client, index=index, query={"_source": ["sparse"]}, size=500):
             ids.append(hit["_id"])
             stored.append((hit.get("_source") or {}).get("sparse") or {})
+        texts = _corpus_texts(dataset, ids)
     qids = list(collection.queries)
     qtexts = [collection.queries[q] for q in qids]
 
     q32, q8 = named(fp32.encode_queries(qtexts)), named(int8.encode_queries(qtexts))
-    texts = _corpus_texts(dataset, ids)
     _, rate32 = _timed_docs(fp32, texts[:500])
     head, rate8 = _timed_docs(int8, texts[:500])  # both rates on the same 500 documents
     d8 = named(list(head) + list(int8.encode_documents(texts[500:])))

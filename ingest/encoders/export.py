@@ -154,18 +154,19 @@ def _build_module(kind: str, model, info: CheckpointInfo, pooling: str):
             if head is None:
                 logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
                 # Masked positions become 0, which relu maps to the 0 of the textbook formula.
-                masked = logits * attention_mask.unsqueeze(-1).to(logits.dtype)
-                return torch.log1p(torch.relu(masked.max(dim=1).values))
-            hidden = self.mlm.base_model(input_ids=input_ids,
-                                         attention_mask=attention_mask).last_hidden_state
-            # Padding rows take the hidden state of the text's first attended token, whose logits
-            # are in the max already, so the max over all rows is the max over attended rows.
-            # That masks on [batch, seq, hidden] instead of multiplying the [batch, seq, vocab]
-            # logits: one pass over 31 MB per 256-token text less (a quarter of SPLADE's time).
-            first = attention_mask.argmax(dim=1)
-            rows = hidden[torch.arange(hidden.shape[0]), first].unsqueeze(1)
-            hidden = torch.where(attention_mask.unsqueeze(-1).bool(), hidden, rows)
-            return torch.log1p(torch.relu(head(hidden).max(dim=1).values))
+                logits = logits * attention_mask.unsqueeze(-1).to(logits.dtype)
+            else:
+                hidden = self.mlm.base_model(input_ids=input_ids,
+                                             attention_mask=attention_mask).last_hidden_state
+                # Padding rows take the hidden state of the text's first attended token, whose
+                # logits are in the max already, so the max over all rows is the max over
+                # attended rows. That masks [batch, seq, hidden] instead of multiplying the
+                # [batch, seq, vocab] logits: one pass over 31 MB per 256-token text less (a
+                # quarter of SPLADE's time).
+                first = attention_mask.argmax(dim=1)
+                rows = hidden[torch.arange(hidden.shape[0]), first].unsqueeze(1)
+                logits = head(torch.where(attention_mask.unsqueeze(-1).bool(), hidden, rows))
+            return torch.log1p(torch.relu(logits.max(dim=1).values))
 
     class MultiVector(nn.Module):
         def __init__(self, projection) -> None:
