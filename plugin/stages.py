@@ -160,11 +160,15 @@ def encode_body(body: dict[str, Any]) -> bytes | dict[str, Any]:
 
     Its own serializer (the standard `json` module) takes 177 us for a 384-float knn body, with
     the GIL held, where orjson takes 8 us: at 8 concurrent queries in one process that is time
-    every other query waits for. A body orjson refuses (a non-string key) goes as the dict."""
+    every other query waits for. A body orjson refuses (a non-string key, an integer past 64
+    bits) goes as the dict, and so does one holding `null`: orjson writes NaN and Infinity as
+    `null`, which in a range filter means "unbounded" and would widen it silently, where the
+    standard serializer sends NaN and OpenSearch refuses the request."""
     try:
-        return orjson.dumps(body)
+        out = orjson.dumps(body)
     except TypeError:
         return body
+    return body if b"null" in out else out
 
 
 def candidates(resp: dict[str, Any]) -> list[tuple[str, float]]:

@@ -371,3 +371,19 @@ def test_binary_query_weights_exact_substrings_above_near_ones():
     boosts = {c["constant_score"]["filter"]["term"]["bin_tokens"]: c["constant_score"]["boost"]
               for c in q["bool"]["should"]}
     assert boosts == {"00:a": 2.0, "00:b": 1.0, "01:c": 2.0}
+
+
+def test_stage_bodies_are_json_bytes_unless_orjson_would_change_them():
+    import json
+
+    vec = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+    body = stages.search_body(stages._knn_query("dense", vec, 10, 100, {"term": {"lang": "en"}}), 10)
+    out = stages.encode_body(body)
+    assert isinstance(out, bytes) and json.loads(out) == json.loads(json.dumps(body))
+    # orjson writes NaN / Infinity as null, which would make a range filter unbounded: such a
+    # body keeps the standard serializer (NaN, refused by OpenSearch), as does a 65-bit integer
+    for hostile in ({"range": {"year": {"gte": float("nan")}}},
+                    {"range": {"year": {"lte": float("inf")}}},
+                    {"term": {"id": 2**70}}):
+        wrapped = stages.search_body({"bool": {"filter": [hostile]}}, 10)
+        assert stages.encode_body(wrapped) is wrapped
