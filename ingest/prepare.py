@@ -117,7 +117,7 @@ def count_lines(corpus: Any) -> int | None:
 
 
 def describe_corpus(corpus: Any) -> str:
-    return str(corpus) if isinstance(corpus, str | Path) else "<iterable>"
+    return str(corpus) if isinstance(corpus, str | Path) or hasattr(corpus, "records") else "<iterable>"
 
 
 @dataclass

@@ -58,6 +58,8 @@ class IndexCorpus:
     count: int
     legacy: bool = False  #: built by an earlier osneural release (app fields under `metadata`)
     osneural: bool = False  #: has `_meta.osneural` (its representation fields are recomputed)
+    #: the title/text paths it was checked for (the run's, unless the caller gives others)
+    fields: FieldNames = field(default_factory=FieldNames)
     page_size: int = PAGE_SIZE
     slice_: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
@@ -70,10 +72,11 @@ class IndexCorpus:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every document as a record: `_id` plus its `_source`, in the PIT's shard order."""
+        paths = {self.fields.title, *self.fields.text_paths}
         for hit in read_hits(self.client, self.name, self.page_size, self.slice_):
             src = dict(hit.get("_source") or {})
-            if self.osneural:
-                for key in [k for k in src if reserved_field(k) and k not in ("title", "text")]:
+            if self.osneural:  # osneural's own fields are recomputed, never copied
+                for key in [k for k in src if reserved_field(k) and k not in paths]:
                     del src[key]
             if self.legacy and isinstance(src.get(LEGACY_METADATA), Mapping):
                 lifted = src.pop(LEGACY_METADATA)
@@ -157,7 +160,7 @@ def open_source(client: Any, name: str, fields: FieldNames) -> IndexCorpus:
     meta = (mapping.get("_meta") or {}).get("osneural") or {}
     legacy = bool(meta) and (props.get(LEGACY_METADATA) or {}).get("enabled") is False
     src = IndexCorpus(client, concrete, name, mapping, flat, count, legacy=legacy,
-                      osneural=bool(meta))
+                      osneural=bool(meta), fields=fields)
     paths = (fields.title, *fields.text_paths)
     lookup = dict(props)
     if legacy:  # the lifted app fields are mapped dynamically in the target
@@ -307,7 +310,8 @@ def plan_source(client: Any, corpus: Any, index: str, fields: FieldNames | None,
             flag = "--in-place" if in_place else "--swap-alias"
             raise SourceError(f"{flag} needs a source index (--from-index); nothing was written")
         return corpus, fields, options
-    fields = dataclasses.replace(fields or FieldNames(), id="_id", keep=True)
+    fields = dataclasses.replace(fields or corpus.fields, id="_id", keep=True)
+    corpus.fields = fields
     if in_place:
         if index != corpus.name:
             raise SourceError(f"--in-place enriches the source itself ({corpus.name!r}); leave "

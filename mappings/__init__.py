@@ -247,8 +247,13 @@ def app_mapping_from_json(data: Any, origin: str) -> tuple[dict[str, Any], dict[
 
 
 def check_app_properties(props: Mapping[str, Any], origin: str) -> None:
-    """Raise `MappingConflict` naming the first app field that takes one of osneural's names."""
-    for name in props:
+    """Raise `MappingConflict` naming the first app field that takes one of osneural's names.
+
+    `title` and `text` mapped as `text` are let through: that is an app's own definition of the
+    BM25 fields (its analyzer, its sub-fields), which osneural's BM25 stage searches as well."""
+    for name, prop in props.items():
+        if name in ("title", "text") and isinstance(prop, Mapping) and prop.get("type") == "text":
+            continue
         if reserved_field(name):
             raise MappingConflict(
                 f"{origin}: field {name!r} is one of osneural's own fields "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from osneural.mappings import (
     REPRESENTATIONS,
-    compose_index_body,
-    default_representations,
     MappingConflict,
     app_mapping_from_json,
+    compose_index_body,
+    default_representations,
     field_names,
     load_template,
     merge_app_mapping,
