@@ -128,6 +128,8 @@ def ray_index_corpus(
     client = cluster.client()
     corpus, fields, options = plan_source(client, corpus, index, fields, options, in_place,
                                           swap_alias)
+    if hasattr(corpus, "slices"):  # a source index: one PIT slice per worker, read side by side
+        corpus.slices = max(corpus.slices, workers)
     run = IngestRun.open(corpus, index, failure_report, progress)
     run.summary.notes += list(getattr(corpus, "notes", []))
     run.summary.workers = workers

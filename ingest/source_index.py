@@ -9,7 +9,8 @@ the summary -- is the file path's, so the two cannot drift apart.
 Reading: a point in time (PIT) frozen at the start plus `search_after` on `_shard_doc` (the PIT's
 own tiebreaker, checked against 3.6: `_doc` repeats across shards), so documents the app writes
 meanwhile neither shift pages nor appear twice, and deep pages cost the same as the first. A PIT
-takes `slice`, so several readers (Ray) can split one source.
+takes `slice`: with `--ray` the driver reads one slice per worker side by side (`read_sliced`),
+so reading the source keeps pace with a pool of encoders.
 
 Before anything is written, `open_source` refuses what would go wrong later with a clear message:
 a missing or unreadable source, a source whose `_source` is off (nothing to copy), title/text
@@ -61,7 +62,8 @@ class IndexCorpus:
     #: the title/text paths it was checked for (the run's, unless the caller gives others)
     fields: FieldNames = field(default_factory=FieldNames)
     page_size: int = PAGE_SIZE
-    slice_: tuple[int, int] | None = None
+    #: PIT slices read side by side (threads); the Ray driver reads one per worker
+    slices: int = 1
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -73,7 +75,9 @@ class IndexCorpus:
     def records(self) -> Iterator[dict[str, Any]]:
         """Every document as a record: `_id` plus its `_source`, in the PIT's shard order."""
         paths = {self.fields.title, *self.fields.text_paths}
-        for hit in read_hits(self.client, self.name, self.page_size, self.slice_):
+        hits = (read_hits(self.client, self.name, self.page_size) if self.slices <= 1
+                else read_sliced(self.client, self.name, self.slices, self.page_size))
+        for hit in hits:
             src = dict(hit.get("_source") or {})
             if self.osneural:  # osneural's own fields are recomputed, never copied
                 for key in [k for k in src if reserved_field(k) and k not in paths]:
@@ -111,6 +115,58 @@ def read_hits(client: Any, index: str, page_size: int = PAGE_SIZE,
     finally:
         with contextlib.suppress(Exception):  # an expired PIT is gone anyway
             client.delete_pit(body={"pit_id": [pit]})
+
+
+def read_sliced(client: Any, index: str, slices: int, page_size: int = PAGE_SIZE,
+                ) -> Iterator[dict[str, Any]]:
+    """All hits of `index`, its PIT slices read by one thread each (pages interleaved).
+
+    Reading is network and node work; slices keep several shards busy while the caller encodes.
+    Each slice has its own PIT; an error in one is raised here, and stopping early stops all."""
+    import queue
+    import threading
+
+    pages: queue.Queue[Any] = queue.Queue(maxsize=2 * slices)
+    stop = threading.Event()
+    done = object()
+
+    def read(i: int) -> None:
+        try:
+            page: list[dict[str, Any]] = []
+            for hit in read_hits(client, index, page_size, (i, slices)):
+                page.append(hit)
+                if len(page) >= page_size:
+                    while not stop.is_set():
+                        with contextlib.suppress(queue.Full):
+                            pages.put(page, timeout=0.5)
+                            break
+                    if stop.is_set():
+                        return
+                    page = []
+            pages.put(page)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            pages.put(exc)
+        finally:
+            pages.put(done)
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(slices)]
+    for t in threads:
+        t.start()
+    try:
+        left = slices
+        while left:
+            item = pages.get()
+            if item is done:
+                left -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield from item
+    finally:
+        stop.set()
+        while any(t.is_alive() for t in threads):  # unblock writers waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                pages.get(timeout=0.1)
 
 
 def _property(props: Mapping[str, Any], path: str) -> dict[str, Any] | None:

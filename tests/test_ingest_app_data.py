@@ -243,6 +243,24 @@ def _make_source(client, name: str, docs: list[dict]) -> None:
     assert not resp["errors"]
 
 
+def test_source_is_read_whole_once_by_pages_and_by_slices(opensearch_client, names) -> None:
+    docs = catalog(61)
+    _make_source(opensearch_client, names["src"], docs)
+    src = open_source(opensearch_client, names["src"], FieldNames(title="name", text="description"))
+    assert src.count == len(docs) and len(src) == len(docs)
+
+    def open_pits() -> int:
+        return len(opensearch_client.transport.perform_request(
+            "GET", "/_search/point_in_time/_all").get("pits", []))
+
+    before = open_pits()
+    for slices in (1, 3):
+        src.slices, src.page_size = slices, 7  # several pages per shard and per slice
+        seen = Counter(r["_id"] for r in src.records())
+        assert set(seen) == {d["_id"] for d in docs} and set(seen.values()) == {1}, slices
+    assert open_pits() == before  # every PIT the reads opened was closed again
+
+
 class HoldBulk:
     """A proxy `cut` that holds the `n`-th bulk request until released, then drops it."""
 
