@@ -120,8 +120,8 @@ def index_corpus(
         options = index_options(**layout)
     elif layout:
         raise TypeError(f"give either options= or layout keywords, not both ({sorted(layout)})")
-    corpus, fields, options = plan_source(client, corpus, index, fields, options, in_place,
-                                          swap_alias)
+    corpus, fields, options, index = plan_source(client, corpus, index, fields, options,
+                                                 in_place, swap_alias)
     run = IngestRun.open(corpus, index, failure_report, progress)
     run.summary.notes += list(getattr(corpus, "notes", []))
     reader = CorpusReader(corpus, fields, batch_size, run)

@@ -57,6 +57,7 @@ from osneural.ingest.plan import (
 )
 from osneural.mappings import (
     DEFAULT_TEXT_ANALYZER,
+    LEGACY_METADATA,
     SCHEMA_VERSION,
     compose_index_body,
     merge_app_mapping,
@@ -457,7 +458,8 @@ def _update_app_mapping(client: Any, index: str, state: IndexState, options: Ind
     from opensearchpy.exceptions import TransportError
 
     update: dict[str, Any] = {}
-    if state.dynamic == "strict":
+    legacy = (state.properties.get(LEGACY_METADATA) or {}).get("enabled") is False
+    if state.dynamic == "strict" and legacy:  # an app's own choice of strict is left alone
         update["dynamic"] = True
         notes.append(f"index {index!r} was built with a strict mapping (app fields stored only, "
                      "under 'metadata'); its mapping now takes app fields at the top level")

@@ -126,8 +126,12 @@ def ray_index_corpus(
     elif layout:
         raise TypeError(f"give either options= or layout keywords, not both ({sorted(layout)})")
     client = cluster.client()
-    corpus, fields, options = plan_source(client, corpus, index, fields, options, in_place,
-                                          swap_alias)
+    try:
+        corpus, fields, options, index = plan_source(client, corpus, index, fields, options,
+                                                     in_place, swap_alias)
+    except BaseException:
+        client.close()
+        raise
     if hasattr(corpus, "slices"):  # a source index: one PIT slice per worker, read side by side
         corpus.slices = max(corpus.slices, workers)
     run = IngestRun.open(corpus, index, failure_report, progress)

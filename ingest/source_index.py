@@ -242,7 +242,8 @@ def open_source(client: Any, name: str, fields: FieldNames) -> IndexCorpus:
                 f"source field {key!r} is one of osneural's own fields; osneural would overwrite "
                 f"it -- encode it with --title-field / --text-field, or rename it in a copy of the "
                 "index; nothing was written")
-    excludes = (mapping.get("_source") or {}).get("excludes") or []
+    excludes = [f for f in (mapping.get("_source") or {}).get("excludes") or []
+                if not (src.osneural and reserved_field(f))]  # osneural's own are recomputed
     if excludes:
         src.notes.append(f"source fields excluded from _source ({', '.join(excludes)}) cannot be "
                          "read back and are not copied")
@@ -355,33 +356,34 @@ def check_alias(client: Any, alias: str, source: str, target: str) -> None:
 
 def plan_source(client: Any, corpus: Any, index: str, fields: FieldNames | None,
                 options: IndexOptions, in_place: bool, alias: str | None,
-                ) -> tuple[Any, FieldNames | None, IndexOptions]:
+                ) -> tuple[Any, FieldNames | None, IndexOptions, str]:
     """The corpus, field names and index options of a run, checked before anything is written.
 
     For a source index: its fields are all kept (`FieldNames.keep`), the target takes the
     source's mapping (unless enriched in place), the target must differ from the source unless
-    `in_place`, and a `--swap-alias` must be one the run may move."""
+    `in_place`, and a `--swap-alias` must be one the run may move. The index returned is the
+    one to write: in place, the concrete index behind an alias given as the source."""
     if not isinstance(corpus, IndexCorpus):
         if in_place or alias:
             flag = "--in-place" if in_place else "--swap-alias"
             raise SourceError(f"{flag} needs a source index (--from-index); nothing was written")
-        return corpus, fields, options
+        return corpus, fields, options, index
     fields = dataclasses.replace(fields or corpus.fields, id="_id", keep=True)
     corpus.fields = fields
     if in_place:
-        if index != corpus.name:
+        if index not in (corpus.name, corpus.given):
             raise SourceError(f"--in-place enriches the source itself ({corpus.name!r}); leave "
                               f"--index out or give the same name, not {index!r}")
         if alias:
             raise SourceError("--swap-alias moves an alias to a new index; with --in-place the "
                               "alias already points at the enriched index")
-        return corpus, fields, options
+        return corpus, fields, options, corpus.name
     if index in (corpus.name, corpus.given):
         raise SourceError(f"target {index!r} is the source index: give another --index, or "
                           "--in-place to enrich the source itself; nothing was written")
     if alias:
         check_alias(client, alias, corpus.name, index)
-    return corpus, fields, target_options(corpus, fields, options)
+    return corpus, fields, target_options(corpus, fields, options), index
 
 
 def finish_source(client: Any, corpus: Any, index: str, alias: str | None, run: Any) -> None:

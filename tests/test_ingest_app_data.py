@@ -366,9 +366,10 @@ def test_in_place_adds_what_needs_no_knn_and_refuses_vectors(
     assert hit["sparse"] and hit["bin_tokens"] and hit["title"] == docs[2]["title"]
     assert client.count(index=names["src"])["count"] == len(docs)
     assert_native_answers(client, names["src"], docs)
-    # resuming an in-place run skips what is enriched already
-    again = index_corpus(client, open_source(client, names["src"], FieldNames(
-        title="name", text="description")), names["src"], encoders=fake_encoders(),
+    # resuming an in-place run skips what is enriched already; an alias names the source too
+    client.indices.put_alias(index=names["src"], name=names["alias"])
+    again = index_corpus(client, open_source(client, names["alias"], FieldNames(
+        title="name", text="description")), names["alias"], encoders=fake_encoders(),
         progress=False, in_place=True, resume=True, failure_report=tmp_path / "h")
     non_empty = sum(1 for d in docs if d["title"] or d["text"])
     assert again.skipped == non_empty and again.failed == 0
