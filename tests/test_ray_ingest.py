@@ -251,7 +251,7 @@ def test_from_index_on_ray_reads_slices_and_keeps_every_field(
         assert source.slices == 2  # one PIT slice per worker
         assert (s.indexed, s.failed) == (N_DOCS, 0)
         hits = opensearch_client.search(index=tgt, body={"size": 200})["hits"]["hits"]
-        assert Counter(h["_id"] for h in hits) == Counter(docs)  # each once
+        assert Counter(h["_id"] for h in hits) == Counter(list(docs))  # each once
         for h in hits:
             want = docs[h["_id"]]
             assert {k: h["_source"][k] for k in want} == want
