@@ -6,7 +6,8 @@ explicit `metadata` object is just an app field named `metadata`. Title and text
 paths into objects (`specs.summary`), and several text paths are joined; a top-level field that
 is used as title or text is consumed (written as osneural's `title` / `text`), a dotted one stays
 in its object too. A document whose title and text are empty is still a document (its fields are
-indexed, it gets no neural representations); one with nothing but an id is rejected.
+indexed, it gets no neural representations); one with nothing but an id (no title or text
+field at all, no other field) is rejected.
 
 Readers never raise on a bad line: they yield a `Rejected` record naming the file, the line and
 the reason, so one malformed line in a million costs one line in the failure report and not the
@@ -220,9 +221,11 @@ def parse_record(
             return Rejected(source, line, doc_id,
                             f"field {key!r} is one of osneural's own fields; rename it in the "
                             "corpus (or name it as --title-field / --text-field)")
-    if not app and not title.strip() and not text.strip():
-        return Rejected(source, line, doc_id, "empty document: no text, no title and no other field")
     found = any(values_at(record, p) is not MISSING for p in paths)
+    if not app and not found:
+        # `{"_id": "x"}`: nothing at all to index. An empty title and text that are there
+        # (`"title": "", "text": ""`, as in some BEIR corpora) make an empty document instead.
+        return Rejected(source, line, doc_id, "empty document: no text, no title and no other field")
     return CorpusDocument(doc_id, title, text, app, source, line, found)
 
 
