@@ -422,3 +422,19 @@ def test_index_built_the_previous_way_answers_and_upgrades(
     client.indices.refresh(index=old)
     resp = client.search(index=old, body={"query": {"term": {"category.keyword": "lamps"}}})
     assert _ids(resp) == ["p000"]
+
+
+def test_documents_with_an_empty_title_and_text_do_not_fail_the_run(
+        opensearch_client, names, tmp_path: Path) -> None:
+    lines = [{"_id": "1", "title": "Flow", "text": "boundary layer flow over a flat plate"},
+             {"_id": "2", "title": "", "text": ""},  # as in BEIR corpora: present, empty
+             {"_id": "3", "title": " ", "text": "", "journal": "J. Aero"},
+             {"_id": "4"}]  # nothing but an id: rejected
+    corpus = _write_jsonl(tmp_path / "corpus.jsonl", lines)
+    s = index_corpus(opensearch_client, corpus, names["tgt"], representations="dense,sparse",
+                     encoders=fake_encoders(), progress=False, failure_report=tmp_path / "f.jsonl")
+    assert (s.indexed, s.empty, s.failed) == (3, 2, 1)
+    opensearch_client.indices.refresh(index=names["tgt"])
+    got = opensearch_client.search(index=names["tgt"], body={"query": {"term": {
+        "journal.keyword": "J. Aero"}}})["hits"]["hits"]
+    assert [h["_id"] for h in got] == ["3"] and "dense" not in got[0]["_source"]
