@@ -206,6 +206,13 @@ def test_bad_input_is_refused_before_anything_is_written(
         assert f"the caller may not read source index {forbidden!r} (403" in err, err
         err = _cli_stderr([*src, "--from-index", forbidden, "--text-field", "body.summary"])
         assert "maps none of the title field 'title' or text fields 'body.summary'" in err, err
+        # an alias that names another index is not the source's to move
+        client.indices.create(index=names["old"])
+        client.indices.put_alias(index=names["old"], name=names["alias"])
+        err = _cli_stderr([*src, "--from-index", forbidden, "--swap-alias", names["alias"]])
+        assert f"alias {names['alias']!r} points at {names['old']}, not at the source" in err, err
+        err = _cli_stderr([*src, "--from-index", forbidden, "--index", forbidden])
+        assert "is the source index" in err, err
     finally:
         client.indices.delete(index=forbidden)
     assert not client.indices.exists(index=index)
