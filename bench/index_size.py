@@ -52,7 +52,7 @@ FILE_KINDS = {
 KINDS = ("vectors", "postings", "doc_values", "stored", "norms", "points", "other")
 
 #: fields of the default representations that are not text (the issue's size budget)
-TEXT_FIELDS = ("title", "text", "metadata")
+TEXT_FIELDS = ("title", "text", "metadata")  # `metadata`: the app fields of older indices
 SKIP_BY_DEFAULT = ("mv_f16",)
 
 

@@ -36,18 +36,20 @@ from osneural.connection import ClusterConfig, add_cluster_arguments
 
 def stored_documents(client: Any, index: str, dim: int, batch: int = 50,
                      float_tokens: bool = True) -> Iterator[dict[str, Any]]:
-    """Every document's title, text, metadata, dense, sparse and float32 tokens (if stored)."""
+    """Every document's title, text, app fields, dense, sparse and float32 tokens (if stored)."""
     from opensearchpy import helpers
+    from osneural.mappings import reserved_field
     from osneural.plugin.rescoring import decode_doc_value
 
-    query: dict[str, Any] = {"_source": ["title", "text", "metadata", "dense", "sparse"]}
+    query: dict[str, Any] = {"_source": {"excludes": ["bin_tokens", "bin_code", "dense_pq", "fde"]}}
     if float_tokens:
         query["docvalue_fields"] = ["mv_f16"]
     for hit in helpers.scan(client, index=index, query=query, size=batch, preserve_order=True,
                             request_timeout=600):
         src = hit.get("_source") or {}
         doc = {"id": hit["_id"], "title": src.get("title") or "", "text": src.get("text") or "",
-               "metadata": src.get("metadata") or {}, "dense": src.get("dense"),
+               "fields": {k: v for k, v in src.items() if not reserved_field(k)},
+               "dense": src.get("dense"),
                "sparse": src.get("sparse"), "tokens": None}
         values = (hit.get("fields") or {}).get("mv_f16")
         if values:
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 mv_f16=[t.astype(np.float16) for t in tokens] if float_tokens else None,
             )
             docs = [CorpusDocument(id=d["id"], title=d["title"], text=d["text"],
-                                   metadata=d["metadata"]) for d in batch]
+                                   fields=d["fields"]) for d in batch]
             enc.matryoshka = {int(m): matryoshka(dense, int(m)) for m in mdims}
             yield from build_documents(docs, enc, index=target)
 

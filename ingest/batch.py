@@ -119,6 +119,9 @@ class RawBatch:
     sparse: list[dict[str, float]] | None = None
     tokens: list[np.ndarray] | None = None
     truncated: int = 0
+    #: how many documents at the end of the batch have an empty title and text: they are not
+    #: encoded (an encoder would embed the empty string) and are written with their fields only
+    empty: int = 0
 
 
 def encode_raw(docs: Sequence[CorpusDocument], encoders: Mapping[str, Any], params: CodecParams,
@@ -206,8 +209,12 @@ def _reason(exc: BaseException) -> str:
 
 def existing_ids(client: Any, index: str, ids: list[str], *, max_retries: int = 5,
                  backoff: Callable[[int], float] = lambda a: min(60.0, 2.0 ** (a - 1)),
-                 sleep: Callable[[float], None] = time.sleep) -> tuple[set[str], int]:
+                 sleep: Callable[[float], None] = time.sleep,
+                 marker: str | None = None) -> tuple[set[str], int]:
     """Ids of `ids` already in `index` (one `mget`), and how many retries it took.
+
+    With `marker` (enriching in place, where every id is present), the ids whose document
+    has that field: one `ids` + `exists` search instead.
 
     Retried like bulk writes (connection errors, 429, 5xx, with backoff): a node restarting
     during `--resume` costs a pause, not the run. Raises `ClusterUnavailable` after the last try.
@@ -219,6 +226,12 @@ def existing_ids(client: Any, index: str, ids: list[str], *, max_retries: int = 
         if attempt:
             sleep(backoff(attempt))
         try:
+            if marker is not None:
+                resp = client.search(index=index, body={
+                    "size": len(ids), "_source": False, "track_total_hits": False,
+                    "query": {"bool": {"filter": [{"ids": {"values": ids}},
+                                                  {"exists": {"field": marker}}]}}})
+                return {h["_id"] for h in resp["hits"]["hits"]}, attempt
             resp = client.mget(index=index, body={"ids": ids}, _source=False)
         except TransportError as exc:
             if not is_retryable(exc.status_code):
@@ -270,7 +283,7 @@ class BatchStep:
                     done, retries = existing_ids(
                         self.client, self.plan.index, [d.id for d in todo],
                         max_retries=self.plan.max_retries, backoff=self.writer.backoff,
-                        sleep=self._sleep)
+                        sleep=self._sleep, marker=self.plan.resume_marker)
                 except ClusterUnavailable as exc:
                     result.unavailable = str(exc)
                     result.failures += [DocFailure(d.id, d.source, d.line, "resume_check", str(exc))
@@ -286,7 +299,21 @@ class BatchStep:
 
     def encode(self, docs: list[CorpusDocument], result: BatchResult
                ) -> tuple[list[CorpusDocument], RawBatch | None]:
-        """Encode the batch; a document the encoders refuse is found alone and reported."""
+        """Encode the batch; a document the encoders refuse is found alone and reported.
+
+        Documents with an empty title and text are not encoded: they come back at the end of
+        the list, counted by the returned `RawBatch.empty`."""
+        empty = [d for d in docs if d.empty]
+        full = [d for d in docs if not d.empty]
+        kept, raw = self._encode_full(full, result) if full else ([], None)
+        if not empty:
+            return kept, raw
+        raw = raw or RawBatch()
+        raw.empty = len(empty)
+        return kept + empty, raw
+
+    def _encode_full(self, docs: list[CorpusDocument], result: BatchResult
+                     ) -> tuple[list[CorpusDocument], RawBatch | None]:
         timer = StageTimer(result.stage_seconds)
         try:
             raw = encode_raw(docs, self.encoders, self.plan.params, self.plan.expected_dim, timer)
@@ -300,7 +327,7 @@ class BatchStep:
             good = []
             for d in docs:
                 probe = BatchResult()  # counts only the failures; the good ones are re-encoded
-                if self.encode([d], probe)[0]:
+                if self._encode_full([d], probe)[0]:
                     good.append(d)
                 result.failures += probe.failures
             if not good:
@@ -314,16 +341,20 @@ class BatchStep:
               ) -> tuple[list[CorpusDocument], list[dict[str, Any]]]:
         """Codecs and bulk actions; a document the builder refuses is reported alone."""
         timer = StageTimer(result.stage_seconds)
+        n = len(docs) - raw.empty
+        in_place = self.plan.in_place
         with timer("codecs"):
-            enc = apply_codecs(raw, self.plan)
+            enc = apply_codecs(raw, self.plan) if n else EncodedBatch()
         with timer("build"):
             try:
-                return docs, build_documents(docs, enc)
+                return docs, (build_documents(docs[:n], enc, in_place=in_place)
+                              + build_documents(docs[n:], EncodedBatch(), in_place=in_place))
             except (ValueError, TypeError):
                 kept, actions = [], []
                 for i, d in enumerate(docs):
                     try:
-                        actions += build_documents([d], _row(enc, i))
+                        actions += build_documents([d], _row(enc, i) if i < n else EncodedBatch(),
+                                                   in_place=in_place)
                         kept.append(d)
                     except (ValueError, TypeError) as exc:
                         result.failures.append(DocFailure(d.id, d.source, d.line, "build",
@@ -353,3 +384,5 @@ class BatchStep:
         result.indexed += bulk.indexed
         result.retries += bulk.retries
         result.failures += [failure(f.doc_id, f"{f.status} {f.reason}") for f in bulk.failures]
+        failed = {f.doc_id for f in bulk.failures}
+        result.empty += sum(1 for d in docs if d.empty and d.id not in failed)

@@ -2,7 +2,10 @@
 `--ray [ADDRESS]`, of `ray_index_corpus` (same checks, failure report, `--resume` and exit codes).
 
 CORPUS is a JSONL file, a folder (BEIR layout or several JSONL files), or `sample` for the
-built-in stdlib-docstrings corpus. Exit status: 0 all good, 1 some documents failed (see the
+built-in stdlib-docstrings corpus; or, with `--from-index SOURCE`, the documents of an existing
+index (copied with all their fields into `--index`, or enriched where they are with
+`--in-place`; `--swap-alias` then moves the app's alias). `--mapping FILE` maps the app's own
+fields (merged beside osneural's). Exit status: 0 all good, 1 some documents failed (see the
 failure report; the others are indexed), 2 nothing could be ingested or the run had to stop (bad
 arguments, index mismatch, empty corpus, cluster unreachable at the start or for a whole batch,
 a Ray worker lost for good -- progress so far is kept and `--resume` continues). Errors are one
@@ -12,6 +15,7 @@ line on stderr (plus the summary so far when the run stopped midway), never a tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -19,8 +23,22 @@ from osneural.connection import ClusterConfigError, add_cluster_arguments
 
 
 def configure_ingest(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("corpus", help="corpus.jsonl, a folder of JSONL files, or 'sample'")
-    parser.add_argument("--index", required=True, help="target index name")
+    parser.add_argument("corpus", nargs="?", default=None,
+                        help="corpus.jsonl, a folder of JSONL files, or 'sample' (or --from-index)")
+    parser.add_argument("--index", default=None,
+                        help="target index name (with --in-place: the source, may be left out)")
+    parser.add_argument("--from-index", default=None, metavar="SOURCE",
+                        help="read the documents of an existing index (or alias) instead of a "
+                             "corpus file: all their fields and SOURCE's mapping are kept")
+    parser.add_argument("--swap-alias", default=None, metavar="NAME",
+                        help="with --from-index: when no document failed, move alias NAME from "
+                             "SOURCE to --index in one _aliases call")
+    parser.add_argument("--in-place", action="store_true",
+                        help="with --from-index: add the representations to SOURCE itself "
+                             "(only those needing no index.knn, unless SOURCE has it)")
+    parser.add_argument("--mapping", default=None, metavar="FILE",
+                        help="JSON mapping of the app's own fields ({\"properties\": ...} or an "
+                             "index body with mappings and settings), merged with osneural's")
     parser.add_argument("--representations", default=None,
                         help="comma list of dense,sparse,binary,pq,multivector,float_tokens or "
                              "'all' (default for a new index: all but float_tokens, the float16 "
@@ -28,8 +46,10 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="documents per encode/bulk batch")
     parser.add_argument("--resume", action="store_true", help="skip ids already in the index")
     parser.add_argument("--id-field", default="_id")
-    parser.add_argument("--title-field", default="title")
-    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--title-field", default="title", help="a field or dotted path")
+    parser.add_argument("--text-field", action="append", default=None,
+                        help="text to encode (default 'text'): a field or dotted path; repeat it "
+                             "or give a comma list to join several")
     parser.add_argument("--failures", default=None,
                         help="failure report path (default: <corpus folder>/<index>.failures.jsonl)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N sample documents")
@@ -78,6 +98,20 @@ def parse_index_settings(values: list[str]) -> dict[str, str]:
     return out
 
 
+def load_mapping_file(path: str) -> tuple[dict, dict]:
+    """(mappings, settings) of a `--mapping` file; `ValueError` naming the file otherwise."""
+    from osneural.mappings import app_mapping_from_json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ValueError(f"--mapping {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--mapping {path} is not JSON: {exc}") from None
+    return app_mapping_from_json(data, f"--mapping {path}")
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     from opensearchpy.exceptions import ConnectionError as OSConnectionError
     from opensearchpy.exceptions import TransportError
@@ -88,6 +122,19 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     from osneural.connection import ClusterConfig
 
+    fields = FieldNames(args.id_field, args.title_field, ",".join(args.text_field or ["text"]))
+    problem = None
+    if args.from_index and args.corpus:
+        problem = "give a CORPUS or --from-index SOURCE, not both"
+    elif not args.from_index and not args.corpus:
+        problem = "give a CORPUS (file, folder or 'sample') or --from-index SOURCE"
+    elif args.in_place and not args.index:
+        args.index = args.from_index
+    if not problem and not args.index:
+        problem = "--index is required"
+    if problem:
+        print(f"osneural ingest: {problem}", file=sys.stderr)
+        return 2
     corpus = sample_corpus(args.limit) if args.corpus == "sample" else args.corpus
     try:
         mdims = [int(d) for d in args.matryoshka.split(",") if d.strip()]
@@ -99,13 +146,18 @@ def run_ingest(args: argparse.Namespace) -> int:
             space_type=args.space_type, engine=args.engine, matryoshka_dims=mdims,
             index_settings=parse_index_settings(args.index_setting), shards=args.shards,
             replicas=args.replicas, bulk_refresh_interval=args.bulk_refresh_interval)
+        if args.mapping:
+            app_mapping, app_settings = load_mapping_file(args.mapping)
+            options = dataclasses.replace(options, app_mapping=app_mapping,
+                                          app_settings=app_settings,
+                                          mapping_origin=f"--mapping {args.mapping}")
         config = ClusterConfig.from_args(args, timeout=120)
     except (ClusterConfigError, ValueError) as exc:
         print(f"osneural ingest: {exc}", file=sys.stderr)
         return 2
     common = dict(
         representations=args.representations, batch_size=args.batch_size, resume=args.resume,
-        fields=FieldNames(args.id_field, args.title_field, args.text_field),
+        fields=fields,
         failure_report=args.failures, progress=not args.no_progress,
         codec_params=CodecParams(pool_factor=args.pool_factor, train_docs=args.train_docs,
                                  fde_dtype=args.fde_dtype),
@@ -113,14 +165,20 @@ def run_ingest(args: argparse.Namespace) -> int:
     )
     client = config.client()
     try:
+        if args.from_index:
+            from osneural.ingest.source_index import open_source
+
+            corpus = open_source(client, args.from_index, fields)
         if args.ray is not None:
             from osneural.ingest.ray_ingest import ray_index_corpus
 
             summary = ray_index_corpus(
                 config, corpus, args.index, address=None if args.ray == "local" else args.ray,
-                workers=args.ray_workers, threads_per_worker=args.threads_per_worker, **common)
+                workers=args.ray_workers, threads_per_worker=args.threads_per_worker,
+                in_place=args.in_place, swap_alias=args.swap_alias, **common)
         else:
-            summary = index_corpus(client, corpus, args.index, **common)
+            summary = index_corpus(client, corpus, args.index, in_place=args.in_place,
+                                   swap_alias=args.swap_alias, **common)
     except IngestError as exc:
         print(f"osneural ingest: {exc}", file=sys.stderr)
         if exc.summary is not None and exc.summary.representations:

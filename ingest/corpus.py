@@ -1,5 +1,14 @@
 """Corpus readers: BEIR `corpus.jsonl`, plain JSONL with other field names, folders of either.
 
+Every field of a record other than the id, title and text is an *app field*: it is written at the
+top level of the indexed document as it came (an app filters, facets and sorts on it), so an
+explicit `metadata` object is just an app field named `metadata`. Title and text may be dotted
+paths into objects (`specs.summary`), and several text paths are joined; a top-level field that
+is used as title or text is consumed (written as osneural's `title` / `text`), a dotted one stays
+in its object too. A document whose title and text are empty is still a document (its fields are
+indexed, it gets no neural representations); one with nothing but an id (no title or text
+field at all, no other field) is rejected.
+
 Readers never raise on a bad line: they yield a `Rejected` record naming the file, the line and
 the reason, so one malformed line in a million costs one line in the failure report and not the
 run. Duplicate ids are rejected here too (first occurrence wins) because two documents with one
@@ -17,11 +26,71 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FieldNames:
-    """Where id, title and text live in the input records (BEIR names by default)."""
+    """Where id, title and text live in the input records (BEIR names by default).
+
+    `title` is a field name or dotted path; `text` is one, or a comma list whose values are joined.
+    """
 
     id: str = "_id"
     title: str = "title"
     text: str = "text"
+
+    @property
+    def text_paths(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.text.split(",") if p.strip())
+
+    #: keep the title/text source fields as app fields too (a source index keeps all its
+    #: fields); only fields literally named `title` / `text` are then osneural's
+    keep: bool = False
+
+    @property
+    def consumed(self) -> frozenset[str]:
+        """Top-level record keys that become osneural's id, title and text (not app fields)."""
+        paths = [p for p in (self.title, *self.text_paths) if "." not in p]
+        if self.keep:
+            paths = [p for p in paths if p in ("title", "text")]
+        return frozenset((self.id, *paths))
+
+
+class _Missing:
+    pass
+
+
+MISSING: Any = _Missing()
+
+
+def values_at(record: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (lists of objects are walked element-wise), or `MISSING`.
+
+    A key that itself holds the dots (`{"a.b": ...}`) is found first, as OpenSearch reads it."""
+    if isinstance(record, Mapping) and path in record:
+        return record[path]
+    node: Any = record
+    for part in path.split("."):
+        if isinstance(node, list):
+            found = [values_at(x, part) for x in node if isinstance(x, Mapping)]
+            found = [v for v in found if v is not MISSING]
+            node = [v for f in found for v in (f if isinstance(f, list) else [f])]
+            if not node:
+                return MISSING
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return MISSING
+    return node
+
+
+def text_at(record: Mapping[str, Any], path: str) -> str:
+    """The string at a path: a string, or a list of strings joined by newlines; None (absent,
+    or JSON null) is ""; any other value raises `TypeError`."""
+    value = values_at(record, path)
+    if value is MISSING or value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) or v is None for v in value):
+        return "\n".join(v for v in value if v)
+    raise TypeError(type(value).__name__)
 
 
 @dataclass
@@ -31,9 +100,18 @@ class CorpusDocument:
     id: str
     title: str
     text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    #: the app's own fields, written at the top level of the indexed document as they came
+    fields: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     line: int = 0
+    #: whether the record held the title or a text path at all (absent everywhere = a wrong
+    #: --title-field / --text-field, which the run refuses before writing)
+    has_text_fields: bool = True
+
+    @property
+    def empty(self) -> bool:
+        """No title and no text: indexed with its fields only, no neural representations."""
+        return not self.title.strip() and not self.text.strip()
 
 
 @dataclass
@@ -123,22 +201,32 @@ def parse_record(
     doc_id = str(raw_id)
     if len(doc_id.encode("utf-8")) > 512:
         return Rejected(source, line, doc_id[:64], "id longer than 512 bytes (OpenSearch limit)")
-    if fields.text not in record:
-        return Rejected(source, line, doc_id, f"missing text field {fields.text!r}")
-    text = record[fields.text]
-    title = record.get(fields.title) or ""
-    if not isinstance(text, str):
-        return Rejected(source, line, doc_id, f"text field {fields.text!r} must be a string")
-    if not isinstance(title, str):
+    paths = (fields.title, *fields.text_paths)
+    try:
+        title = text_at(record, fields.title)
+    except TypeError:
         return Rejected(source, line, doc_id, f"title field {fields.title!r} must be a string")
-    if not text.strip() and not title.strip():
-        return Rejected(source, line, doc_id, "empty document: no text and no title")
-    meta_in = record.get("metadata")
-    metadata: dict[str, Any] = dict(meta_in) if isinstance(meta_in, Mapping) else {}
-    for key, value in record.items():
-        if key not in (fields.id, fields.title, fields.text, "metadata"):
-            metadata[key] = value
-    return CorpusDocument(doc_id, title, text, metadata, source, line)
+    texts = []
+    for path in fields.text_paths:
+        try:
+            texts.append(text_at(record, path))
+        except TypeError:
+            return Rejected(source, line, doc_id, f"text field {path!r} must be a string")
+    text = "\n".join(t for t in texts if t)
+    app = {k: v for k, v in record.items() if k not in fields.consumed}
+    from osneural.mappings import reserved_field
+
+    for key in app:
+        if reserved_field(key):
+            return Rejected(source, line, doc_id,
+                            f"field {key!r} is one of osneural's own fields; rename it in the "
+                            "corpus (or name it as --title-field / --text-field)")
+    found = any(values_at(record, p) is not MISSING for p in paths)
+    if not app and not found:
+        # `{"_id": "x"}`: nothing at all to index. An empty title and text that are there
+        # (`"title": "", "text": ""`, as in some BEIR corpora) make an empty document instead.
+        return Rejected(source, line, doc_id, "empty document: no text, no title and no other field")
+    return CorpusDocument(doc_id, title, text, app, source, line, found)
 
 
 def read_jsonl(path: str | Path, fields: FieldNames = FieldNames()) -> Iterator[CorpusItem]:
@@ -162,10 +250,15 @@ def iter_corpus(
 ) -> Iterator[CorpusItem]:
     """Every item of a corpus path (file/folder) or of an iterable of dicts, duplicates rejected.
 
-    For an iterable, `line` is the 1-based position and `source` is `"<memory>"`.
+    For an iterable, `line` is the 1-based position and `source` is `"<memory>"`; for a source
+    index (an object with `records()`), the position in its reading order and the index name.
     """
     seen: set[str] = set()
-    if isinstance(corpus, str | Path):
+    if hasattr(corpus, "records"):  # an existing index (osneural.ingest.source_index)
+        where = str(corpus)
+        items = (parse_record(rec, fields, where, i)
+                 for i, rec in enumerate(corpus.records(), start=1))
+    elif isinstance(corpus, str | Path):
         items: Iterable[CorpusItem] = (
             item for f in corpus_files(corpus) for item in read_jsonl(f, fields)
         )

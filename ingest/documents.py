@@ -119,9 +119,16 @@ def _check_len(name: str, value: Any, n: int) -> None:
 
 
 def build_documents(
-    docs: Sequence[CorpusDocument], enc: EncodedBatch, index: str | None = None
+    docs: Sequence[CorpusDocument], enc: EncodedBatch, index: str | None = None,
+    *, in_place: bool = False,
 ) -> list[dict[str, Any]]:
-    """Bulk `index` actions, one per document, carrying every representation in `enc`."""
+    """Bulk `index` actions, one per document: the app's fields at the top level, osneural's
+    `title` / `text` and every representation in `enc`.
+
+    An `index` action replaces the whole document, so re-ingesting a changed document leaves
+    no stale representation or removed field behind. With `in_place`, the actions are partial
+    `update`s carrying osneural's fields only: the document already lives in the index with its
+    own fields, which an app may be writing meanwhile."""
     n = len(docs)
     for name in ("dense", "sparse", "bin_code", "bin_tokens", "dense_pq", "mv_codes", "mv_f16", "fde"):
         _check_len(name, getattr(enc, name), n)
@@ -129,9 +136,9 @@ def build_documents(
         _check_len(f"dense_{dim}", arr, n)
     actions: list[dict[str, Any]] = []
     for i, doc in enumerate(docs):
-        src: dict[str, Any] = {"title": doc.title, "text": doc.text}
-        if doc.metadata:
-            src["metadata"] = doc.metadata
+        src: dict[str, Any] = {} if in_place else dict(doc.fields)
+        src["title"] = doc.title
+        src["text"] = doc.text
         if enc.dense is not None:
             src["dense"] = float_list(enc.dense[i])
         for dim, arr in sorted(enc.matryoshka.items()):
@@ -150,7 +157,9 @@ def build_documents(
             src["mv_f16"] = b64(np.asarray(enc.mv_f16[i], dtype="<f2").view(np.uint8))
         if enc.fde is not None:
             src["fde"] = float_list(enc.fde[i])
-        action: dict[str, Any] = {"_op_type": "index", "_id": doc.id, "_source": src}
+        action: dict[str, Any] = (
+            {"_op_type": "update", "_id": doc.id, "doc": src} if in_place
+            else {"_op_type": "index", "_id": doc.id, "_source": src})
         if index is not None:
             action["_index"] = index
         actions.append(action)

@@ -46,6 +46,7 @@ from osneural.ingest.prepare import (
     restore_settings,
     unreachable,
 )
+from osneural.ingest.source_index import finish_source, plan_source
 
 __all__ = [
     "STAGES", "CodecParams", "EmptyCorpus", "IndexMismatch", "IndexOptions", "IngestError",
@@ -93,9 +94,16 @@ def index_corpus(
     max_retries: int = 5,
     initial_backoff: float = 1.0,
     refresh: bool = True,
+    in_place: bool = False,
+    swap_alias: str | None = None,
     **layout: Any,
 ) -> IngestSummary:
     """Encode `corpus` and bulk-load it into `index` with every chosen representation.
+
+    `corpus` may also be an existing index (`osneural.ingest.source_index.open_source`): its
+    documents are copied with all their fields and the source's mapping into `index`, or, with
+    `in_place`, enriched where they are. `swap_alias` then moves that alias from the source to
+    `index` in one `_aliases` call, when no document failed.
 
     `corpus` is a JSONL file, a folder of them (BEIR layout), or an iterable of dicts with the
     `fields` names. `encoders` maps kind -> encoder to use instead of the exported defaults.
@@ -112,13 +120,17 @@ def index_corpus(
         options = index_options(**layout)
     elif layout:
         raise TypeError(f"give either options= or layout keywords, not both ({sorted(layout)})")
+    corpus, fields, options, index = plan_source(client, corpus, index, fields, options,
+                                                 in_place, swap_alias)
     run = IngestRun.open(corpus, index, failure_report, progress)
+    run.summary.notes += list(getattr(corpus, "notes", []))
     reader = CorpusReader(corpus, fields, batch_size, run)
     restore: dict[str, Any] = {}
     try:
         prep = prepare(client, index, reader, run, representations=representations,
                        resume=resume, encoders=encoders, params=codec_params or CodecParams(),
-                       options=options, max_retries=max_retries, initial_backoff=initial_backoff)
+                       options=options, max_retries=max_retries, initial_backoff=initial_backoff,
+                       in_place=in_place)
         restore = prep.restore_settings
         step = BatchStep(prep.plan, prep.encoders, client)
         run.merge(prep.head_result)
@@ -137,6 +149,7 @@ def index_corpus(
             raise reader.empty_error()
         if refresh:
             _refresh(client, index, run)
+        finish_source(client, corpus, index, swap_alias, run)
     finally:
         note = restore_settings(client, index, restore)
         if note:

@@ -70,6 +70,11 @@ class IndexOptions:
     settings: tuple[tuple[str, Any], ...] = ()
     #: `index.refresh_interval` while bulk-loading (e.g. "-1"), restored when the run ends.
     bulk_refresh_interval: str | None = None
+    #: the app's own mapping (`properties`, `dynamic`, ...) merged beside osneural's fields, and
+    #: index settings it needs (analysis); `mapping_origin` names where it came from in errors
+    app_mapping: Any = None
+    app_settings: Any = None
+    mapping_origin: str = "mapping"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,12 @@ class IngestPlan:
     resume: bool
     max_retries: int = 5
     initial_backoff: float = 1.0
+    #: enrich documents that already live in the index: partial updates carrying osneural's
+    #: fields only (the app's fields stay as they are)
+    in_place: bool = False
+    #: with `in_place` and `resume`: a field every enriched, non-empty document has, so the
+    #: resume check asks "enriched?" rather than "present?" (every document is present)
+    resume_marker: str | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Trained codecs hold faiss objects that do not pickle; they travel in the codec
@@ -123,6 +134,8 @@ class BatchResult:
     indexed: int = 0
     skipped: int = 0
     truncated: int = 0
+    #: documents with an empty title and text, indexed with their fields only
+    empty: int = 0
     retries: int = 0
     failures: list[DocFailure] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -149,6 +162,9 @@ class IngestSummary:
     skipped: int = 0
     failed: int = 0
     truncated: int = 0
+    #: of `indexed`: documents with an empty title and text, written with their app fields and
+    #: no neural representations
+    empty: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     codecs_trained: bool = False
@@ -183,6 +199,9 @@ class IngestSummary:
             f"failed {self.failed}, truncated {self.truncated}, "
             f"{self.seconds:.1f}s ({self.docs_per_second:.1f} docs/s)",
         ]
+        if self.empty:
+            lines.append(f"  {self.empty} of the indexed documents have an empty title and text: "
+                         "indexed with their fields, no neural representations")
         if self.failed and self.failure_report:
             lines.append(f"  failures: {self.failure_report}")
         if self.padded_training:

@@ -57,8 +57,10 @@ from osneural.ingest.plan import (
 )
 from osneural.mappings import (
     DEFAULT_TEXT_ANALYZER,
+    LEGACY_METADATA,
     SCHEMA_VERSION,
     compose_index_body,
+    merge_app_mapping,
     normalize_representations,
 )
 
@@ -116,7 +118,7 @@ def count_lines(corpus: Any) -> int | None:
 
 
 def describe_corpus(corpus: Any) -> str:
-    return str(corpus) if isinstance(corpus, str | Path) else "<iterable>"
+    return str(corpus) if isinstance(corpus, str | Path) or hasattr(corpus, "records") else "<iterable>"
 
 
 @dataclass
@@ -157,6 +159,7 @@ class IngestRun:
         s.indexed += result.indexed
         s.skipped += result.skipped
         s.truncated += result.truncated
+        s.empty += result.empty
         s.bulk_retries += result.retries
         s.failed += len(result.failures)
         for stage, secs in result.stage_seconds.items():
@@ -191,20 +194,27 @@ class IngestRun:
 
 
 class CorpusReader:
-    """Batches of valid documents; rejected lines go to the run's failure report as read."""
+    """Batches of valid documents; rejected lines go to the run's failure report as read.
+
+    Nothing is yielded until a document holding the title or a text field has been read (or
+    `lookahead` documents have been): a `--title-field` / `--text-field` that no document has
+    would otherwise index every document as empty -- and overwrite the representations of
+    documents already indexed -- so it is refused before anything is written."""
 
     def __init__(self, corpus: Any, fields: FieldNames | None, batch_size: int,
-                 run: IngestRun) -> None:
+                 run: IngestRun, lookahead: int = 10_000) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.corpus = corpus
+        self.fields = fields or FieldNames()
         self.batch_size = batch_size
         self.run = run
         self.valid_seen = 0
-        self._items = iter_corpus(corpus, fields or FieldNames())
+        self.lookahead = lookahead
+        self._items = iter_corpus(corpus, self.fields)
         self._timer = StageTimer(run.summary.stage_seconds)
 
-    def __iter__(self) -> Iterator[list[CorpusDocument]]:
+    def _batches(self) -> Iterator[list[CorpusDocument]]:
         batch: list[CorpusDocument] = []
         while True:
             with self._timer("read"):
@@ -221,6 +231,30 @@ class CorpusReader:
                 batch = []
         if batch:
             yield batch
+
+    def __iter__(self) -> Iterator[list[CorpusDocument]]:
+        held: list[list[CorpusDocument]] = []
+        batches = self._batches()
+        for batch in batches:
+            held.append(batch)
+            if any(d.has_text_fields for d in batch):
+                break
+            if self.valid_seen >= self.lookahead:
+                raise self.fields_error()
+        else:
+            if held:
+                raise self.fields_error()
+        yield from held
+        held.clear()
+        yield from batches
+
+    def fields_error(self) -> IngestError:
+        f = self.fields
+        return IngestError(
+            f"none of the first {self.valid_seen} documents of {describe_corpus(self.corpus)} "
+            f"has the title field {f.title!r} or a text field ({', '.join(map(repr, f.text_paths))}"
+            "); name the right ones with --title-field / --text-field (dotted paths into objects, "
+            "several text fields as a comma list); nothing was written", self.run.summary)
 
     def empty_error(self) -> EmptyCorpus:
         return EmptyCorpus(
@@ -239,6 +273,8 @@ class IndexState:
     properties: dict[str, Any]
     settings: dict[str, Any]
     source_excludes: tuple[str, ...] = ()
+    #: the mapping's `dynamic` ("strict" on indices built before app fields were top-level)
+    dynamic: str = "true"
 
 
 def index_state(client: Any, index: str) -> IndexState | None:
@@ -250,7 +286,8 @@ def index_state(client: Any, index: str) -> IndexState | None:
     settings = next(iter(client.indices.get_settings(index=index, flat_settings=True).values()))
     return IndexState((body.get("_meta") or {}).get("osneural") or {},
                       body.get("properties") or {}, settings.get("settings") or {},
-                      tuple((body.get("_source") or {}).get("excludes") or ()))
+                      tuple((body.get("_source") or {}).get("excludes") or ()),
+                      str(body.get("dynamic", "true")).lower())
 
 
 def check_compatible(
@@ -312,8 +349,12 @@ def prepare(
     client: Any, index: str, reader: CorpusReader, run: IngestRun, *,
     representations: str | list[str] | None, resume: bool, encoders: Mapping[str, Any] | None,
     params: CodecParams, options: IndexOptions, max_retries: int = 5, initial_backoff: float = 1.0,
+    in_place: bool = False,
 ) -> Preparation:
-    """Check or create the index and its codecs; for a new index, encode the head sample."""
+    """Check or create the index and its codecs; for a new index, encode the head sample.
+
+    `in_place`: the documents already live in `index` (read from it), which osneural enriches
+    with partial updates; a foreign index is then adopted although it holds documents."""
     from opensearchpy.exceptions import ConnectionError as OSConnectionError
 
     try:
@@ -326,19 +367,34 @@ def prepare(
     else:
         reps = normalize_representations(representations)
     run.summary.representations = reps
+    marker = None
+    if in_place:
+        from osneural.ingest.source_index import SourceError, check_in_place, resume_marker
+
+        if state is None:
+            raise SourceError(f"--in-place: index {index!r} does not exist; nothing was written")
+        if not reuse:
+            check_in_place(index, state.settings, reps)
+        marker = resume_marker(reps)
+        if resume and reuse and marker is None:
+            run.summary.notes.append("no representation of this run marks an enriched document "
+                                     "(sparse alone answers no exists query): --resume "
+                                     "re-encodes every document")
     encs = load_encoders(reps, encoders)
     enc_meta = {kind: encoder_meta(kind, e) for kind, e in encs.items()}
     expected_dim = (enc_meta.get("dense") or {}).get("dim")
     plan = IngestPlan(index=index, representations=tuple(reps), encoder_meta=enc_meta,
                       bundle=CodecBundle(), params=params,
                       matryoshka_dims=tuple(sorted({int(d) for d in options.matryoshka_dims})),
-                      expected_dim=expected_dim, generation=None, resume=resume and reuse,
-                      max_retries=max_retries, initial_backoff=initial_backoff)
+                      expected_dim=expected_dim, generation=None,
+                      resume=resume and reuse and (marker is not None or not in_place),
+                      max_retries=max_retries, initial_backoff=initial_backoff,
+                      in_place=in_place, resume_marker=marker if in_place else None)
     try:
         if reuse:
             assert state is not None
-            return _prepare_existing(client, plan, state, encs, options)
-        if state is not None:
+            return _prepare_existing(client, plan, state, encs, options, run.summary.notes)
+        if state is not None and not in_place:
             count = client.count(index=index)["count"]
             if count:
                 raise IndexMismatch(
@@ -351,7 +407,7 @@ def prepare(
 
 
 def _prepare_existing(client: Any, plan: IngestPlan, state: IndexState, encs: dict[str, Any],
-                      options: IndexOptions) -> Preparation:
+                      options: IndexOptions, notes: list[str]) -> Preparation:
     from opensearchpy.exceptions import TransportError
 
     reps = list(plan.representations)
@@ -385,9 +441,43 @@ def _prepare_existing(client: Any, plan: IngestPlan, state: IndexState, encs: di
                 raise IngestError(f"index {plan.index!r} exists and refuses settings {dynamic}: "
                                   f"{transport_reason(exc)}") from None
             raise
+    _update_app_mapping(client, plan.index, state, options, notes)
     plan = dataclasses.replace(plan, bundle=bundle or CodecBundle(), matryoshka_dims=mdims,
                                expected_dim=expected_dim, generation=generation)
     return Preparation(plan, encs, [], BatchResult(), restore)
+
+
+def _update_app_mapping(client: Any, index: str, state: IndexState, options: IndexOptions,
+                        notes: list[str]) -> None:
+    """Bring an existing osneural index up to today's app-field layout, additively.
+
+    An index built before app fields were written at the top level has `dynamic: strict` (its
+    app fields sit in a stored-only `metadata` object): `dynamic` is an updatable mapping
+    parameter, so it is switched to `true` and re-ingested documents bring their fields. A
+    user mapping's properties are added (OpenSearch itself refuses a changed field type)."""
+    from opensearchpy.exceptions import TransportError
+
+    update: dict[str, Any] = {}
+    legacy = (state.properties.get(LEGACY_METADATA) or {}).get("enabled") is False
+    if state.dynamic == "strict" and legacy:  # an app's own choice of strict is left alone
+        update["dynamic"] = True
+        notes.append(f"index {index!r} was built with a strict mapping (app fields stored only, "
+                     "under 'metadata'); its mapping now takes app fields at the top level")
+    app = options.app_mapping or {}
+    if app.get("properties"):
+        update["properties"] = app["properties"]
+    for key in ("dynamic", "dynamic_templates", "date_detection", "numeric_detection"):
+        if key in app:
+            update[key] = app[key]
+    if not update:
+        return
+    try:
+        client.indices.put_mapping(index=index, body=update)
+    except TransportError as exc:
+        if isinstance(exc.status_code, int):
+            raise IndexMismatch(f"index {index!r} refuses the {options.mapping_origin}: "
+                                f"{transport_reason(exc)}; nothing was written") from None
+        raise
 
 
 def _stored_generation(client: Any, index: str) -> str | None:
@@ -454,10 +544,16 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
     if n_head == 0:
         run.merge(head_result)
         raise reader.empty_error()
+    if encoded_sample and not any(r.dense is not None or r.tokens is not None for _, r in head):
+        run.merge(head_result)
+        raise IngestError(f"the first {n_head} documents all have an empty title and text: the "
+                          "codecs have nothing to train on; nothing was written", run.summary)
     timer = StageTimer(run.summary.stage_seconds)
     with timer("train_codecs"):
-        dense = np.concatenate([r.dense for _, r in head]) if head and "dense" in encs else None
-        tokens = [t for _, r in head for t in r.tokens] if head and "multivector" in encs else None
+        encoded = [r for _, r in head if r.dense is not None or r.tokens is not None]
+        dense = np.concatenate([r.dense for r in encoded]) if encoded and "dense" in encs else None
+        tokens = ([t for r in encoded for t in r.tokens]
+                  if encoded and "multivector" in encs else None)
         bundle = train_codecs(reps, dense, tokens, params, run.summary)
         fit_idf = getattr(encs.get("sparse"), "fit_idf", None)
         if callable(fit_idf):
@@ -496,6 +592,8 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
         space_type=options.space_type, engine=options.engine, matryoshka_dims=mdims,
         meta=meta, settings=settings, **kwargs,
     )
+    if not plan.in_place:
+        merge_app_mapping(body, options.app_mapping, options.app_settings, options.mapping_origin)
     # Codecs first: this overwrites any codec document an older index of this name left, before
     # any document is written. If the index then cannot be created, the codecs go again.
     try:
@@ -558,6 +656,10 @@ def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
     if dynamic:
         client.indices.put_settings(index=index, body=dynamic)
     update = {k: v for k, v in mappings.items() if k in ("properties", "_meta")}
+    # A field the index maps already with the same type (an app's own `title` text field with
+    # its analyzer) stays as the app defined it: OpenSearch refuses a changed analyzer.
+    update["properties"] = {k: v for k, v in update.get("properties", {}).items()
+                            if k not in state.properties}
     excludes = sorted(set((mappings.get("_source") or {}).get("excludes") or ()))
     if excludes and not set(excludes) <= set(state.source_excludes):
         # Kept out of _source (served from doc values). OpenSearch lets an index without any

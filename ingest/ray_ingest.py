@@ -37,6 +37,7 @@ from osneural.ingest.batch import BatchStep, load_encoders
 from osneural.ingest.corpus import CorpusDocument, FieldNames
 from osneural.ingest.plan import BatchResult, CodecParams, IndexOptions, IngestPlan, IngestSummary
 from osneural.ingest.prepare import CorpusReader, IngestRun, prepare, restore_settings
+from osneural.ingest.source_index import finish_source, plan_source
 
 #: Small enough for a laptop or CI box; the payloads are a few MB of JSON per thousand documents.
 DEFAULT_OBJECT_STORE_BYTES = 200 * 1024 * 1024
@@ -101,6 +102,8 @@ def ray_index_corpus(
     refresh: bool = True,
     ray_init_kwargs: Mapping[str, Any] | None = None,
     ray_remote_args: Mapping[str, Any] | None = None,
+    in_place: bool = False,
+    swap_alias: str | None = None,
     **layout: Any,
 ) -> IngestSummary:
     """`index_corpus` on a pool of `workers` Ray actors; same arguments, summary and errors.
@@ -123,7 +126,16 @@ def ray_index_corpus(
     elif layout:
         raise TypeError(f"give either options= or layout keywords, not both ({sorted(layout)})")
     client = cluster.client()
+    try:
+        corpus, fields, options, index = plan_source(client, corpus, index, fields, options,
+                                                     in_place, swap_alias)
+    except BaseException:
+        client.close()
+        raise
+    if hasattr(corpus, "slices"):  # a source index: one PIT slice per worker, read side by side
+        corpus.slices = max(corpus.slices, workers)
     run = IngestRun.open(corpus, index, failure_report, progress)
+    run.summary.notes += list(getattr(corpus, "notes", []))
     run.summary.workers = workers
     reader = CorpusReader(corpus, fields, batch_size, run)
     restore: dict[str, Any] = {}
@@ -131,7 +143,8 @@ def ray_index_corpus(
     try:
         prep = prepare(client, index, reader, run, representations=representations,
                        resume=resume, encoders=encoders, params=codec_params or CodecParams(),
-                       options=options, max_retries=max_retries, initial_backoff=initial_backoff)
+                       options=options, max_retries=max_retries, initial_backoff=initial_backoff,
+                       in_place=in_place)
         restore = prep.restore_settings
         run.merge(prep.head_result)
         if prep.head:
@@ -177,6 +190,7 @@ def ray_index_corpus(
             run.summary.loop_seconds = time.perf_counter() - loop_start
         if refresh:
             client.indices.refresh(index=index)
+        finish_source(client, corpus, index, swap_alias, run)
     finally:
         note = restore_settings(client, index, restore)
         if note:

@@ -14,12 +14,20 @@ The index `_meta.osneural` written here is the contract the query side reads:
      "fields": {"dense": {"dim", "space_type", "engine"}, "matryoshka": [dims], "fde": {"dim"},
                 "text_analyzer": "english"},
      "codec_store": {"index": "osneural-codecs", "id": <index name>}}
+
+Every other field of a document is the app's own: the mapping is `dynamic: true` so OpenSearch maps
+them as they come, and `merge_app_mapping` adds a mapping the user gives (or the one of a source
+index being enriched). osneural's own field names (`reserved_field`) cannot be taken by an app
+field. Indices built before app fields existed mapped them under a stored-only `metadata` object
+with `dynamic: strict`; they keep answering (no query reads `metadata`), see `LEGACY_METADATA`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -153,7 +161,8 @@ def compose_index_body(
         "hnsw_m": int(hnsw_m),
         "hnsw_ef_construction": int(hnsw_ef_construction),
     }
-    mappings: dict[str, Any] = {"dynamic": "strict"}
+    # App fields are mapped by OpenSearch as they come (or by the user's mapping, merged later).
+    mappings: dict[str, Any] = {"dynamic": True}
     for rep in reps:
         part = _fill(load_template(rep), values)
         _merge_mapping(mappings, part)
@@ -176,3 +185,110 @@ def field_names(representations: list[str], matryoshka_dims: tuple[int, ...] | l
         if rep == "dense":
             names += [f"dense_{d}" for d in sorted({int(d) for d in matryoshka_dims})]
     return names
+
+
+#: The stored-only object earlier releases put every app field under (`enabled: false`).
+LEGACY_METADATA = "metadata"
+
+_MATRYOSHKA = re.compile(r"dense_\d+")
+
+#: Top-level mapping keys a user (or source index) mapping may set besides `properties`.
+_APP_MAPPING_KEYS = ("dynamic", "dynamic_templates", "date_detection", "numeric_detection",
+                     "dynamic_date_formats")
+
+
+def osneural_fields() -> frozenset[str]:
+    """Every field name any representation template defines."""
+    return frozenset(n for rep in REPRESENTATIONS for n in load_template(rep)["properties"])
+
+
+def reserved_field(name: str) -> bool:
+    """True for a top-level field name osneural writes itself (an app field may not use it)."""
+    return name in _RESERVED or bool(_MATRYOSHKA.fullmatch(name))
+
+
+_RESERVED = osneural_fields()
+
+
+class MappingConflict(ValueError):
+    """An app mapping names one of osneural's own fields."""
+
+
+def app_mapping_from_json(data: Any, origin: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mappings, index settings) of a user mapping file's JSON.
+
+    Accepted: a mappings object (`{"properties": ...}`), or an index body (`{"mappings": ...,
+    "settings": ...}`) whose settings (analysis, similarity) the app fields' mapping may need.
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{origin}: a mapping must be a JSON object, got {type(data).__name__}")
+    settings: dict[str, Any] = {}
+    if "mappings" in data:
+        unknown = sorted(set(data) - {"mappings", "settings", "aliases"})
+        if unknown:
+            raise ValueError(f"{origin}: unknown top-level key(s) {unknown} (expected mappings, "
+                             "settings)")
+        raw_settings = data.get("settings") or {}
+        if not isinstance(raw_settings, Mapping):
+            raise ValueError(f"{origin}: 'settings' must be an object")
+        settings = dict(raw_settings.get("index", raw_settings))
+        data = data["mappings"]
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{origin}: 'mappings' must be an object")
+    props = data.get("properties", {})
+    if not isinstance(props, Mapping):
+        raise ValueError(f"{origin}: 'properties' must be an object")
+    unknown = sorted(set(data) - {"properties", "_meta", "_source", *_APP_MAPPING_KEYS})
+    if unknown:
+        raise ValueError(f"{origin}: unknown mapping key(s) {unknown} (expected properties, "
+                         f"{', '.join(_APP_MAPPING_KEYS)})")
+    check_app_properties(props, origin)
+    return dict(data), settings
+
+
+def check_app_properties(props: Mapping[str, Any], origin: str) -> None:
+    """Raise `MappingConflict` naming the first app field that takes one of osneural's names.
+
+    `title` and `text` mapped as `text` are let through: that is an app's own definition of the
+    BM25 fields (its analyzer, its sub-fields), which osneural's BM25 stage searches as well."""
+    for name, prop in props.items():
+        if name in ("title", "text") and isinstance(prop, Mapping) and prop.get("type") == "text":
+            continue
+        if reserved_field(name):
+            raise MappingConflict(
+                f"{origin}: field {name!r} is one of osneural's own fields "
+                f"({', '.join(sorted(_RESERVED))}, dense_<dim>); rename it in the app's mapping")
+
+
+def merge_app_mapping(body: dict[str, Any], app: Mapping[str, Any] | None,
+                      app_settings: Mapping[str, Any] | None = None, origin: str = "mapping",
+                      ) -> dict[str, Any]:
+    """`body` (from `compose_index_body`) with the app's mapping and settings merged in.
+
+    The app's properties are added beside osneural's, its `dynamic`-family keys win, its `_meta`
+    keys other than `osneural` are kept, and its `_source.excludes` are unioned. Analysis and
+    similarity settings are merged into the index settings (osneural's own analyzers are built in).
+    """
+    if app:
+        props = app.get("properties") or {}
+        check_app_properties(props, origin)
+        mappings = body["mappings"]
+        mappings["properties"].update(copy.deepcopy(dict(props)))
+        for key in _APP_MAPPING_KEYS:
+            if key in app:
+                mappings[key] = copy.deepcopy(app[key])
+        meta = {k: v for k, v in (app.get("_meta") or {}).items() if k != "osneural"}
+        if meta:
+            mappings["_meta"] = {**meta, **mappings.get("_meta", {})}
+        excludes = (app.get("_source") or {}).get("excludes") or []
+        if excludes:
+            src = mappings.setdefault("_source", {"excludes": []})
+            src["excludes"] = sorted(set(src.get("excludes", [])) | set(excludes))
+    if app_settings:
+        index = body["settings"]["index"]
+        for key, value in app_settings.items():
+            key = key.removeprefix("index.")
+            if key in ("knn",):
+                continue
+            index[key] = copy.deepcopy(value)
+    return body

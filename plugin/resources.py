@@ -188,12 +188,14 @@ def describe_index(client: Any, index: str) -> IndexResources:
     our two reads), a second one raises `StaleCodecsError`.
     """
     for attempt in range(2):
-        body = _one_index(client.indices.get(index=index), index)
+        response = client.indices.get(index=index)
+        body = _one_index(response, index)
         mappings = body.get("mappings", {})
         fields = _flatten_properties(mappings.get("properties", {}))
         meta = (mappings.get("_meta") or {}).get("osneural") or {}
         uuid, generation = _index_fingerprint_parts(body)
-        found = _codec_document(client, index) if meta else None
+        # the codec document is keyed by the concrete index: an app may query through an alias
+        found = _codec_document(client, next(iter(response))) if meta else None
         codec_data, doc_generation, version = found if found else (None, None, None)
         if generation is None or codec_data is None or doc_generation == generation:
             fingerprint = IndexFingerprint(uuid, generation, None if generation else version)

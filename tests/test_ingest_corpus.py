@@ -37,17 +37,19 @@ def test_beir_lines_good_and_bad(tmp_path: Path) -> None:
     items = list(iter_corpus(path))
     good = [i for i in items if isinstance(i, CorpusDocument)]
     bad = [i for i in items if isinstance(i, Rejected)]
-    assert [d.id for d in good] == ["a", "7"]
-    assert good[0].metadata == {"year": 2020} and good[0].line == 1
-    assert good[1].metadata == {"extra": "kept"} and good[1].line == 10
+    assert [d.id for d in good] == ["a", "b", "d", "7"]
+    # every field but id, title and text is the app's own; a `metadata` object is one of them
+    assert good[0].fields == {"metadata": {"year": 2020}} and good[0].line == 1
+    assert good[1].title == "no text" and good[1].text == "" and not good[1].empty
+    assert good[2].empty and good[2].fields == {}
+    assert good[3].fields == {"extra": "kept"} and good[3].line == 10
     reasons = {r.line: (r.doc_id, r.reason) for r in bad}
     assert reasons[2][1].startswith("malformed JSON")
     assert reasons[3] == (None, "missing id field '_id'")
-    assert reasons[4] == ("b", "missing text field 'text'")
     assert reasons[6] == ("a", "duplicate id in this corpus")
     assert "JSON object" in reasons[7][1]
     assert reasons[8] == ("c", "text field 'text' must be a string")
-    assert reasons[9][1].startswith("empty document")
+    assert 9 not in reasons  # an empty title and text that are there: an empty document
     assert 5 not in reasons  # blank line is not an error
     assert all(r.source == str(path) for r in bad)
 
@@ -57,7 +59,33 @@ def test_custom_field_names_and_memory_corpus() -> None:
     items = list(iter_corpus([{"doc": "x", "head": "H", "body": "B"}, {"doc": "y"}], fields))
     assert isinstance(items[0], CorpusDocument) and items[0].title == "H" and items[0].text == "B"
     assert isinstance(items[1], Rejected) and items[1].line == 2 and items[1].source == "<memory>"
-    assert items[1].reason == "missing text field 'body'"
+    assert items[1].reason.startswith("empty document")
+
+
+def test_app_fields_empty_documents_paths_and_reserved_names() -> None:
+    fields = FieldNames(title="name", text="specs.summary,notes")
+    recs = [
+        {"_id": "p1", "name": "Lamp", "specs": {"summary": "warm light", "watts": 9},
+         "notes": ["dims", None, "white"], "price": 12, "in_stock": True},
+        {"_id": "p2", "name": "", "price": 3, "category": "misc"},
+        {"_id": "p3", "name": "Chair", "dense": [1.0]},
+        {"_id": "p4", "name": "Desk", "title": "a second title"},
+        {"_id": "p5", "name": {"not": "text"}},
+    ]
+    items = list(iter_corpus(recs, fields))
+    p1, p2 = items[0], items[1]
+    assert isinstance(p1, CorpusDocument) and p1.title == "Lamp"
+    assert p1.text == "warm light\ndims\nwhite"
+    # a top-level title/text field is consumed; a dotted one stays in its object
+    assert p1.fields == {"specs": {"summary": "warm light", "watts": 9}, "price": 12,
+                         "in_stock": True}
+    assert isinstance(p2, CorpusDocument) and p2.empty and p2.fields == {"price": 3, "category": "misc"}
+    assert isinstance(items[2], Rejected) and "'dense' is one of osneural's own fields" in items[2].reason
+    assert isinstance(items[3], Rejected) and "'title' is one of osneural's own fields" in items[3].reason
+    assert isinstance(items[4], Rejected) and items[4].reason == "title field 'name' must be a string"
+    kept = FieldNames(title="name", text="notes", keep=True)
+    doc = next(iter_corpus(recs[:1], kept))
+    assert doc.fields["name"] == "Lamp" and "notes" in doc.fields
 
 
 def test_folder_prefers_corpus_jsonl_and_reads_all_otherwise(tmp_path: Path) -> None:

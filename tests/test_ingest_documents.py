@@ -82,8 +82,9 @@ def test_build_documents_every_field() -> None:
     a, b = actions
     assert a["_id"] == "d1" and a["_index"] == "ix" and a["_op_type"] == "index"
     src = a["_source"]
-    assert src["title"] == "T1" and src["metadata"] == {"k": 1}
-    assert "metadata" not in b["_source"]
+    # the app's fields sit at the top level, beside osneural's
+    assert src["title"] == "T1" and src["k"] == 1 and "metadata" not in src
+    assert set(b["_source"]) >= {"title", "text"} and "k" not in b["_source"]
     np.testing.assert_allclose(src["dense"], dense[0], atol=1e-7)
     np.testing.assert_allclose(src["dense_4"], enc.matryoshka[4][0], atol=1e-7)
     assert b["_source"]["sparse"] == {"b%2Ec": 0.5}
@@ -95,6 +96,13 @@ def test_build_documents_every_field() -> None:
     assert np.array_equal(f16, enc.mv_f16[0])  # bit-exact, little-endian
     assert b["_source"]["mv_f16"] == ""  # a document without tokens stores no bytes
     np.testing.assert_allclose(b["_source"]["fde"], enc.fde[1], atol=1e-7)
+
+
+def test_in_place_documents_are_partial_updates_of_osneural_fields_only() -> None:
+    docs = [CorpusDocument("d1", "T1", "x1", {"price": 3, "category": "a"})]
+    (action,) = build_documents(docs, EncodedBatch(sparse=[{"a": 1.0}]), in_place=True)
+    assert action["_op_type"] == "update" and action["_id"] == "d1" and "_source" not in action
+    assert action["doc"] == {"title": "T1", "text": "x1", "sparse": {"a": 1.0}}
 
 
 def test_build_documents_rejects_row_count_mismatch() -> None:

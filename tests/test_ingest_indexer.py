@@ -176,7 +176,7 @@ def test_text_and_sparse_only_index(opensearch_client, index_name, tmp_path: Pat
                      encoders=fake_encoders(), progress=False, failure_report=tmp_path / "r.jsonl")
     assert s.indexed == 2 and s.failure_report is None
     props = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["properties"]
-    assert set(props) == {"title", "text", "metadata", "sparse"}
+    assert set(props) == {"title", "text", "sparse"}
     hits = opensearch_client.search(index=index_name, body={
         "query": {"rank_feature": {"field": "sparse.json%2Eloads"}}})["hits"]["hits"]
     assert [h["_id"] for h in hits] == ["a"]

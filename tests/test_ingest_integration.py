@@ -41,7 +41,7 @@ def test_real_encoders_every_field_failures_and_resume(
     lines.insert(7, json.dumps({"title": "no id", "text": "x"}))
     dup = list(docs)[2]
     lines.insert(11, json.dumps({"_id": dup, "text": "duplicate of an earlier id"}))
-    lines.insert(12, json.dumps({"_id": "no-text", "title": "t"}))
+    lines.insert(12, json.dumps({"_id": "no-text"}))  # nothing but an id
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     report = tmp_path / "failures.jsonl"
@@ -60,7 +60,7 @@ def test_real_encoders_every_field_failures_and_resume(
     assert [(r["line"], r["id"]) for r in rows] == [(4, None), (8, None), (12, dup), (13, "no-text")]
     assert [r["reason"].split(":")[0] for r in rows] == [
         "malformed JSON", "missing id field '_id'", "duplicate id in this corpus",
-        "missing text field 'text'"]
+        "empty document"]
 
     meta = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["_meta"]
     for kind, enc in encoders.items():

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 from osneural.mappings import (
     REPRESENTATIONS,
+    MappingConflict,
+    app_mapping_from_json,
     compose_index_body,
     default_representations,
     field_names,
     load_template,
+    merge_app_mapping,
     normalize_representations,
+    reserved_field,
 )
 
 
@@ -59,12 +63,12 @@ def test_only_chosen_fields_and_matryoshka() -> None:
     body = compose_index_body(["dense"], dense_dim=64, matryoshka_dims=[32, 16],
                               space_type="innerproduct", engine="faiss")
     props = _props(body)
-    assert set(props) == {"title", "text", "metadata", "dense", "dense_16", "dense_32"}
+    assert set(props) == {"title", "text", "dense", "dense_16", "dense_32"}
     assert props["dense_16"]["dimension"] == 16 and props["dense"]["dimension"] == 64
     assert props["dense_32"]["space_type"] == "innerproduct"
     assert props["dense_32"]["method"]["engine"] == "faiss"
     assert "_source" not in body["mappings"]
-    assert field_names(["dense"], [16]) == ["title", "text", "metadata", "dense", "dense_16"]
+    assert field_names(["dense"], [16]) == ["title", "text", "dense", "dense_16"]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +97,28 @@ def test_real_node_accepts_default_body_and_returns_meta(opensearch_client, inde
     assert got["_meta"]["osneural"] == meta
     assert got["properties"]["dense_4"]["dimension"] == 4
     assert got["properties"]["mv_codes"]["doc_values"] is True
-    # strict mapping: a misspelt field is refused instead of silently becoming a new field
-    with pytest.raises(Exception, match="strict"):
-        opensearch_client.index(index=index_name, body={"txet": "x"}, refresh=True)
+    # an app's own field is mapped by OpenSearch as it comes
+    opensearch_client.index(index=index_name, body={"category": "x", "price": 3}, refresh=True)
+    got = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]
+    assert got["properties"]["price"]["type"] == "long"
+    assert got["properties"]["category"]["fields"]["keyword"]["type"] == "keyword"
+
+
+def test_app_mapping_is_merged_and_conflicts_are_named() -> None:
+    app, settings = app_mapping_from_json(
+        {"mappings": {"properties": {"price": {"type": "float"}}, "dynamic": "strict",
+                      "_meta": {"team": "shop"}},
+         "settings": {"analysis": {"analyzer": {"a": {"type": "standard"}}}}}, "f.json")
+    body = merge_app_mapping(compose_index_body(["sparse"], meta={"x": 1}), app, settings)
+    assert _props(body)["price"] == {"type": "float"} and "sparse" in _props(body)
+    assert body["mappings"]["dynamic"] == "strict"
+    assert body["mappings"]["_meta"] == {"team": "shop", "osneural": {"x": 1}}
+    assert body["settings"]["index"]["analysis"] == {"analyzer": {"a": {"type": "standard"}}}
+    for name in ("sparse", "title", "dense_64", "mv_codes"):
+        with pytest.raises(MappingConflict, match=f"f.json: field '{name}' is one of osneural"):
+            app_mapping_from_json({"properties": {name: {"type": "keyword"}}}, "f.json")
+    with pytest.raises(ValueError, match="f.json: a mapping must be a JSON object"):
+        app_mapping_from_json([1], "f.json")
+    with pytest.raises(ValueError, match="unknown mapping key"):
+        app_mapping_from_json({"propertys": {}}, "f.json")
+    assert reserved_field("dense_128") and not reserved_field("densely") and not reserved_field("metadata")

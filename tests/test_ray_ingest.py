@@ -222,3 +222,42 @@ def test_cli_ray_with_the_default_encoders(opensearch_client, opensearch_url, lo
     finally:
         opensearch_client.indices.delete(index=name, ignore_unavailable=True)
         delete_codecs(opensearch_client, name)
+
+
+def test_from_index_on_ray_reads_slices_and_keeps_every_field(
+        opensearch_client, opensearch_url, local_ray, tmp_path: Path) -> None:
+    from collections import Counter
+
+    from osneural.ingest.corpus import FieldNames
+    from osneural.ingest.source_index import open_source
+
+    tag = uuid.uuid4().hex[:8]
+    src, tgt, alias = f"test-ray-src-{tag}", f"test-ray-tgt-{tag}", f"test-ray-alias-{tag}"
+    opensearch_client.indices.create(index=src, body={
+        "settings": {"index": {"number_of_shards": 3, "number_of_replicas": 0}},
+        "mappings": {"properties": {"category": {"type": "keyword"}, "price": {"type": "integer"},
+                                    "name": {"type": "text"}, "description": {"type": "text"}}}})
+    docs = {f"s{i}": {"name": f"item {i}", "description": f"ray source document {i} of {i % 4}",
+                      "category": f"c{i % 3}", "price": i} for i in range(N_DOCS)}
+    body = [x for doc_id, d in docs.items() for x in ({"index": {"_id": doc_id}}, d)]
+    opensearch_client.bulk(index=src, body=body, refresh=True)
+    opensearch_client.indices.put_alias(index=src, name=alias)
+    try:
+        source = open_source(opensearch_client, alias, FieldNames(title="name", text="description"))
+        s = ray_index_corpus(ClusterConfig.from_values(opensearch_url), source, tgt,
+                             representations="dense,sparse", batch_size=8, workers=2,
+                             encoders=fake_encoders(), codec_params=PARAMS, progress=False,
+                             failure_report=tmp_path / "f.jsonl", swap_alias=alias)
+        assert source.slices == 2  # one PIT slice per worker
+        assert (s.indexed, s.failed) == (N_DOCS, 0)
+        hits = opensearch_client.search(index=tgt, body={"size": 200})["hits"]["hits"]
+        assert Counter(h["_id"] for h in hits) == Counter(list(docs))  # each once
+        for h in hits:
+            want = docs[h["_id"]]
+            assert {k: h["_source"][k] for k in want} == want
+            assert h["_source"]["title"] == want["name"] and h["_source"]["dense"]
+        assert set(opensearch_client.indices.get_alias(name=alias)) == {tgt}
+    finally:
+        for name in (src, tgt):
+            opensearch_client.indices.delete(index=name, ignore_unavailable=True)
+            delete_codecs(opensearch_client, name)
