@@ -232,7 +232,7 @@ def _compare_one(a: Any, b: Any, key: SortKey) -> int:
     if a == b:
         return 0
     if a is None or b is None:  # missing values go last (or first), whatever the order
-        return (-1 if a is None else 1) * (-1 if key.missing_first else 1)
+        return (1 if a is None else -1) * (-1 if key.missing_first else 1)
     try:
         less = a < b
     except TypeError:  # mixed types: compare their text, as a stable last resort
