@@ -29,7 +29,12 @@ Body of a neural search::
 
     {"size": 10, "_source": ["title"],            # optional, override the spec
      "query": {...},                              # optional, applied as a filter
+     "aggs": ..., "highlight": ..., "sort": ..., "search_after": ..., "post_filter": ...,
+     "collapse": ..., "min_score": ..., "track_total_hits": ...   # osneural.plugin.search_body
      "ext": {"osneural": {"query": "text", "spec": {...} | "hybrid", "explain": false}}}
+
+No `spec` runs the index's default (`osneural.plugin.searcher.default_spec`). `_msearch` items
+are each checked and answered like a single `_search`; `GET /` passes through.
 """
 
 from __future__ import annotations
