@@ -124,6 +124,10 @@ class SearchOptions:
 
     def apply(self, spec: PipelineSpec) -> PipelineSpec:
         """The spec with the body's size, from, filter, explain and timeout in place of its own."""
+        if (self.size is None and self.from_ is None and self.explain is None
+                and self.timeout_ms is None and self.filter is None
+                and not isinstance(self.source, (bool, list))):
+            return spec  # nothing to override: no second validation per query
         data = spec.to_dict()
         for key, value in (("size", self.size), ("from", self.from_), ("explain", self.explain),
                            ("timeout_ms", self.timeout_ms)):
