@@ -190,6 +190,10 @@ def _stage_names(kinds: list[str]) -> list[str]:
     return names
 
 
+#: what the candidate request reads of its answer (`filter_path`; the matched-set request's
+#: aggregations are returned whole, empty buckets included)
+_ARRANGE_FILTER = "hits.hits._id,hits.hits.sort,hits.hits.fields,_shards"
+
 #: keyword options of `Searcher.search` whose body names are not Python identifiers
 _OPTION_NAMES = {"from_": "from", "source": "_source"}
 
@@ -751,11 +755,11 @@ class Searcher:
                 body["docvalue_fields"] = [opts.collapse]
             try:
                 resp = stages.complete(self.client.search(
-                    index=self.index, body=stages.encode_body(body),
+                    index=self.index, body=stages.encode_body(body), filter_path=_ARRANGE_FILTER,
                     request_timeout=max(timeout_s, 1.0)), "sort / post_filter / collapse")
             except Exception as exc:
                 raise _refused(exc, "sort / post_filter / collapse") from exc
-            for hit in resp["hits"]["hits"]:
+            for hit in (resp.get("hits") or {}).get("hits", []):
                 values[hit["_id"]] = list(hit.get("sort") or [])
                 if opts.collapse is not None:
                     collapsed[hit["_id"]] = (hit.get("fields") or {}).get(opts.collapse) or [None]
