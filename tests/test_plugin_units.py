@@ -431,3 +431,37 @@ def test_stage_bodies_are_json_bytes_unless_orjson_would_change_them():
                     {"term": {"id": 2**70}}):
         wrapped = stages.search_body({"bool": {"filter": [hostile]}}, 10)
         assert stages.encode_body(wrapped) is wrapped
+
+
+# ------------------------------------------------------------------ search options beside a pipeline
+
+
+def test_default_spec_is_hybrid_else_the_best_the_index_can_run():
+    from osneural.plugin.resources import IndexResources
+    from osneural.plugin.searcher import default_spec
+
+    text = {"title": {"type": "text"}, "text": {"type": "text"}}
+    every = {**text, **{f: {"type": "knn_vector"} for f in ("dense", "fde")},
+             "sparse": {"type": "rank_features"}, "mv_codes": {"type": "binary"},
+             "bin_tokens": {"type": "keyword"}, "bin_code": {"type": "binary"},
+             "dense_pq": {"type": "binary"}}
+    assert default_spec(IndexResources("i", every, {}, codec_data={}))[1] == "hybrid"
+    assert default_spec(IndexResources("i", every, {}, codec_data=None))[1] == "hybrid-linear"
+    assert default_spec(IndexResources("i", text, {}))[1] == "bm25"
+    assert default_spec(IndexResources("i", {**text, "dense": {"type": "knn_vector"}},
+                                       {"default_spec": "dense"}))[1] == "dense"
+    assert default_spec(IndexResources("i", text, {"default_spec": "dense"}))[1] == "bm25"
+
+
+def test_sort_values_compare_like_opensearch():
+    from osneural.plugin.search_body import SortKey
+    from osneural.plugin.searcher import _compare
+
+    asc, desc = SortKey("f", False, False, {}), SortKey("f", True, False, {})
+    first = SortKey("f", True, True, {})
+    assert _compare([1], [2], (asc,)) < 0 < _compare([1], [2], (desc,))
+    assert _compare(["b"], ["a"], (asc,)) > 0 and _compare(["é"], ["z"], (asc,)) > 0  # code points
+    for key in (asc, desc):  # missing values last whatever the order
+        assert _compare([None], ["a"], (key,)) > 0 and _compare(["a"], [None], (key,)) < 0
+    assert _compare([None], ["a"], (first,)) < 0
+    assert _compare([1, None], [1, 5], (asc, asc)) > 0 and _compare([1, 2], [1, 2], (asc, asc)) == 0
