@@ -791,8 +791,13 @@ class Searcher:
         """`_source`, highlights, docvalue / stored fields and versions of the page's hits, in
         one request (the highlight query is the query text unless the body names one)."""
         source = spec.source if opts.source is None else opts.source
+        # `_none_` drops `_id` from OpenSearch's hits too; here it means "no _source, no stored
+        # fields", and the page's ids are known anyway
+        no_stored = opts.stored_fields in ("_none_", ["_none_"])
+        stored = None if no_stored else opts.stored_fields
+        source = False if no_stored else source
         wants_more = (opts.highlight is not None or opts.docvalue_fields
-                      or opts.stored_fields is not None or opts.version or opts.seq_no_primary_term)
+                      or stored is not None or opts.version or opts.seq_no_primary_term)
         if not ids or (source is False and not wants_more):
             return {}
         body: dict[str, Any] = {
@@ -805,8 +810,8 @@ class Searcher:
             body["highlight"] = _highlight(opts.highlight, text)
         if opts.docvalue_fields:
             body["docvalue_fields"] = opts.docvalue_fields
-        if opts.stored_fields is not None:
-            body["stored_fields"] = opts.stored_fields
+        if stored is not None:
+            body["stored_fields"] = stored
         if opts.version:
             body["version"] = True
         if opts.seq_no_primary_term:

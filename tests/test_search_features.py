@@ -249,6 +249,9 @@ def test_highlight_source_docvalues_and_explain(app, catalog):
         if words & set(fields[h["_id"]]["text"].split()):
             marked = " ".join(h["highlight"]["text"])
             assert any(f"<em>{w}</em>" in marked for w in words)
+    bare = app.search(index=name, body=_neural(size=3, stored_fields="_none_"))["hits"]["hits"]
+    assert [h["_id"] for h in bare] == [h["_id"] for h in hits[:3]]
+    assert all("_source" not in h for h in bare)
     # a highlight query of the body's own replaces the query text
     own = app.search(index=name, body=_neural(size=5, highlight={
         "fields": {"text": {}}, "highlight_query": {"match": {"text": "protein"}}}))
