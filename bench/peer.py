@@ -26,6 +26,8 @@ What it does (a throw-away node on its own port unless `--url` is given, stopped
    min-max, same weights, same depth), and osneural's multi-stage pipelines (fusion + MaxSim)
    against the best native hybrid. Both sides return ids and scores only (`_source: false`,
    `filter_path` on the native side too), and query encoding is inside the timing on both sides.
+   One more row is a search page: the 0.5/0.5 hybrid with a `terms` aggregation over a
+   `category` keyword both indices get natively, and highlight on `text`, on both sides.
 
 Reported per row: docs/s or p50/p95 ms (and QPS), nDCG@10, and osneural / native ratios. The
 machine running this is usually shared: only ratios from one interleaved run mean anything.
@@ -303,14 +305,34 @@ def run_pass(fn, queries: dict[str, str], clients: int) -> tuple[dict[str, list[
     return out, lat, time.perf_counter() - t0
 
 
-def native_fn(client, index: str, query_of, pipeline: str | None = None):
-    params: dict[str, Any] = {"filter_path": NATIVE_FILTER}
+#: what a search page adds to a hybrid query: a facet and highlighted snippets
+PAGE_FEATURES = {"aggs": {"category": {"terms": {"field": "category"}}},
+                 "highlight": {"fields": {"text": {}}}}
+FEATURES_FILTER = NATIVE_FILTER + ",hits.hits.highlight,aggregations"
+
+
+def add_app_fields(client, index: str, docs: list[dict]) -> None:
+    """A `category` keyword (8 values, from the id) on every document, written natively."""
+    import zlib
+
+    from opensearchpy import helpers
+
+    client.indices.put_mapping(index=index, body={"properties": {"category": {"type": "keyword"}}})
+    helpers.bulk(client, ({"_op_type": "update", "_index": index, "_id": d["_id"],
+                           "doc": {"category": f"c{zlib.crc32(d['_id'].encode()) % 8}"}}
+                          for d in docs), refresh=True)
+
+
+def native_fn(client, index: str, query_of, pipeline: str | None = None,
+              extra: dict | None = None):
+    params: dict[str, Any] = {"filter_path": FEATURES_FILTER if extra else NATIVE_FILTER}
     if pipeline:
         params["search_pipeline"] = pipeline
 
     def fn(text: str) -> list[str]:
         resp = client.search(index=index, body={"size": 10, "_source": False,
-                                                "query": query_of(text)}, params=params)
+                                                "query": query_of(text), **(extra or {})},
+                             params=params)
         if (resp.get("_shards") or {}).get("failed"):
             raise RuntimeError(f"native search on {index}: shards failed")
         return [h["_id"] for h in (resp.get("hits") or {}).get("hits", [])]
@@ -318,13 +340,13 @@ def native_fn(client, index: str, query_of, pipeline: str | None = None):
     return fn
 
 
-def osneural_fn(searcher, spec):
+def osneural_fn(searcher, spec, body: dict | None = None):
     from osneural.plugin import parse_spec
 
     parsed = parse_spec(spec)
 
     def fn(text: str) -> list[str]:
-        resp = searcher.search(text, parsed)
+        resp = searcher.search(text, parsed, body)
         fn.timings.append(resp["ext"]["osneural"]["timings_ms"])
         return [h["_id"] for h in resp["hits"]["hits"]]
 
@@ -542,6 +564,14 @@ def main(argv: list[str] | None = None) -> int:
             pipe = f"peer-{label.split()[1].replace('/', '-')}"
             pairs += [(label, "native", native_fn(client, nd["native"], hybrid_q, pipe)),
                       (label, "osneural", osneural_fn(searcher(nd["osneural"]), hybrid_spec(w)))]
+        # A search page: the 0.5/0.5 hybrid with a terms aggregation and highlight on both sides
+        for index in (nd["native"], nd["osneural"]):
+            add_app_fields(client, index, docs)
+        page_pipe = "peer-0.5-0.5"
+        pairs += [("hybrid 0.5/0.5 + terms agg + highlight", "native",
+                   native_fn(client, nd["native"], hybrid_q, page_pipe, PAGE_FEATURES)),
+                  ("hybrid 0.5/0.5 + terms agg + highlight", "osneural",
+                   osneural_fn(searcher(nd["osneural"]), hybrid_spec([0.5, 0.5]), PAGE_FEATURES))]
         if q8cache is not None:  # the same fp32 indices, queries encoded by the int8 variant
             pairs += [("dense", "osneural-int8q", osneural_fn(searcher(nd["osneural"], q8cache), dense_spec)),
                       ("sparse", "osneural-int8q", osneural_fn(searcher(ns["osneural"], q8cache), sparse_spec))]

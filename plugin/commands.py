@@ -16,8 +16,12 @@ from osneural.connection import ClusterConfig, ClusterConfigError, add_cluster_a
 def configure_search(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="query text")
     parser.add_argument("--index", required=True, help="index to search")
-    parser.add_argument("--spec", default="hybrid",
-                        help="built-in spec name (hybrid, bm25, dense, ...) or a JSON file")
+    parser.add_argument("--spec", default=None,
+                        help="built-in spec name (hybrid, bm25, dense, ...) or a JSON file; "
+                             "default: hybrid, or the best built-in the index can run")
+    parser.add_argument("--body", default=None, metavar="JSON",
+                        help="_search body options (aggs, highlight, sort, search_after, "
+                             "post_filter, collapse, min_score, track_total_hits, ...)")
     parser.add_argument("--explain", action="store_true", help="per-hit score and rank per stage")
     parser.add_argument("--size", type=int, default=None, help="override the spec's size")
     add_cluster_arguments(parser)
@@ -27,7 +31,7 @@ def run_search(args: argparse.Namespace) -> int:
     from opensearchpy import TransportError
     from osneural.plugin.resources import StageError
     from osneural.plugin.searcher import Searcher, SearchError
-    from osneural.plugin.spec import SpecError, load_spec, parse_spec
+    from osneural.plugin.spec import SpecError, load_spec
 
     try:
         client = ClusterConfig.from_args(args).client()
@@ -35,13 +39,16 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"osneural search: {exc}", file=sys.stderr)
         return 2
     try:
-        data = load_spec(args.spec).to_dict()
+        body = json.loads(args.body) if args.body else {}
+        if not isinstance(body, dict):
+            raise SpecError("--body: must be a JSON object")
         if args.explain:
-            data["explain"] = True
+            body["explain"] = True
         if args.size is not None:
-            data["size"] = args.size
-        result = Searcher(client, args.index).search(args.text, parse_spec(data))
-    except (SpecError, StageError) as exc:
+            body["size"] = args.size
+        spec = None if args.spec is None else load_spec(args.spec)
+        result = Searcher(client, args.index).search(args.text, spec, body, spec_name=args.spec)
+    except (SpecError, StageError, json.JSONDecodeError) as exc:
         print(f"osneural search: {exc}", file=sys.stderr)
         return 2
     except SearchError as exc:

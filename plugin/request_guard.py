@@ -70,6 +70,10 @@ class Limits:
     max_concurrent: int = 8
     # How long a request may wait for a free slot before it is answered 503.
     queue_timeout_s: float = 10.0
+    # `_msearch`: items per request, and pipeline stages (first + rescoring) over all its
+    # neural items -- eight default `hybrid` searches' worth.
+    max_msearch_items: int = 16
+    max_msearch_stages: int = 32
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,8 @@ _DOC_PARAMS = _COMMON_PARAMS | {
     "preference", "realtime", "refresh", "version", "version_type",
 }
 ROUTE_PARAMS = {"search": _SEARCH_PARAMS, "count": _COUNT_PARAMS, "mapping": _MAPPING_PARAMS,
-                "doc": _DOC_PARAMS, "neural": {"pretty"}}
+                "doc": _DOC_PARAMS, "neural": {"pretty"}, "root": _COMMON_PARAMS,
+                "msearch": {"pretty", "max_concurrent_searches"}}
 
 
 def check_params(params: list[tuple[str, str]], route: str, policy: Policy) -> dict[str, str]:

@@ -18,13 +18,15 @@ reloaded and the query runs again from the start.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from osneural.plugin import cluster_encoding, prf, rescoring, stages
+from osneural.plugin import cluster_encoding, prf, rescoring, search_body, stages
 from osneural.plugin import fusion as fusion_mod
 from osneural.plugin.index_check import SharedCheck
 from osneural.plugin.resources import (
@@ -39,7 +41,14 @@ from osneural.plugin.resources import (
     spec_needs_codecs,
     stage_field,
 )
-from osneural.plugin.spec import PipelineSpec, SpecError, parse_spec
+from osneural.plugin.search_body import SearchOptions, SortKey
+from osneural.plugin.spec import (
+    PipelineSpec,
+    SpecError,
+    builtin_spec,
+    builtin_spec_names,
+    parse_spec,
+)
 
 
 class SearchError(RuntimeError):
@@ -181,6 +190,121 @@ def _stage_names(kinds: list[str]) -> list[str]:
     return names
 
 
+#: what the candidate request reads of its answer (`filter_path`; the matched-set request's
+#: aggregations are returned whole, empty buckets included)
+_ARRANGE_FILTER = "hits.hits._id,hits.hits.sort,hits.hits.fields,_shards"
+
+#: keyword options of `Searcher.search` whose body names are not Python identifiers
+_OPTION_NAMES = {"from_": "from", "source": "_source"}
+
+#: built-in specs in the order the default tries them: best measured quality first
+DEFAULT_SPEC_ORDER = ("hybrid", "hybrid-linear", "multivector", "bm25", "dense", "binary")
+
+
+def default_spec(res: IndexResources) -> tuple[PipelineSpec, str]:
+    """The spec a query without one runs, and its name: the index's `_meta.osneural.default_spec`
+    when it names a built-in, else `hybrid`, else the first built-in (best quality first) whose
+    fields and codecs the index has -- an index built with text only runs `bm25`."""
+    wanted = res.meta.get("default_spec")
+    order = list(DEFAULT_SPEC_ORDER)
+    if isinstance(wanted, str) and wanted in builtin_spec_names():
+        order.insert(0, wanted)
+    for name in order:
+        spec = builtin_spec(name)
+        try:
+            res.check_spec(spec)
+        except StageError:
+            continue
+        if spec_needs_codecs(spec) and res.codec_data is None:
+            continue
+        return spec, name
+    return builtin_spec("bm25"), "bm25"  # its own check then names what the index lacks
+
+
+@dataclass
+class _Ranked:
+    """One candidate as the answer orders it."""
+
+    doc_id: str
+    score: float
+    sort_values: list[Any]  # the sort keys' values, then final score and _id
+    pos: int  # rank in the pipeline's order: the tie-break of every sort
+    collapse_values: list[Any]
+
+
+def _compare_one(a: Any, b: Any, key: SortKey) -> int:
+    if a == b:
+        return 0
+    if a is None or b is None:  # missing values go last (or first), whatever the order
+        return (1 if a is None else -1) * (-1 if key.missing_first else 1)
+    try:
+        less = a < b
+    except TypeError:  # mixed types: compare their text, as a stable last resort
+        less = str(a) < str(b)
+    out = -1 if less else 1
+    return -out if key.desc else out
+
+
+_SCORE_KEY = SortKey("_score", True, False, None)
+_ID_KEY = SortKey("_id", False, False, None)
+
+
+def _compare(a: list[Any], b: list[Any], keys: tuple[SortKey, ...]) -> int:
+    """Order of two sort-value lists under the body's keys (the tie-breakers excluded)."""
+    for x, y, key in zip(a, b, keys, strict=False):
+        out = _compare_one(x, y, key)
+        if out:
+            return out
+    return 0
+
+
+def _after(ranked: list[_Ranked], opts: SearchOptions) -> int:
+    """Where a `search_after` page starts: right after the hit whose `_id` it carries (the
+    candidates are the same list for the same query), else after the first position whose sort
+    values order after it (the document left the candidates)."""
+    after = list(opts.search_after or ())
+    for i, c in enumerate(ranked):
+        if c.doc_id == after[-1]:
+            return i + 1
+    keys = opts.sort + (_SCORE_KEY, _ID_KEY)
+    for i, c in enumerate(ranked):
+        if _compare(c.sort_values, after, keys) > 0:
+            return i
+    return len(ranked)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _highlight(highlight: dict[str, Any], text: str) -> dict[str, Any]:
+    """The body's `highlight`, with the query text as its query unless it names one."""
+    out = dict(highlight)
+    if "highlight_query" not in out:
+        fields = out.get("fields") or {}
+        names = list(fields) if isinstance(fields, dict) else [
+            n for item in fields if isinstance(item, dict) for n in item]
+        out["highlight_query"] = {"multi_match": {"query": text, "fields": names,
+                                                  "lenient": True}}
+    return out
+
+
+def _refused(exc: BaseException, what: str) -> BaseException:
+    """An OpenSearch 400 for a body option (a bad aggregation, sort or highlight) as the
+    caller's 400 naming the option; anything else unchanged."""
+    status = getattr(exc, "status_code", None)
+    if status == 400:
+        info = getattr(exc, "info", None)
+        reason = None
+        if isinstance(info, dict):
+            err = info.get("error") or {}
+            root = (err.get("root_cause") or [{}])[0] if isinstance(err, dict) else {}
+            reason = (err.get("caused_by") or {}).get("reason") if isinstance(err, dict) else None
+            reason = reason or root.get("reason") or (err.get("reason") if isinstance(err, dict) else err)
+        return SpecError(f"{what}: OpenSearch refused it: {reason or exc}")
+    return exc
+
+
 class Searcher:
     """`Searcher(client, index).search(text, spec) -> dict` shaped like an OpenSearch response."""
 
@@ -248,6 +372,13 @@ class Searcher:
     def _first_stage(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float
     ) -> list[tuple[str, float]]:
+        body = stages.search_body(self._stage_query(stage, name, enc, spec), stage.k)
+        return stages.run_query(self.client, self.index, body, timeout_s)
+
+    def _stage_query(
+        self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec
+    ) -> dict[str, Any]:
+        """The OpenSearch query of one first stage, the spec's filter inside it."""
         flt = spec.filter
         where = f"first_stages ({name})"
         if stage.type == "bm25":
@@ -271,8 +402,39 @@ class Searcher:
             query = stages.fde_query(stage, enc.fde(where), flt)
         else:  # pragma: no cover - the spec's discriminated union forbids it
             raise SpecError(f"unknown first stage {stage.type!r}")
-        body = stages.search_body(query, stage.k)
-        return stages.run_query(self.client, self.index, body, timeout_s)
+        return query
+
+    def _matched_set(
+        self, enc: QueryEncodings, spec: PipelineSpec, names: list[str], opts: SearchOptions,
+        timeout_s: float,
+    ) -> dict[str, Any]:
+        """Aggregations and the exact total over the matched set: the union of the first
+        stages' own queries (each under the filter) as one `size: 0` request, sent beside the
+        stages. The encodings it needs are the stages' own (computed once, shared)."""
+        should = []
+        for s, n in zip(spec.first_stages, names, strict=True):
+            try:
+                should.append(self._stage_query(s, n, enc, spec))
+            except (SpecError, StageError):
+                raise
+            except Exception:  # noqa: BLE001 - that stage fails in the ranking too (a warning)
+                continue
+        if not should:
+            raise SearchError("no first stage's query could be built for aggregations", 502)
+        tth = opts.track_total_hits
+        body: dict[str, Any] = {
+            "size": 0, "query": {"bool": {"should": should, "minimum_should_match": 1}},
+            "track_total_hits": False if tth is None else tth}
+        if opts.aggs is not None:
+            body["aggs"] = opts.aggs
+        if opts.post_filter is not None:
+            body["post_filter"] = opts.post_filter
+        try:
+            return stages.complete(self.client.search(
+                index=self.index, body=stages.encode_body(body),
+                request_timeout=max(timeout_s, 0.001)), "aggregations")
+        except Exception as exc:
+            raise _refused(exc, "aggs / track_total_hits") from exc
 
     # ------------------------------------------------------------ rescoring
 
@@ -313,32 +475,61 @@ class Searcher:
 
     # ------------------------------------------------------------ the pipeline
 
-    def search(self, text: str, spec: PipelineSpec | dict | str | None = None) -> dict[str, Any]:
+    def search(
+        self,
+        text: str,
+        spec: PipelineSpec | dict | str | None = None,
+        body: dict[str, Any] | None = None,
+        *,
+        spec_name: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run `spec` (None: the index's default, see `default_spec`) for `text`.
+
+        `body` takes the `_search` body options an app sends (`aggs`, `highlight`, `sort`,
+        `search_after`, `post_filter`, `collapse`, `min_score`, `track_total_hits`, `from`,
+        `size`, `_source`, ... as parsed by `osneural.plugin.search_body`); keyword `options`
+        are the same by name (`from_` and `source` for `from` and `_source`). `spec_name` labels
+        the answer's `ext.osneural.spec` when `spec` is an already-parsed built-in."""
         t_start = time.perf_counter()
-        spec = parse_spec(spec)
+        merged = dict(body or {})
+        merged.update({_OPTION_NAMES.get(k, k): v for k, v in options.items()})
+        opts = search_body.parse_options(merged)
+        name = spec_name or (spec if isinstance(spec, str) and not spec.lstrip().startswith("{")
+                             else None if spec is None else "inline")
+        parsed = None if spec is None else parse_spec(spec)
         if not isinstance(text, str) or not text.strip():
             raise SpecError("query text is empty")
         res = self.cache.index(self.client, self.index)
         for _attempt in range(2):
             try:
-                return self._search_once(text, spec, res, t_start)
+                chosen, label = (parsed, name) if parsed is not None else default_spec(res)
+                return self._search_once(text, opts.apply(chosen), res, t_start, opts, label)
             except _IndexChanged as changed:
                 res = self.cache.index(self.client, self.index, expect=changed.fingerprint)
         raise StaleCodecsError(
             f"index {self.index!r} was rebuilt again while this query ran; retry the query")
 
     def _search_once(
-        self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float
+        self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float,
+        opts: SearchOptions | None = None, spec_label: str | None = None,
     ) -> dict[str, Any]:
+        opts = opts or SearchOptions()
         t_load = time.perf_counter()
         try:
             res.check_spec(spec)
+            search_body.check_fields(opts, res.fields, self.index)
             self._prepare(res, spec)
         except StageError:
             seen = self._verified(res, self._fingerprint(res))
             if seen != res.fingerprint:
                 raise _IndexChanged(seen) from None
             raise
+        depth = search_body.paging_depth(spec)
+        if spec.from_ > 0 and spec.from_ >= depth:
+            raise SpecError(f"from: {spec.from_} is past this pipeline's paging depth of {depth} "
+                            "(the sum of its first stages' k, the most candidates it can rank); "
+                            "raise the stages' k in the spec to page deeper")
         enc = QueryEncodings(text, res, self.cache)
         warnings: list[str] = []
         timings: dict[str, float] = {"load": (time.perf_counter() - t_load) * 1e3}
@@ -362,6 +553,10 @@ class Searcher:
                 self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
                 for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True)) if i > 0
             }
+            matched: cf.Future | None = None
+            if opts.needs_matched_set:
+                matched = self._pool.submit(self._timed, self._matched_set, enc, spec, names,
+                                            opts, budget)
             seen_future: cf.Future | None = None
             if ticket is None:  # an older build's own read (it depends on the cached codec version)
                 seen_future = self._pool.submit(self._fingerprint, res)
@@ -465,32 +660,177 @@ class Searcher:
                     explain.setdefault(doc_id, {}).setdefault("rescore", {})[n] = {
                         "rank": rank, "score": score}
 
-        page = candidates[spec.from_ : spec.from_ + spec.size]
+        # the matched-set request ran beside the stages; by now it is usually back
+        matched_resp: dict[str, Any] | None = None
+        if matched is not None:
+            try:
+                matched_resp, ms = matched.result(timeout=max(0.0, deadline - time.perf_counter()))
+                timings["aggregations"] = ms
+            except cf.TimeoutError:
+                matched.cancel()
+                timed_out = True
+                warnings.append(f"aggregations / total hits timed out after {spec.timeout_ms} ms; "
+                                "left out of the answer")
+
         t0 = time.perf_counter()
-        sources = self._sources([d for d, _ in page], spec.source, budget)
+        ranked = self._arrange(candidates, spec, opts, budget)
+        timings["arrange"] = (time.perf_counter() - t0) * 1e3
+        if opts.search_after is not None:
+            start = _after(ranked, opts)
+            page = ranked[start : start + spec.size]
+        else:
+            page = ranked[spec.from_ : spec.from_ + spec.size]
+        t0 = time.perf_counter()
+        fetched = self._fetch_page(text, [c.doc_id for c in page], spec, opts, budget)
         timings["fetch"] = (time.perf_counter() - t0) * 1e3
         timings.update(enc.timings_ms)
 
+        source = spec.source if opts.source is None else opts.source
         hits = []
-        for doc_id, score in page:
-            hit: dict[str, Any] = {"_index": self.index, "_id": doc_id, "_score": score}
-            if spec.source is not False:
-                hit["_source"] = sources.get(doc_id, {})
+        for c in page:
+            got = fetched.get(c.doc_id, {})
+            hit: dict[str, Any] = {"_index": self.index, "_id": c.doc_id, "_score": c.score}
+            for key in ("_version", "_seq_no", "_primary_term"):
+                if key in got:
+                    hit[key] = got[key]
+            if "_source" in got:
+                hit["_source"] = got["_source"]
+            elif source is not False and opts.stored_fields is None:
+                hit["_source"] = {}
+            fields = dict(got.get("fields") or {})
+            if opts.collapse is not None:
+                fields[opts.collapse] = c.collapse_values
+            if fields:
+                hit["fields"] = fields
+            if "highlight" in got:
+                hit["highlight"] = got["highlight"]
             if spec.explain:
-                hit["_explanation"] = explain.get(doc_id, {})
+                hit["_explanation"] = explain.get(c.doc_id, {})
+            hit["sort"] = c.sort_values
             hits.append(hit)
         took = (time.perf_counter() - t_start) * 1e3
         timings["total"] = took
-        return {
-            "took": int(round(took)),
-            "timed_out": timed_out,
-            "hits": {
-                "total": {"value": len(candidates), "relation": "gte"},
-                "max_score": max((h["_score"] for h in hits), default=None),
-                "hits": hits,
-            },
-            "ext": {"osneural": {"warnings": warnings, "timings_ms": timings}},
+        out_hits: dict[str, Any] = {}
+        tth = opts.track_total_hits
+        if opts.min_score is not None and tth is not False:
+            out_hits["total"] = {"value": len(ranked), "relation": "eq"}
+        elif tth not in (None, False) and matched_resp is not None:
+            out_hits["total"] = (matched_resp.get("hits") or {}).get("total")
+        elif tth is not False:
+            out_hits["total"] = {"value": len(ranked), "relation": "gte"}
+        out_hits["max_score"] = max((h["_score"] for h in hits), default=None)
+        out_hits["hits"] = hits
+        result: dict[str, Any] = {"took": int(round(took)), "timed_out": timed_out, "hits": out_hits}
+        if opts.aggs is not None and matched_resp is not None:
+            result["aggregations"] = matched_resp.get("aggregations", {})
+        result["ext"] = {"osneural": {"spec": spec_label or "inline", "paging_depth": depth,
+                                      "warnings": warnings, "timings_ms": timings}}
+        return result
+
+    def _arrange(
+        self, candidates: list[tuple[str, float]], spec: PipelineSpec, opts: SearchOptions,
+        timeout_s: float,
+    ) -> list[_Ranked]:
+        """The candidates as the answer orders them: `min_score` and `post_filter` applied,
+        sorted by the body's `sort` (ties keep the pipeline's order), one per `collapse` value.
+
+        Field values come from one request over the candidates' ids, which OpenSearch sorts by
+        the body's field keys: its sort values (missing values, `mode`, dates) are OpenSearch's
+        own, and are then compared here with the final score and `_id` keys the pipeline adds."""
+        cands = [(d, s) for d, s in candidates
+                 if opts.min_score is None or s >= opts.min_score]
+        field_keys = [k for k in opts.sort if k.clause is not None]
+        values: dict[str, list[Any]] = {}
+        collapsed: dict[str, list[Any]] = {}
+        if cands and (opts.post_filter is not None or field_keys or opts.collapse is not None):
+            ids = [d for d, _ in cands]
+            flt: list[dict[str, Any]] = [{"ids": {"values": ids}}]
+            if opts.post_filter is not None:
+                flt.append(opts.post_filter)
+            body: dict[str, Any] = {"size": len(ids), "query": {"bool": {"filter": flt}},
+                                    "_source": False, "track_total_hits": False}
+            if field_keys:
+                body["sort"] = [k.clause for k in field_keys]
+            if opts.collapse is not None:
+                body["docvalue_fields"] = [opts.collapse]
+            try:
+                resp = stages.complete(self.client.search(
+                    index=self.index, body=stages.encode_body(body), filter_path=_ARRANGE_FILTER,
+                    request_timeout=max(timeout_s, 1.0)), "sort / post_filter / collapse")
+            except Exception as exc:
+                raise _refused(exc, "sort / post_filter / collapse") from exc
+            for hit in (resp.get("hits") or {}).get("hits", []):
+                values[hit["_id"]] = list(hit.get("sort") or [])
+                if opts.collapse is not None:
+                    collapsed[hit["_id"]] = (hit.get("fields") or {}).get(opts.collapse) or [None]
+            cands = [(d, s) for d, s in cands if d in values]
+        ranked = []
+        for pos, (doc_id, score) in enumerate(cands):
+            got = iter(values.get(doc_id, []))
+            keys = [score if k.name == "_score" else doc_id if k.name == "_id" else next(got, None)
+                    for k in opts.sort]
+            ranked.append(_Ranked(doc_id, score, keys + [score, doc_id], pos,
+                                  collapsed.get(doc_id, [None])))
+        if opts.sort:
+            ranked.sort(key=functools.cmp_to_key(
+                lambda a, b: _compare(a.sort_values, b.sort_values, opts.sort) or a.pos - b.pos))
+        if opts.collapse is not None:
+            seen: set[Any] = set()
+            kept = []
+            for c in ranked:
+                key = _hashable(c.collapse_values[0] if c.collapse_values else None)
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(c)
+            ranked = kept
+        return ranked
+
+    def _fetch_page(
+        self, text: str, ids: list[str], spec: PipelineSpec, opts: SearchOptions, timeout_s: float
+    ) -> dict[str, dict[str, Any]]:
+        """`_source`, highlights, docvalue / stored fields and versions of the page's hits, in
+        one request (the highlight query is the query text unless the body names one)."""
+        source = spec.source if opts.source is None else opts.source
+        # `_none_` drops `_id` from OpenSearch's hits too; here it means "no _source, no stored
+        # fields", and the page's ids are known anyway
+        no_stored = opts.stored_fields in ("_none_", ["_none_"])
+        stored = None if no_stored else opts.stored_fields
+        source = False if no_stored else source
+        wants_more = (opts.highlight is not None or opts.docvalue_fields
+                      or stored is not None or opts.version or opts.seq_no_primary_term)
+        if not ids or (source is False and not wants_more):
+            return {}
+        body: dict[str, Any] = {
+            "size": len(ids),
+            "query": {"ids": {"values": ids}},
+            "_source": source,
+            "track_total_hits": False,
         }
+        if opts.highlight is not None:
+            body["highlight"] = _highlight(opts.highlight, text)
+        if opts.docvalue_fields:
+            body["docvalue_fields"] = opts.docvalue_fields
+        if stored is not None:
+            body["stored_fields"] = stored
+        if opts.version:
+            body["version"] = True
+        if opts.seq_no_primary_term:
+            body["seq_no_primary_term"] = True
+
+        def fetch() -> dict[str, Any]:
+            return stages.complete(self.client.search(
+                index=self.index, body=body, request_timeout=max(timeout_s, 1.0)), "_source fetch")
+
+        try:
+            try:
+                resp = fetch()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                resp = fetch()
+        except Exception as exc:
+            raise _refused(exc, "_source / highlight / docvalue_fields / stored_fields") from exc
+        return {hit["_id"]: hit for hit in resp["hits"]["hits"]}
 
     def _inline_stage(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, deadline: float
@@ -525,26 +865,3 @@ class Searcher:
                 raise
             out = fn(*args)
         return out, (time.perf_counter() - t0) * 1e3
-
-    def _sources(
-        self, ids: list[str], source: bool | list[str], timeout_s: float
-    ) -> dict[str, Any]:
-        if not ids or source is False:
-            return {}
-        body = {
-            "size": len(ids),
-            "query": {"ids": {"values": ids}},
-            "_source": source,
-            "track_total_hits": False,
-        }
-        def fetch() -> dict[str, Any]:
-            return stages.complete(self.client.search(
-                index=self.index, body=body, request_timeout=max(timeout_s, 1.0)), "_source fetch")
-
-        try:
-            resp = fetch()
-        except Exception as exc:
-            if not _transient(exc):
-                raise
-            resp = fetch()
-        return {hit["_id"]: hit.get("_source", {}) for hit in resp["hits"]["hits"]}

@@ -29,7 +29,12 @@ Body of a neural search::
 
     {"size": 10, "_source": ["title"],            # optional, override the spec
      "query": {...},                              # optional, applied as a filter
+     "aggs": ..., "highlight": ..., "sort": ..., "search_after": ..., "post_filter": ...,
+     "collapse": ..., "min_score": ..., "track_total_hits": ...   # osneural.plugin.search_body
      "ext": {"osneural": {"query": "text", "spec": {...} | "hybrid", "explain": false}}}
+
+No `spec` runs the index's default (`osneural.plugin.searcher.default_spec`). `_msearch` items
+are each checked and answered like a single `_search`; `GET /` passes through.
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ from typing import Any
 from urllib.parse import quote
 
 from osneural.plugin import request_guard as rg
+from osneural.plugin import search_body
 from osneural.plugin.request_guard import GuardError, Limits, Policy
 from osneural.plugin.resources import ResourceCache, StageError
 from osneural.plugin.searcher import Searcher, SearchError
-from osneural.plugin.spec import SpecError, builtin_spec_names, parse_spec
+from osneural.plugin.spec import SpecError, builtin_spec, builtin_spec_names, parse_spec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -119,7 +125,19 @@ def _builtin_spec(name: str) -> Any:
     return parse_spec(json.loads(resource.read_text(encoding="utf-8")))
 
 
-def _spec_from_body(body: dict[str, Any], limits: Limits | None = None) -> tuple[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class NeuralRequest:
+    """A checked `ext.osneural` request: the query text, the spec (None: the index's default,
+    chosen by the searcher), its name for the answer, and the body's search options."""
+
+    text: str
+    spec: Any
+    spec_name: str | None
+    options: dict[str, Any]
+
+
+def _spec_from_body(body: dict[str, Any], limits: Limits | None = None) -> NeuralRequest:
+    """The neural request a `_search` body asks for; `SpecError` (400) naming the bad field."""
     block = body["ext"]["osneural"]
     if not isinstance(block, dict):
         raise SpecError("ext.osneural must be an object")
@@ -134,26 +152,73 @@ def _spec_from_body(body: dict[str, Any], limits: Limits | None = None) -> tuple
     if not isinstance(text, str) or not text.strip():
         raise SpecError("ext.osneural.query: query text is empty")
     raw = block.get("spec")
+    name: str | None = None
     if isinstance(raw, str):
-        spec = _builtin_spec(raw)
-    elif raw is None or isinstance(raw, dict):
-        spec = parse_spec(raw)
+        spec, name = _builtin_spec(raw), raw
+    elif raw is None:
+        spec = None
+    elif isinstance(raw, dict):
+        spec, name = parse_spec(raw), "inline"
     else:
         raise SpecError("ext.osneural.spec: must be a built-in spec name or an inline object, "
                         f"not {type(raw).__name__}")
-    data = spec.to_dict()
-    for key in ("size", "from", "_source"):
-        if key in body:
-            data[key] = body[key]
+    options = {k: v for k, v in body.items() if k != "ext"}
+    if set(body["ext"]) - {"osneural"}:
+        raise SpecError(f"ext: only ext.osneural is read with a neural search, not "
+                        f"{sorted(set(body['ext']) - {'osneural'})}")
     if "explain" in block:
-        data["explain"] = block["explain"]
-    extra = set(body) - {"ext", "size", "from", "_source", "query"}
-    if extra:
-        raise SpecError(f"search body fields {sorted(extra)} are not supported with ext.osneural")
-    if "query" in body:
-        flt = body["query"]
-        data["filter"] = flt if "filter" not in data else {"bool": {"filter": [data["filter"], flt]}}
-    return text, parse_spec(data)
+        options["explain"] = block["explain"]
+    search_body.parse_options(options)  # refuse a bad option before any work is done
+    return NeuralRequest(text, spec, name, options)
+
+
+def _is_neural(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("ext"), dict) and "osneural" in body["ext"]
+
+
+def _split_msearch(raw: bytes, max_depth: int, max_items: int) -> list[tuple[dict, dict]]:
+    """NDJSON `_msearch` lines as (header, body) pairs; a 400 naming the line otherwise."""
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    if not lines:
+        raise GuardError(400, "osneural_parse_error", "_msearch: the request body is empty")
+    if len(lines) % 2:
+        raise GuardError(400, "osneural_parse_error",
+                         f"_msearch: {len(lines)} lines; each item is a header line and a body "
+                         "line (the last item has no body)")
+    if len(lines) // 2 > max_items:
+        raise GuardError(400, "osneural_request_too_large",
+                         f"_msearch: {len(lines) // 2} items, more than this service's limit of "
+                         f"{max_items}")
+    items = []
+    for i in range(0, len(lines), 2):
+        pair = []
+        for j, what in ((i, "header"), (i + 1, "body")):
+            try:
+                value = rg.parse_json_body(lines[j], max_depth)
+            except GuardError as exc:
+                raise GuardError(exc.status, exc.kind,
+                                 f"_msearch line {j + 1} (item {i // 2} {what}): {exc.reason}") from None
+            if not isinstance(value, dict):
+                raise GuardError(400, "osneural_parse_error",
+                                 f"_msearch line {j + 1} (item {i // 2} {what}): must be a JSON object")
+            pair.append(value)
+        items.append((pair[0], pair[1]))
+    return items
+
+
+def _stage_count(body: dict[str, Any]) -> int:
+    """Pipeline stages an `_msearch` item asks for (0 for a pass-through item), for the cap on
+    one request's total work; a built-in spec counts its own stages, no spec the default's."""
+    if not _is_neural(body):
+        return 0
+    block = body["ext"]["osneural"]
+    spec = block.get("spec") if isinstance(block, dict) else None
+    if isinstance(spec, dict):
+        stages = spec.get("first_stages"), spec.get("rescore")
+        return sum(len(x) for x in stages if isinstance(x, list)) or 1
+    name = spec if isinstance(spec, str) and spec in builtin_spec_names() else "hybrid"
+    parsed = builtin_spec(name)
+    return len(parsed.first_stages) + len(parsed.rescore)
 
 
 class CallerClient:
@@ -301,59 +366,80 @@ def create_app(
         if health_client is not upstream:
             health_client.close()
 
-    async def check_indices(who: Any, index: str, refs: list[rg.IndexReference]) -> None:
+    async def read_body(request: Request) -> bytes:
+        try:
+            return await _read_body(request, max_body_bytes)
+        except BodyTooLarge:
+            raise GuardError(413, "osneural_request_too_large",
+                             f"request body exceeds {max_body_bytes} bytes") from None
+
+    def check_content_type(request: Request) -> None:
+        if not rg.is_json_content_type(request.headers.get("content-type")):
+            raise GuardError(415, "osneural_media_type_not_supported",
+                             f"Content-Type [{rg._show(request.headers.get('content-type') or '', 80)}] "
+                             "is not supported; send application/json")
+
+    def path_index(request: Request, route: str) -> str | None:
+        """The checked index of the path; None for index-less `/_search` (no allow-list only)."""
+        raw = request.path_params.get("index")
+        if raw is None:
+            if policy.allow_index and route not in ("root", "msearch"):
+                raise GuardError(403, "osneural_index_not_allowed",
+                                 "with an allow-list the path must name one index")
+            return None
+        return rg.check_index_expression(raw, policy)
+
+    async def prepare(request: Request, route: str) -> tuple[str | None, dict[str, str], Any, Any]:
+        """Checked (index, params, body or None, caller client); raises GuardError."""
+        index = path_index(request, route)
+        params = rg.check_params(request.query_params.multi_items(), route, policy)
+        raw = await read_body(request)
+        body = None
+        if raw.strip():
+            if route in ("mapping", "doc", "root"):
+                raise GuardError(400, "osneural_illegal_argument", "this endpoint takes no body")
+            check_content_type(request)
+            body = rg.parse_json_body(raw, limits.max_json_depth)
+            if route == "search" and not isinstance(body, dict):
+                raise GuardError(400, "osneural_parse_error", "request body must be a JSON object")
+        who = caller(request)
+        await check_body(who, index, body)
+        return index, params, body, who
+
+    async def check_body(who: Any, index: str | None, body: Any) -> None:
+        refs = rg.walk_clauses(body, policy) if body is not None else []
+        if index is not None or refs:
+            await check_indices(who, index, refs)
+
+    async def check_indices(who: Any, index: str | None, refs: list[rg.IndexReference]) -> None:
         """With an allow-list: what the path and each lookup resolve to must be allowed too."""
         if not policy.allow_index:
             return
         from opensearchpy import NotFoundError
 
-        for expr, where in [(index, "")] + [(r.index, r.path) for r in refs]:
+        targets = ([(index, "")] if index is not None else []) + [(r.index, r.path) for r in refs]
+        for expr, where in targets:
             try:
                 resolved = await run_in_threadpool(functools.partial(who.indices.resolve_index, name=expr))
             except NotFoundError:
                 continue  # nothing of that name: the request itself will answer 404
             rg.check_resolved(expr, resolved, policy, where)
 
-    async def prepare(request: Request, route: str) -> tuple[str, dict[str, str], Any, Any]:
-        """Checked (index, params, body or None, caller client); raises GuardError."""
-        index = rg.check_index_expression(request.path_params["index"], policy)
-        params = rg.check_params(request.query_params.multi_items(), route, policy)
-        try:
-            raw = await _read_body(request, max_body_bytes)
-        except BodyTooLarge:
-            raise GuardError(413, "osneural_request_too_large",
-                             f"request body exceeds {max_body_bytes} bytes") from None
-        body = None
-        if raw.strip():
-            if route in ("mapping", "doc"):
-                raise GuardError(400, "osneural_illegal_argument", "this endpoint takes no body")
-            if not rg.is_json_content_type(request.headers.get("content-type")):
-                raise GuardError(415, "osneural_media_type_not_supported",
-                                 f"Content-Type [{rg._show(request.headers.get('content-type') or '', 80)}] "
-                                 "is not supported; send application/json")
-            body = rg.parse_json_body(raw, limits.max_json_depth)
-            if route == "search" and not isinstance(body, dict):
-                raise GuardError(400, "osneural_parse_error", "request body must be a JSON object")
-        who = caller(request)
-        refs = rg.walk_clauses(body, policy) if body is not None else []
-        await check_indices(who, index, refs)
-        return index, params, body, who
+    def upstream_path(index: str | None, *rest: str) -> str:
+        head = [quote(index, safe=",*")] if index is not None else []
+        return "/" + "/".join(head + [quote(p, safe="_") for p in rest])
 
-    def upstream_path(index: str, *rest: str) -> str:
-        return "/" + "/".join([quote(index, safe=",*")] + [quote(p, safe="_") for p in rest])
-
-    async def neural(request: Request, index: str, body: dict[str, Any], who: Any, rid: str,
-                     t0: float) -> Response:
-        if not rg.is_json_content_type(request.headers.get("content-type")):
-            raise GuardError(415, "osneural_media_type_not_supported",
-                             "ext.osneural requests must be sent as application/json")
+    async def neural(index: str | None, body: dict[str, Any], who: Any, rid: str,
+                     t0: float) -> tuple[int, dict[str, Any]]:
+        """One `ext.osneural` search: (status, OpenSearch-shaped JSON), errors included, so a
+        single request and an `_msearch` item answer alike. A TransportError passes up."""
         try:
-            text, spec = _spec_from_body(body, limits)
-            if "," in index or "*" in index:
+            req = _spec_from_body(body, limits)
+            if index is None or "," in index or "*" in index:
                 raise SpecError("ext.osneural searches one concrete index, not a list or pattern")
         except SpecError as exc:
             _log("bad_request", request_id=rid, index=index, reason=str(exc))
-            return _error(400, "osneural_spec_error", str(exc))
+            return 400, error_body(400, "osneural_spec_error", str(exc))
         if passthrough_auth:
             # The caller must be able to search the index before any encoder runs for them, and
             # before cached index descriptions (shared across callers) shape their answer.
@@ -363,47 +449,54 @@ def create_app(
         try:
             await asyncio.wait_for(slots.acquire(), timeout=limits.queue_timeout_s)
         except TimeoutError:
-            return _error(503, "osneural_overloaded",
-                          f"{limits.max_concurrent} neural searches are already running; retry",
-                          {"retry-after": "1"})
+            return 503, error_body(503, "osneural_overloaded",
+                                   f"{limits.max_concurrent} neural searches are already running; retry")
         searcher = Searcher(who, index, cache=cache, max_workers=limits.max_first_stages)
         try:
-            result = await _in_thread(limiters.get("neural"), searcher.search, text, spec)
+            result = await _in_thread(limiters.get("neural"), functools.partial(
+                searcher.search, req.text, req.spec, req.options, spec_name=req.spec_name))
         except (SpecError, StageError) as exc:
             _log("bad_request", request_id=rid, index=index, reason=str(exc))
             status = getattr(exc, "status", 400)
-            return _error(status if isinstance(status, int) else 400, "osneural_spec_error", str(exc))
+            status = status if isinstance(status, int) else 400
+            return status, error_body(status, "osneural_spec_error", str(exc))
         except SearchError as exc:
             _log("failed", request_id=rid, index=index, reason=str(exc))
-            return _error(exc.status, "osneural_search_error", str(exc))
+            return exc.status, error_body(exc.status, "osneural_search_error", str(exc))
         finally:
             searcher.close()
             slots.release()
         osn = result["ext"]["osneural"]
-        _log("search", request_id=rid, index=index, status=200,
+        _log("search", request_id=rid, index=index, status=200, spec=osn.get("spec"),
              timings_ms={k: round(v, 2) for k, v in osn["timings_ms"].items()},
              warnings=osn["warnings"], hits=len(result["hits"]["hits"]),
              ms=round((time.perf_counter() - t0) * 1e3, 2))
-        return JSONResponse(result)
+        return 200, result
+
+    def neural_params(params: dict[str, str]) -> None:
+        extra = params.keys() - rg.ROUTE_PARAMS["neural"]
+        if extra:
+            raise GuardError(400, "osneural_illegal_argument",
+                             f"request parameters {sorted(extra)} are not supported with ext.osneural")
+
+    def json_response(data: Any, status: int = 200, pretty: bool = False,
+                      headers: dict[str, str] | None = None) -> Response:
+        return Response(json.dumps(data, indent=2 if pretty else None, ensure_ascii=False),
+                        status_code=status, media_type="application/json", headers=headers)
 
     async def handle(request: Request, route: str) -> Response:
         rid = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
         try:
             index, params, body, who = await prepare(request, route)
-            if (route == "search" and isinstance(body, dict) and isinstance(body.get("ext"), dict)
-                    and "osneural" in body["ext"]):
-                if params.keys() - rg.ROUTE_PARAMS["neural"]:
-                    raise GuardError(400, "osneural_illegal_argument",
-                                     f"request parameters {sorted(params.keys() - rg.ROUTE_PARAMS['neural'])} "
-                                     "are not supported with ext.osneural")
-                resp = await neural(request, index, body, who, rid, t0)
-                if "pretty" in params and resp.status_code == 200:
-                    resp = Response(json.dumps(json.loads(resp.body), indent=2),
-                                    media_type="application/json")
-                return resp
+            if route == "search" and _is_neural(body):
+                neural_params(params)
+                check_content_type(request)
+                status, data = await neural(index, body, who, rid, t0)
+                retry = {"retry-after": "1"} if status == 503 else None
+                return json_response(data, status, "pretty" in params and status == 200, retry)
             rest = {"search": ("_search",), "count": ("_count",), "mapping": ("_mapping",),
-                    "doc": ("_doc", request.path_params.get("doc_id", ""))}[route]
+                    "doc": ("_doc", request.path_params.get("doc_id", "")), "root": ()}[route]
             path = upstream_path(index, *rest)
             data = await _in_thread(
                 limiters.get("passthrough"), forward, who, request.method, path, params,
@@ -421,10 +514,81 @@ def create_app(
         if request.method == "HEAD":
             return Response(status_code=200 if data else 404)
         if isinstance(data, (dict, list)):
-            indent = 2 if "pretty" in params else None
-            return Response(json.dumps(data, indent=indent, ensure_ascii=False),
-                            media_type="application/json")
+            return json_response(data, pretty="pretty" in params)
         return Response(data if data is not None else b"", media_type="application/json")
+
+    async def msearch_item(header: dict[str, Any], body: dict[str, Any], default: str | None,
+                           who: Any, rid: str) -> dict[str, Any]:
+        """One `_msearch` item through the same checks as a single `_search`; its answer or
+        its error, in OpenSearch's per-item shape (`status` on each)."""
+        t0 = time.perf_counter()
+        try:
+            index = header.get("index", default)
+            if isinstance(index, list) and all(isinstance(x, str) for x in index):
+                index = ",".join(index)
+            if index is not None and not isinstance(index, str):
+                raise GuardError(400, "osneural_illegal_argument", "index: must be a string")
+            if index is None and policy.allow_index:
+                raise GuardError(403, "osneural_index_not_allowed",
+                                 "with an allow-list each item must name one index")
+            if index is not None:
+                index = rg.check_index_expression(index, policy)
+            params = rg.check_params([(k, v if isinstance(v, str) else json.dumps(v))
+                                      for k, v in header.items() if k != "index"], "search", policy)
+            await check_body(who, index, body)
+            if _is_neural(body):
+                neural_params(params)
+                status, data = await neural(index, body, who, rid, t0)
+                return {**data, "status": status}
+            data = await _in_thread(limiters.get("passthrough"), forward, who, "POST",
+                                    upstream_path(index, "_search"), params, rg.dump_json(body))
+            if isinstance(data, dict):
+                return {**data, "status": 200}
+            return error_body(502, "osneural_upstream_error", "OpenSearch answered no JSON")
+        except GuardError as exc:
+            return error_body(exc.status, exc.kind, exc.reason)
+        except TransportError as exc:
+            resp = _upstream_error(exc, rid)
+            data = json.loads(resp.body)
+            data.setdefault("status", resp.status_code)
+            return data
+
+    async def msearch(request: Request) -> Response:
+        """NDJSON `_msearch`: each item pass-through or `ext.osneural`, checked like a single
+        request; at most `max_msearch_items` items and `max_msearch_stages` pipeline stages in
+        all, run a few at a time (neural items also wait for the shared neural slots)."""
+        rid = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        try:
+            default = path_index(request, "msearch")
+            params = rg.check_params(request.query_params.multi_items(), "msearch", policy)
+            raw = await read_body(request)
+            ct = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+            if ct != "application/x-ndjson":
+                check_content_type(request)
+            items = _split_msearch(raw, limits.max_json_depth, limits.max_msearch_items)
+            work = sum(_stage_count(body) for _header, body in items)
+            if work > limits.max_msearch_stages:
+                raise GuardError(400, "osneural_request_too_large",
+                                 f"_msearch: its neural items ask for {work} pipeline stages in all, "
+                                 f"more than this service's limit of {limits.max_msearch_stages}")
+        except GuardError as exc:
+            _log("refused", request_id=rid, path=request.url.path, status=exc.status,
+                 type=exc.kind, reason=exc.reason)
+            return _error(exc.status, exc.kind, exc.reason)
+        who = caller(request)
+        gate = asyncio.Semaphore(4)
+
+        async def one(header: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+            async with gate:
+                return await msearch_item(header, body, default, who, rid)
+
+        responses = await asyncio.gather(*(one(h, b) for h, b in items))
+        took = int(round((time.perf_counter() - t0) * 1e3))
+        _log("msearch", request_id=rid, items=len(items), ms=took,
+             statuses=[r.get("status") for r in responses])
+        return json_response({"took": took, "responses": list(responses)},
+                             pretty="pretty" in params)
 
     async def search(request: Request) -> Response:
         return await handle(request, "search")
@@ -437,6 +601,9 @@ def create_app(
 
     async def doc(request: Request) -> Response:
         return await handle(request, "doc")
+
+    async def root(request: Request) -> Response:
+        return await handle(request, "root")
 
     async def health(request: Request) -> Response:
         try:
@@ -454,7 +621,8 @@ def create_app(
     async def no_route(request: Request) -> Response:
         return _error(400, "osneural_no_handler",
                       f"no handler for [{request.method}] {rg._show(request.url.path, 200)}: "
-                      "osneural serves {index}/_search, _count, _mapping and _doc/{id}")
+                      "osneural serves /, _search, _msearch, {index}/_search, _msearch, _count, "
+                      "_mapping and _doc/{id}")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
@@ -469,7 +637,11 @@ def create_app(
     methods_all = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
     routes = [
         Route("/_osneural/health", health, methods=["GET"]),
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/_search", search, methods=["GET", "POST"]),
+        Route("/_msearch", msearch, methods=["GET", "POST"]),
         Route("/{index}/_search", search, methods=["GET", "POST"]),
+        Route("/{index}/_msearch", msearch, methods=["GET", "POST"]),
         Route("/{index}/_count", count, methods=["GET", "POST"]),
         Route("/{index}/_mapping", mapping, methods=["GET"]),
         Route("/{index}/_doc/{doc_id}", doc, methods=["GET", "HEAD"]),

@@ -8,6 +8,7 @@ to a default.
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -245,6 +246,16 @@ def parse_spec(data: PipelineSpec | dict[str, Any] | str | None) -> PipelineSpec
 def builtin_spec_names() -> list[str]:
     folder = resources.files("osneural.plugin") / "specs"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+@functools.lru_cache(maxsize=32)
+def builtin_spec(name: str) -> PipelineSpec:
+    """A built-in spec by name, read from the package only (never a file path)."""
+    if name not in builtin_spec_names():
+        raise SpecError(f"unknown built-in spec {name!r}; built-in specs: "
+                        f"{', '.join(builtin_spec_names())}")
+    resource = resources.files("osneural.plugin") / "specs" / f"{name}.json"
+    return parse_spec(resource.read_text(encoding="utf-8"))
 
 
 def load_spec(name_or_path: str | Path) -> PipelineSpec:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from osneural.plugin import fusion, rescoring, stages
+from osneural.plugin.search_body import check_fields, parse_options, parse_timeout
 from osneural.plugin.server import _spec_from_body, index_allowed
 from osneural.plugin.spec import (
     BinaryStage,
@@ -322,18 +323,61 @@ def test_allow_list():
 
 
 def test_body_to_spec_overrides_and_filter():
-    text, spec = _spec_from_body({
+    req = _spec_from_body({
         "size": 3, "from": 1, "_source": ["title"], "query": {"term": {"t": "a"}},
         "ext": {"osneural": {"query": "hello", "spec": "bm25", "explain": True}},
     })
-    assert text == "hello" and spec.size == 3 and spec.from_ == 1
+    assert req.text == "hello" and req.spec_name == "bm25"
+    spec = parse_options(req.options).apply(req.spec)
+    assert spec.size == 3 and spec.from_ == 1
     assert spec.source == ["title"] and spec.explain and spec.filter == {"term": {"t": "a"}}
+    assert _spec_from_body({"ext": {"osneural": {"query": "x"}}}).spec is None  # the default
     with pytest.raises(SpecError, match="query text is empty"):
         _spec_from_body({"ext": {"osneural": {"query": "  "}}})
-    with pytest.raises(SpecError, match="aggs"):
-        _spec_from_body({"aggs": {}, "ext": {"osneural": {"query": "x"}}})
+    # body options a search page needs are accepted; what stays refused names field and reason
+    req = _spec_from_body({"aggs": {"c": {"terms": {"field": "c"}}}, "sort": ["year"],
+                           "ext": {"osneural": {"query": "x"}}})
+    assert parse_options(req.options).aggs == {"c": {"terms": {"field": "c"}}}
+    with pytest.raises(SpecError, match=r"\[suggest\].*plain _search"):
+        _spec_from_body({"suggest": {}, "ext": {"osneural": {"query": "x"}}})
     with pytest.raises(SpecError, match="first_stages\\[0\\]"):
         _spec_from_body({"ext": {"osneural": {"query": "x", "spec": {"first_stages": [{"type": "?"}]}}}})
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"search_after": [1.0]}, "search_after: 1 values, but hits of this request carry 2"),
+    ({"sort": ["year"], "search_after": [1.0, "a"]}, "carry 3 sort values"),
+    ({"search_after": [1.0, "a"], "from": 5}, "from: must be 0 with search_after"),
+    ({"sort": [{"year": "up"}]}, "sort\\[0\\].year.order"),
+    ({"sort": ["_doc"]}, "sort\\[0\\]: _doc"),
+    ({"collapse": {"field": "c", "inner_hits": {}}}, "collapse: \\['inner_hits'\\]"),
+    ({"min_score": "high"}, "min_score: must be a number"),
+    ({"track_total_hits": "yes"}, "track_total_hits"),
+    ({"timeout": "soon"}, "timeout: must be a time value"),
+    ({"aggs": {"a": 3}}, "aggs.a: must be an aggregation object"),
+    ({"post_filter": {"term": {}, "match": {}}}, "post_filter: must be one query clause"),
+    ({"highlight": {}}, "highlight: must be an object with"),
+])
+def test_search_options_refuse_bad_input_naming_the_field(body, needle):
+    with pytest.raises(SpecError, match=needle):
+        parse_options(body)
+
+
+def test_search_options_fields_are_checked_against_the_mapping():
+    fields = {"c": {"type": "keyword"}, "t": {"type": "text", "fields": {"raw": {"type": "keyword"}}},
+              "n": {"type": "integer"}, "dense": {"type": "knn_vector"}}
+    check_fields(parse_options({"sort": ["t.raw", {"n": "desc"}, "_score"], "collapse": {"field": "n"},
+                                "aggs": {"a": {"terms": {"field": "c"},
+                                               "aggs": {"m": {"max": {"field": "n"}}}}}}), fields, "i")
+    for body, needle in (({"sort": ["nope"]}, r"sort\[0\]: index \[i\] has no field \[nope\]"),
+                         ({"sort": ["t"]}, r"sort\[0\]: field \[t\] is of type text"),
+                         ({"collapse": {"field": "t"}}, r"collapse.field: field \[t\] is of type text"),
+                         ({"aggs": {"a": {"terms": {"field": "c"}, "aggs": {
+                             "b": {"avg": {"field": "zz"}}}}}}, r"aggs.a.aggs.b.avg.field: .*\[zz\]"),
+                         ({"aggs": {"a": {"terms": {"field": "dense"}}}}, "knn_vector")):
+        with pytest.raises(SpecError, match=needle):
+            check_fields(parse_options(body), fields, "i")
+    assert parse_timeout("2s") == 2000 and parse_timeout(150) == 150
 
 
 def test_parse_spec_accepts_builtin_names_and_rejects_unknown_ones():
@@ -387,3 +431,37 @@ def test_stage_bodies_are_json_bytes_unless_orjson_would_change_them():
                     {"term": {"id": 2**70}}):
         wrapped = stages.search_body({"bool": {"filter": [hostile]}}, 10)
         assert stages.encode_body(wrapped) is wrapped
+
+
+# ------------------------------------------------------------------ search options beside a pipeline
+
+
+def test_default_spec_is_hybrid_else_the_best_the_index_can_run():
+    from osneural.plugin.resources import IndexResources
+    from osneural.plugin.searcher import default_spec
+
+    text = {"title": {"type": "text"}, "text": {"type": "text"}}
+    every = {**text, **{f: {"type": "knn_vector"} for f in ("dense", "fde")},
+             "sparse": {"type": "rank_features"}, "mv_codes": {"type": "binary"},
+             "bin_tokens": {"type": "keyword"}, "bin_code": {"type": "binary"},
+             "dense_pq": {"type": "binary"}}
+    assert default_spec(IndexResources("i", every, {}, codec_data={}))[1] == "hybrid"
+    assert default_spec(IndexResources("i", every, {}, codec_data=None))[1] == "hybrid-linear"
+    assert default_spec(IndexResources("i", text, {}))[1] == "bm25"
+    assert default_spec(IndexResources("i", {**text, "dense": {"type": "knn_vector"}},
+                                       {"default_spec": "dense"}))[1] == "dense"
+    assert default_spec(IndexResources("i", text, {"default_spec": "dense"}))[1] == "bm25"
+
+
+def test_sort_values_compare_like_opensearch():
+    from osneural.plugin.search_body import SortKey
+    from osneural.plugin.searcher import _compare
+
+    asc, desc = SortKey("f", False, False, {}), SortKey("f", True, False, {})
+    first = SortKey("f", True, True, {})
+    assert _compare([1], [2], (asc,)) < 0 < _compare([1], [2], (desc,))
+    assert _compare(["b"], ["a"], (asc,)) > 0 and _compare(["é"], ["z"], (asc,)) > 0  # code points
+    for key in (asc, desc):  # missing values last whatever the order
+        assert _compare([None], ["a"], (key,)) > 0 and _compare(["a"], [None], (key,)) < 0
+    assert _compare([None], ["a"], (first,)) < 0
+    assert _compare([1, None], [1, 5], (asc, asc)) > 0 and _compare([1, 2], [1, 2], (asc, asc)) == 0

@@ -204,7 +204,7 @@ def test_spec_strings_are_builtin_names_never_paths(tmp_path):
         assert "root:" not in reason and "PATH=" not in reason
         reasons.append(reason.split("]", 1)[1])  # the text after the (echoed, bounded) name
     assert len(set(reasons)) == 1  # existing and missing files answer alike: nothing to probe
-    _, spec = _spec_from_body({"ext": {"osneural": {"query": "x", "spec": "bm25"}}})
+    spec = _spec_from_body({"ext": {"osneural": {"query": "x", "spec": "bm25"}}}).spec
     assert [s.type for s in spec.first_stages] == ["bm25"]
 
 

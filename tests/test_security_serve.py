@@ -376,6 +376,32 @@ def test_wrong_or_missing_credentials_are_401_on_every_interface(passthrough_ser
     assert "svc" not in users  # the service's own credentials are never borrowed
 
 
+def test_search_features_and_msearch_act_as_the_caller(passthrough_server, tls_front, names):
+    """Aggregations, sorting, highlights and every `_msearch` item reach the cluster with the
+    caller's credentials only; a wrong password fails each item with the cluster's 401."""
+    idx = names["index"]
+    features = _neural(spec="hybrid", aggs={"y": {"terms": {"field": "year"}}}, sort=["year"],
+                       highlight={"fields": {"text": {}}}, track_total_hits=True,
+                       post_filter={"term": {"year": 2003}})
+    lines = "\n".join(json.dumps(x) for x in [{"index": idx}, features, {"index": idx},
+                                               {"size": 0}]) + "\n"
+    nd = {"content-type": "application/x-ndjson"}
+    mark = tls_front.log_mark()
+    with httpx.Client(auth=ALICE, timeout=30) as http:
+        r = http.post(f"{passthrough_server}/{idx}/_search", json=features)
+        assert r.status_code == 200 and r.json()["aggregations"]["y"]["buckets"], r.text
+        items = http.post(f"{passthrough_server}/_msearch", content=lines, headers=nd).json()
+        assert [i["status"] for i in items["responses"]] == [200, 200]
+        assert http.get(f"{passthrough_server}/").status_code == 200
+    assert {user for user, *_ in tls_front.requests_since(mark)} == {"alice"}
+    mark = tls_front.log_mark()
+    r = httpx.post(f"{passthrough_server}/_msearch", content=lines, headers=nd,
+                   auth=("alice", "wrong-password-123"))
+    assert [i["status"] for i in r.json()["responses"]] == [401, 401]
+    assert "svc" not in {user for user, *_ in tls_front.requests_since(mark)}
+    assert httpx.get(f"{passthrough_server}/").status_code == 401
+
+
 def test_an_upstream_403_passes_through(passthrough_server, names):
     url = f"{passthrough_server}/{names['restricted']}/_search"
     bob = ("bob", USERS["bob"])
