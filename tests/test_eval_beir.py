@@ -121,11 +121,13 @@ def test_load_beir_folder(tmp_path: Path) -> None:
     docs = [{"_id": "d1", "title": "t", "text": "one"}, {"_id": "d2", "title": "", "text": ""}]
     _write(tmp_path / "corpus.jsonl", "".join(json.dumps(d) + "\n" for d in docs))
     _write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "one"}\n{"_id": "q2", "text": "x"}\n')
-    _write(tmp_path / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1\n")
+    _write(tmp_path / "qrels" / "test.tsv",
+           "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1\nq1\tgone\t1\n")
     coll = load_beir(tmp_path)
     assert coll.name == tmp_path.name and list(coll.queries) == ["q1"]
-    # d2 is empty, so ingestion rejects it: the judgment points at a document the index lacks.
+    # d2 is empty but still indexed (with no representations), so only "gone" is missing.
     assert coll.stats.qrels_docs_missing_from_corpus == 1
+    assert coll.stats.missing_doc_examples == [["q1", "gone"]]
     assert coll.stats.unjudged_queries == 1
     assert coll.describe()["qrels_file"].endswith("test.tsv")
     with pytest.raises(EvalDataError, match="not a folder"):
