@@ -37,6 +37,7 @@ import argparse
 import concurrent.futures as cf
 import itertools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -104,13 +105,12 @@ def start_node(args) -> tuple[Any, Any, Path | None]:
     if args.url:
         client = ClusterConfig.from_values(args.url).client()
         return client, None, None
-    from osneural.node.launcher import LocalCluster, free_port_block
+    from osneural.node.launcher import LocalCluster
 
     root = Path(tempfile.mkdtemp(prefix="osneural-peer-", dir="/tmp"))
     root.chmod(0o755)
-    port = free_port_block(1, start=args.port)
-    cluster = LocalCluster(name=f"peer-{port}", http_port=port, root=root, heap=args.heap,
-                           plugins=("ml-commons", "neural-search"))
+    cluster = LocalCluster(name=f"peer-{os.getpid()}", http_port=args.port, root=root, heap=args.heap,
+                           plugins=("ml-commons", "neural-search"), auto_ports=True)
     t0 = time.perf_counter()
     cluster.start(log=lambda m: log(f"node: {m}"))
     log(f"node with ml-commons + neural-search up at {cluster.url} in {time.perf_counter() - t0:.0f}s")
@@ -447,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved ingest rounds")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--url", default=None, help="a running node with ml-commons + neural-search")
-    ap.add_argument("--port", type=int, default=19600)
+    ap.add_argument("--port", type=int, default=19600,
+                    help="where the search for a free port block for the node starts")
     ap.add_argument("--heap", default="1g")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 document-encoder rows")
     ap.add_argument("--no-multistage", action="store_true", help="skip the MaxSim pipelines")

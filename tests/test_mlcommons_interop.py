@@ -112,16 +112,15 @@ def ml_node():
     if url:
         yield {"url": url.rstrip("/"), "start_s": None}
         return
-    from osneural.node.launcher import LocalCluster, free_port_block
+    from osneural.node.launcher import LocalCluster, spread_port_start
 
     root = Path(tempfile.mkdtemp(prefix="osneural-test-mlcommons-", dir="/tmp"))
     root.chmod(0o755)
-    port = free_port_block(1, start=19500)
     # 1.5 GB: at 1 GB the parent breaker (it counts real heap use, garbage included) once
     # refused three tests' queries in a row with the heap at 974 of its 973 MB limit, though
     # only 341 MB were live at the end of the module
-    cluster = LocalCluster(name=f"test-ml-{port}", http_port=port, root=root, heap="1536m",
-                           plugins=("ml-commons", "neural-search"))
+    cluster = LocalCluster(name=f"test-ml-{os.getpid()}", http_port=spread_port_start(), root=root,
+                           heap="1536m", plugins=("ml-commons", "neural-search"), auto_ports=True)
     t0 = time.perf_counter()
     try:
         cluster.start()
