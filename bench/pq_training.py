@@ -9,8 +9,9 @@ rounds, A B A B:
 
 * `faiss-omp, 256/centroid`: the former training, sub-spaces one after the other, each k-means
   on faiss's OpenMP threads, up to 256 points per centroid (all of a 50,000-token sample);
-* `threads, 64/centroid`: `ProductQuantizer.fit` now, one single-threaded k-means per sub-space
-  on a thread pool, up to 64 points per centroid (16,384, faiss subsamples them, seeded).
+* `threads, N/centroid`: `ProductQuantizer.fit` now, one single-threaded k-means per sub-space
+  on a thread pool, up to `--points-per-centroid` points per centroid (default: the library's,
+  256; with 64, faiss subsamples 16,384 of them, seeded).
 
 For each: training seconds and the reconstruction MSE of every token in those sub-spaces.
 With `--subspaces 192` it also gives the top-10 overlap of MaxSim over decoded tokens with exact
@@ -52,10 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--subspaces", type=int, default=12, help="of the 192 token sub-spaces")
+    ap.add_argument("--points-per-centroid", type=int, default=None,
+                    help="cap of the new side (default: the library's MAX_POINTS_PER_CENTROID)")
     ap.add_argument("--max-tokens", type=int, default=50_000, help="training sample (ingestion's cap)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     from osneural.ingest.codecs import ProductQuantizer
+    from osneural.ingest.codecs.pq import MAX_POINTS_PER_CENTROID
+
+    args.points_per_centroid = args.points_per_centroid or MAX_POINTS_PER_CENTROID
     from osneural.ingest.codecs.pooling import pool_tokens
     from osneural.ingest.encoders import load_default
 
@@ -85,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     full = args.subspaces == m
     exact_top = np.argsort(-maxsim(toks), axis=1)[:, :10] if full else None
     results: dict[str, list[dict[str, float]]] = {}
+    new_name = f"threads, {args.points_per_centroid}/centroid"
     for _ in range(args.rounds):
-        for name in ("faiss-omp, 256/centroid", "threads, 64/centroid"):
+        for name in ("faiss-omp, 256/centroid", new_name):
             t0 = time.perf_counter()
             pq = ProductQuantizer(args.subspaces)
             if name.startswith("faiss"):
                 pq.codebooks = legacy_fit(part_sample, args.subspaces)
             else:
+                pq = ProductQuantizer(args.subspaces, max_points_per_centroid=args.points_per_centroid)
                 pq.fit(part_sample)
             seconds = time.perf_counter() - t0
             dec = pq.decode(pq.encode(part))
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(name, []).append(row)
             print(f"{name}: {json.dumps({k: round(v, 5) for k, v in row.items()})}, "
                   f"{seconds * m / args.subspaces:.0f}s scaled to 192 sub-spaces", flush=True)
-    old, new = results["faiss-omp, 256/centroid"], results["threads, 64/centroid"]
+    old, new = results["faiss-omp, 256/centroid"], results[new_name]
     ratios = [a["seconds"] / b["seconds"] for a, b in zip(old, new, strict=True)]
     mse = [b["mse"] / a["mse"] for a, b in zip(old, new, strict=True)]
     print(f"speed-up per round (old / new seconds): {', '.join(f'{r:.2f}x' for r in ratios)}; "
