@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.registry import record_model, register_model, undeploy
     from osneural.plugin import Searcher
-    from osneural.plugin.resources import ResourceCache
+    from osneural.plugin.resources import EncoderCache, ResourceCache
 
     # `timeout` / kill send SIGTERM: exit through the `finally` below, so the node is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -482,8 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for kind, folder in exports.items():
             models[kind] = register_model(client, folder, apply_settings=True, log=log)
-        encoders = {"dense": load_default("dense", batch_size=args.batch_size),
-                    "sparse": load_default("sparse", batch_size=args.batch_size)}
+        # the `osneural` side is fp32 by name: explicit, since the library's default is int8
+        encoders = {"dense": load_default("dense", precision="fp32", batch_size=args.batch_size),
+                    "sparse": load_default("sparse", precision="fp32", batch_size=args.batch_size)}
         int8 = None if args.no_int8 else int8_encoders(args.batch_size, workdir)
 
         ingest: dict[str, dict] = {}
@@ -500,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                     record_model(client, names[kind][side], kind, models[kind])  # '.' tokens as native
             if args.out:  # a run cut short later still leaves the ingest rows
                 Path(args.out).write_text(json.dumps({"stage": "ingest", "ingest": ingest}, indent=1))
-        cache = ResourceCache()
+        cache = ResourceCache(EncoderCache(precision="fp32"))
         q8cache = int8_query_cache(int8) if int8 else None
         searchers = {}
 
