@@ -86,7 +86,7 @@ def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: P
     from osneural.ingest.encoders.runtime import load_encoder
     from quality import stored_dense
 
-    fp32, int8 = load_default("dense"), load_encoder(folder, precision="int8")
+    fp32, int8 = load_default("dense", precision="fp32"), load_encoder(folder, precision="int8")
     if client is None:  # --encode-fp32: the reference documents encoded here
         ids, texts = _corpus(dataset)
         docs = np.asarray(fp32.encode_documents(texts), np.float32)
@@ -117,7 +117,7 @@ def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: 
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.runtime import load_encoder
 
-    fp32, int8 = load_default("sparse"), load_encoder(folder, precision="int8")
+    fp32, int8 = load_default("sparse", precision="fp32"), load_encoder(folder, precision="int8")
 
     def named(rows: list[dict[str, float]]) -> list[dict[str, float]]:
         return [{sparse_feature_name(t): float(x) for t, x in r.items()} for r in rows]

@@ -39,6 +39,7 @@ import argparse
 import concurrent.futures as cf
 import itertools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -106,13 +107,12 @@ def start_node(args) -> tuple[Any, Any, Path | None]:
     if args.url:
         client = ClusterConfig.from_values(args.url).client()
         return client, None, None
-    from osneural.node.launcher import LocalCluster, free_port_block
+    from osneural.node.launcher import LocalCluster
 
     root = Path(tempfile.mkdtemp(prefix="osneural-peer-", dir="/tmp"))
     root.chmod(0o755)
-    port = free_port_block(1, start=args.port)
-    cluster = LocalCluster(name=f"peer-{port}", http_port=port, root=root, heap=args.heap,
-                           plugins=("ml-commons", "neural-search"))
+    cluster = LocalCluster(name=f"peer-{os.getpid()}", http_port=args.port, root=root, heap=args.heap,
+                           plugins=("ml-commons", "neural-search"), auto_ports=True)
     t0 = time.perf_counter()
     cluster.start(log=lambda m: log(f"node: {m}"))
     log(f"node with ml-commons + neural-search up at {cluster.url} in {time.perf_counter() - t0:.0f}s")
@@ -469,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved ingest rounds")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--url", default=None, help="a running node with ml-commons + neural-search")
-    ap.add_argument("--port", type=int, default=19600)
+    ap.add_argument("--port", type=int, default=19600,
+                    help="where the search for a free port block for the node starts")
     ap.add_argument("--heap", default="1g")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 document-encoder rows")
     ap.add_argument("--no-multistage", action="store_true", help="skip the MaxSim pipelines")
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     from osneural.ingest.encoders import load_default
     from osneural.ingest.encoders.registry import record_model, register_model, undeploy
     from osneural.plugin import Searcher
-    from osneural.plugin.resources import ResourceCache
+    from osneural.plugin.resources import EncoderCache, ResourceCache
 
     # `timeout` / kill send SIGTERM: exit through the `finally` below, so the node is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -503,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for kind, folder in exports.items():
             models[kind] = register_model(client, folder, apply_settings=True, log=log)
-        encoders = {"dense": load_default("dense", batch_size=args.batch_size),
-                    "sparse": load_default("sparse", batch_size=args.batch_size)}
+        # the `osneural` side is fp32 by name: explicit, since the library's default is int8
+        encoders = {"dense": load_default("dense", precision="fp32", batch_size=args.batch_size),
+                    "sparse": load_default("sparse", precision="fp32", batch_size=args.batch_size)}
         int8 = None if args.no_int8 else int8_encoders(args.batch_size, workdir)
 
         ingest: dict[str, dict] = {}
@@ -521,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                     record_model(client, names[kind][side], kind, models[kind])  # '.' tokens as native
             if args.out:  # a run cut short later still leaves the ingest rows
                 Path(args.out).write_text(json.dumps({"stage": "ingest", "ingest": ingest}, indent=1))
-        cache = ResourceCache()
+        cache = ResourceCache(EncoderCache(precision="fp32"))
         q8cache = int8_query_cache(int8) if int8 else None
         searchers = {}
 

@@ -45,7 +45,13 @@ def load_encoders(reps: Sequence[str], given: Mapping[str, Any] | None = None,
     """The encoder of every kind these representations need: given ones first, else defaults.
 
     `load_kwargs` go to the default loader (e.g. `intra_op_threads=1` for a Ray actor that
-    shares its cores with others)."""
+    shares its cores with others). Default encoders load in OSNEURAL_DOCUMENT_PRECISION
+    (`auto` unless set: int8 for dense and sparse when exported, see
+    `osneural.ingest.encoders.defaults.INT8_DEFAULT_KINDS` for the measured quality)."""
+    if "precision" not in load_kwargs:
+        from osneural.ingest.encoders.defaults import precision_from_env
+
+        load_kwargs = {**load_kwargs, "precision": precision_from_env("OSNEURAL_DOCUMENT_PRECISION")}
     out: dict[str, Any] = {}
     for kind in needed_kinds(reps):
         if given and kind in given:

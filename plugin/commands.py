@@ -96,6 +96,14 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
                         help="encoder kinds to load at startup (default: every exported one)")
     parser.add_argument("--no-warm", action="store_true",
                         help="load encoders at their first query instead of at startup")
+    from osneural.plugin.workers import default_workers
+
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes answering on the port, each with its own encoders and "
+                             f"caches (default: one per two cores, here {default_workers()})")
+    parser.add_argument("--graceful-timeout", type=float, default=30.0,
+                        help="seconds SIGTERM waits for in-flight requests before workers exit "
+                             "(default 30)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -123,9 +131,7 @@ def _warm_kinds(args: argparse.Namespace) -> list[str]:
 def run_serve(args: argparse.Namespace) -> int:
     import logging
 
-    import uvicorn
     from osneural.plugin.request_guard import Limits
-    from osneural.plugin.server import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # repeatable and comma lists alike (index names cannot contain commas)
@@ -140,8 +146,12 @@ def run_serve(args: argparse.Namespace) -> int:
     except ClusterConfigError as exc:
         print(f"osneural serve: {exc}", file=sys.stderr)
         return 2
+    from osneural.plugin.workers import AppFactory, default_workers, run_group
+
+    if args.workers is None:
+        args.workers = default_workers()
     for name in ("max_first_stages", "max_rescore_stages", "max_query_chars", "max_json_depth",
-                 "max_concurrent"):
+                 "max_concurrent", "workers"):
         if getattr(args, name) < 1:
             print(f"osneural serve: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
@@ -149,8 +159,13 @@ def run_serve(args: argparse.Namespace) -> int:
                     max_rescore_stages=args.max_rescore_stages,
                     max_query_chars=args.max_query_chars, max_json_depth=args.max_json_depth,
                     max_concurrent=args.max_concurrent)
-    app = create_app(cluster, allow_index=args.allow_index, max_body_bytes=args.max_body_bytes,
-                     warm=_warm_kinds(args), auth=args.auth, allow_scripts=args.allow_scripts,
-                     allow_profile=args.allow_profile, limits=limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    factory = AppFactory(dict(cluster=cluster, allow_index=args.allow_index,
+                              max_body_bytes=args.max_body_bytes, warm=_warm_kinds(args),
+                              auth=args.auth, allow_scripts=args.allow_scripts,
+                              allow_profile=args.allow_profile, limits=limits))
+    try:
+        return run_group(factory, host=args.host, port=args.port, workers=args.workers,
+                         graceful_timeout=args.graceful_timeout)
+    except OSError as exc:  # the port is taken (by another program) or not ours to bind
+        print(f"osneural serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1

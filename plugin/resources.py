@@ -306,18 +306,17 @@ def query_encoder_threads() -> int | None:
     return n or None
 
 
-#: weights of the query encoders: `fp32`, or `int8` (the `osneural export --quantize int8`
-#: variant of the same export, so the index's encoder check still holds). int8 halves the
-#: encoder's CPU per query, which is what bounds a saturated query node; on SciFact (300 test
-#: queries, fp32 documents, exact search) the MiniLM query encoder in int8 scores nDCG@10 0.6459
-#: against 0.6451 in fp32. Opt-in: measure it on your own judged queries first.
+#: weights of the query encoders, OSNEURAL_QUERY_PRECISION: `auto` (default), `fp32` or `int8`.
+#: `auto` runs dense and sparse query encoders in int8 (the `model.int8.onnx` variant of the same
+#: export, which `osneural export` writes by default, so the index's encoder check still holds)
+#: and falls back to fp32, with a log line, for an export without it; the multivector encoder
+#: stays fp32. int8 halves the encoder's CPU per query, which is what bounds a saturated query
+#: node; on whole corpora (exact search, `bench/int8_quality.py`) int8 query encoders cost at
+#: most 0.26 nDCG@10 point against fp32 (docs/peer-bench.md). `fp32` keeps the old behaviour.
 def query_encoder_precision() -> str:
-    import os
+    from osneural.ingest.encoders.defaults import precision_from_env
 
-    raw = os.environ.get("OSNEURAL_QUERY_PRECISION", "fp32").strip().lower() or "fp32"
-    if raw not in ("fp32", "int8"):
-        raise ValueError(f"OSNEURAL_QUERY_PRECISION={raw!r}: expected 'fp32' or 'int8'")
-    return raw
+    return precision_from_env("OSNEURAL_QUERY_PRECISION")
 
 
 class EncoderCache:
@@ -327,8 +326,9 @@ class EncoderCache:
         self._encoders: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.precision = precision or query_encoder_precision()
-        if self.precision not in ("fp32", "int8"):
-            raise ValueError(f"query encoder precision {self.precision!r}: expected 'fp32' or 'int8'")
+        if self.precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"query encoder precision {self.precision!r}: expected 'auto', "
+                             "'fp32' or 'int8'")
 
     def get(self, kind: str) -> Any:
         with self._lock:

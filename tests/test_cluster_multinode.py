@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -141,23 +140,19 @@ class Cluster:
         return time.monotonic() - t0
 
 
-def _free_block() -> int:
-    from osneural.node.launcher import free_port_block
-
-    return free_port_block(N_NODES, start=31200 + os.getpid() % 2000)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     from osneural.connection import ClusterConfig
 
     t0 = time.monotonic()
-    port = _free_block()
-    c = Cluster(name=f"multinode-{port}", port=port)
+    # `--port auto`: a block below the kernel's ephemeral range, moved if a port is taken
+    # between the launcher's check and a JVM's bind (outgoing connections, other launchers)
+    c = Cluster(name=f"multinode-{os.getpid()}", port=0)
     started = _cli("opensearch", "start", "--name", c.name, "--nodes", str(N_NODES),
-                   "--port", str(port), "--heap", HEAP)
+                   "--port", "auto", "--heap", HEAP)
     try:
         assert started.returncode == 0, started.stderr
+        c.port = c.local().http_port
         c.client = ClusterConfig.from_values(c.urls).client()
         RESULTS["cluster_start_s"] = round(time.monotonic() - t0, 1)
         yield c
@@ -375,9 +370,11 @@ def test_cold_process_does_not_spend_its_stage_budget_on_loading(cluster: Cluste
 
 
 def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the kernel's ephemeral range, where no outgoing connection takes it
+    before `serve` binds it."""
+    from osneural.node.launcher import free_port_block, spread_port_start
+
+    return free_port_block(1, start=spread_port_start(base=12000, span=5000))
 
 
 @pytest.fixture(scope="module")

@@ -109,6 +109,26 @@ def test_fixed_seed_is_deterministic_and_round_trips_through_json(sample: np.nda
         np.testing.assert_array_equal(back.lookup_table(sample[0]), pq.lookup_table(sample[0]))
 
 
+def test_parallel_training_equals_each_sub_space_trained_alone(sample: np.ndarray) -> None:
+    """Sub-spaces train on a thread pool, one single-threaded k-means each: every codebook is
+    the one faiss trains for that sub-space alone with its seed and point cap, and the fit
+    leaves faiss's own thread setting as it found it."""
+    faiss.omp_set_num_threads(2)
+    try:
+        pq = _fit(8, sample, seed=3, max_points_per_centroid=8)  # 3000 rows: subsampled to 2048
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(1)
+    dsub = sample.shape[1] // 8
+    for j in (0, 5, 7):
+        km = faiss.Kmeans(dsub, 256, niter=12, seed=3 + j, verbose=False, min_points_per_centroid=1,
+                          max_points_per_centroid=8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            km.train(np.ascontiguousarray(sample[:, j * dsub:(j + 1) * dsub]))
+        np.testing.assert_array_equal(pq.codebooks[j], km.centroids)
+
+
 def test_pq_rejects_bad_input(sample: np.ndarray) -> None:
     with pytest.raises(ValueError, match="dimension 32 is not divisible by M=5"):
         ProductQuantizer(5).fit(sample)

@@ -340,6 +340,54 @@ def test_query_encoders_in_int8_on_request(exported, tmp_path, monkeypatch) -> N
         EncoderCache()
 
 
+def test_int8_is_the_default_where_exported_and_fp32_one_setting_away(
+        exported, tmp_path, monkeypatch, caplog) -> None:
+    """With no setting, dense and sparse encoders (queries and documents) run in int8 when the
+    export has its int8 file; an export without it runs in fp32 with one log line, never an
+    error; multivector stays fp32; `fp32` restores the old behaviour. `osneural export` on an
+    fp32-only default export adds the int8 variant beside it."""
+    import logging
+    import shutil
+
+    from osneural.ingest.batch import load_encoders
+    from osneural.ingest.encoders.defaults import DEFAULT_DIRS
+    from osneural.plugin.resources import EncoderCache
+
+    from osneural.cli import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / DEFAULT_DIRS["dense"]).symlink_to(exported["dense"])  # exported with int8
+    shutil.copytree(exported["sparse"], models / DEFAULT_DIRS["sparse"])  # without int8
+    (models / DEFAULT_DIRS["multivector"]).symlink_to(exported["multivector"])
+    monkeypatch.setenv("OSNEURAL_MODELS", str(models))
+    monkeypatch.delenv("OSNEURAL_QUERY_PRECISION", raising=False)
+    monkeypatch.delenv("OSNEURAL_DOCUMENT_PRECISION", raising=False)
+    with caplog.at_level(logging.WARNING, logger="osneural.encoders"):
+        cache = EncoderCache()
+        assert cache.precision == "auto"
+        assert cache.get("dense").precision == "int8"
+        assert cache.get("sparse").precision == "fp32"  # no int8 file: fp32, not an error
+        assert cache.get("multivector").precision == "fp32"  # int8 not measured for it
+    assert any("has no model.int8.onnx" in r.getMessage() and "sparse" in r.getMessage()
+               for r in caplog.records)
+    docs = load_encoders(["dense", "sparse"])
+    assert docs["dense"].precision == "int8" and docs["sparse"].precision == "fp32"
+    monkeypatch.setenv("OSNEURAL_DOCUMENT_PRECISION", "fp32")
+    assert load_encoders(["dense"])["dense"].precision == "fp32"
+    monkeypatch.setenv("OSNEURAL_QUERY_PRECISION", "fp32")
+    assert EncoderCache().get("dense").precision == "fp32"
+
+    # the default export command adds the int8 variant to the fp32-only export, keeping the rest
+    sparse = models / DEFAULT_DIRS["sparse"]
+    before = (sparse / "model.onnx").read_bytes()
+    assert main(["export", "--kind", "sparse"]) == 0
+    assert (sparse / "model.int8.onnx").is_file() and (sparse / "model.onnx").read_bytes() == before
+    assert "int8" in read_manifest(sparse)["variants"]
+    monkeypatch.delenv("OSNEURAL_QUERY_PRECISION")
+    assert EncoderCache().get("sparse").precision == "int8"
+
+
 def test_runtime_does_not_import_torch(exported) -> None:
     import subprocess
 
@@ -477,6 +525,7 @@ def test_ensure_and_load_default(tmp_path, monkeypatch) -> None:
     assert (paths["sparse"] / "model.onnx").stat().st_mtime_ns == stamp
     enc = load_default("sparse", batch_size=4)
     assert isinstance(enc, SparseEncoder) and enc.encode_documents(["insulin"])[0]
+    assert (paths["sparse"] / "model.int8.onnx").is_file() and enc.precision == "int8"  # the default
 
 
 def test_export_command_reports_bad_checkpoints(tmp_path, capsys) -> None:

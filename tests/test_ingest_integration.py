@@ -27,7 +27,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def encoders() -> dict:
     ensure_default_models()  # exports once (needs torch); a no-op when already exported
-    return {k: load_default(k) for k in ("dense", "sparse", "multivector")}
+    # fp32 by name: the stored vectors are compared with these encoders' own output, and with
+    # the default int8 dense encoder an index built with tokens stores the fp32 token pass's
+    # pooled vector instead (runtime.MultiVectorEncoder.shares_dense_pass)
+    return {k: load_default(k, precision="fp32") for k in ("dense", "sparse", "multivector")}
 
 
 def test_real_encoders_every_field_failures_and_resume(

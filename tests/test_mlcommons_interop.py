@@ -112,16 +112,15 @@ def ml_node():
     if url:
         yield {"url": url.rstrip("/"), "start_s": None}
         return
-    from osneural.node.launcher import LocalCluster, free_port_block
+    from osneural.node.launcher import LocalCluster, spread_port_start
 
     root = Path(tempfile.mkdtemp(prefix="osneural-test-mlcommons-", dir="/tmp"))
     root.chmod(0o755)
-    port = free_port_block(1, start=19500)
     # 1.5 GB: at 1 GB the parent breaker (it counts real heap use, garbage included) once
     # refused three tests' queries in a row with the heap at 974 of its 973 MB limit, though
     # only 341 MB were live at the end of the module
-    cluster = LocalCluster(name=f"test-ml-{port}", http_port=port, root=root, heap="1536m",
-                           plugins=("ml-commons", "neural-search"))
+    cluster = LocalCluster(name=f"test-ml-{os.getpid()}", http_port=spread_port_start(), root=root,
+                           heap="1536m", plugins=("ml-commons", "neural-search"), auto_ports=True)
     t0 = time.perf_counter()
     try:
         cluster.start()
@@ -291,13 +290,13 @@ def test_mlcommons_embeddings_match_osneural(ml_client, registered, capsys):
 
     texts = [q for q, _t in QUERIES.values()] + [d["text"] for d in _corpus()[::4]]
     got = np.asarray(predict_dense(ml_client, registered["dense"]["model_id"], texts))
-    want = load_default("dense").encode_queries(texts)
+    want = load_default("dense", precision="fp32").encode_queries(texts)  # ml-commons runs fp32
     assert got.shape == want.shape
     dense_diff = float(np.max(np.abs(got - want)))
     assert dense_diff < 1e-5
 
     sparse_got = predict_sparse(ml_client, registered["sparse"]["model_id"], texts)
-    sparse_want = load_default("sparse", doc_top_k=0).encode_documents(texts)
+    sparse_want = load_default("sparse", precision="fp32", doc_top_k=0).encode_documents(texts)
     sparse_diff = 0.0
     for g, w in zip(sparse_got, sparse_want, strict=True):
         keys = set(g) | set(w)
@@ -380,7 +379,7 @@ def test_dot_tokens_agree_between_neural_search_and_osneural(ml_client, judged_i
     from osneural.plugin.resources import describe_index
 
     text = QUERIES["q-version"][0]
-    weights = load_default("sparse").encode_queries([text])[0]
+    weights = load_default("sparse", precision="fp32").encode_queries([text])[0]
     dotted = {t: w for t, w in weights.items() if "." in t}
     assert dotted, "the query must exercise a token with '.'"
     src = ml_client.get(index=judged_index, id="software-1")["_source"]["sparse"]

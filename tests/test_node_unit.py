@@ -42,6 +42,59 @@ def test_start_refuses_a_taken_port(tmp_path):
             cluster.start()
 
 
+def test_free_port_block_stays_below_the_ephemeral_range(monkeypatch):
+    low = launcher.ephemeral_port_range()[0]
+    base = launcher.free_port_block(3, start=low - 50)  # too high: wraps around below the range
+    assert base >= 1024 and base + 2 + launcher.TRANSPORT_OFFSET < low
+    monkeypatch.setattr(launcher, "ephemeral_port_range", lambda: (20000, 60999))
+    base = launcher.free_port_block(3, start=19950)
+    assert base + 2 + launcher.TRANSPORT_OFFSET < 20000
+
+
+def test_ephemeral_range_is_read_from_the_kernel():
+    path = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low, high = launcher.ephemeral_port_range()
+    if path.exists():
+        assert [low, high] == [int(x) for x in path.read_text().split()]
+    else:
+        assert (low, high) == launcher.DEFAULT_EPHEMERAL
+
+
+def test_auto_ports_move_past_a_taken_port_before_launch(tmp_path):
+    with socket.socket() as sock:
+        base = launcher.free_port_block(1, start=launcher.spread_port_start())
+        sock.bind(("127.0.0.1", base + launcher.TRANSPORT_OFFSET))
+        sock.listen()
+        cluster = launcher.LocalCluster(name="unit", http_port=base, root=tmp_path, auto_ports=True)
+        assert cluster.http_port != base  # the block was already taken at construction
+        # taken between construction and start: _check_ports moves it
+        sock2 = socket.socket()
+        sock2.bind(("127.0.0.1", cluster.specs[0].transport_port))
+        sock2.listen()
+        moved: list[str] = []
+        try:
+            specs = list(cluster.specs)
+            old = cluster.http_port
+            cluster._check_ports(specs, movable=True, log=moved.append)
+            assert cluster.http_port != old and specs == cluster.specs
+            assert moved and f"from HTTP port {old} to {cluster.http_port}" in moved[0]
+            named = launcher.LocalCluster(name="unit2", http_port=old, root=tmp_path / "n")
+            with pytest.raises(NodeError, match="already in use"):  # a named port never moves
+                named._check_ports(list(named.specs), movable=False, log=moved.append)
+        finally:
+            sock2.close()
+
+
+def test_bind_failure_is_read_from_this_launch_only(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text("[ERROR] BindTransportException[Failed to bind to 127.0.0.1:19300]\n")
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("[ERROR] fatal error in thread [main], exiting: OutOfMemoryError\n")
+    assert launcher._bind_failed(log, 0)
+    assert not launcher._bind_failed(log, offset)  # an old run's bind failure is not this one's
+
+
 def test_config_points_jvm_paths_into_node_folder(tmp_path):
     home = tmp_path / "home"
     (home / "config").mkdir(parents=True)

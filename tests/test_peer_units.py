@@ -59,8 +59,9 @@ def test_every_default_encoder_has_a_token_budget():
 def test_token_budget_does_not_change_outputs(kind):
     from osneural.ingest.encoders import load_default
 
-    capped = load_default(kind, batch_size=32, max_batch_tokens=64).encode_documents(TEXTS)
-    single = load_default(kind, batch_size=1).encode_documents(TEXTS)
+    # fp32: int8's activation scales depend on the batch, which is not what this test is about
+    capped = load_default(kind, precision="fp32", batch_size=32, max_batch_tokens=64).encode_documents(TEXTS)
+    single = load_default(kind, precision="fp32", batch_size=1).encode_documents(TEXTS)
     if kind == "dense":
         np.testing.assert_allclose(np.asarray(capped), np.asarray(single), atol=1e-5)
         return
@@ -92,7 +93,7 @@ def test_one_pass_gives_the_dense_query_vector():
     length gets no stand-in (the dense encoder would see more of it)."""
     from osneural.ingest.encoders import load_default
 
-    dense, mv = load_default("dense"), load_default("multivector")
+    dense, mv = load_default("dense", precision="fp32"), load_default("multivector")
     assert mv.shares_query_pass(dense)
     tokens, pooled = mv.encode_queries_and_pooled(QUERIES + [LONG_QUERY], dense)
     want = dense.encode_queries(QUERIES)
@@ -101,6 +102,22 @@ def test_one_pass_gives_the_dense_query_vector():
         np.testing.assert_allclose(tokens[i], mv.encode_queries([QUERIES[i]])[0], atol=1e-6)
     assert pooled[-1] is None
     assert mv.encode_queries_and_pooled(QUERIES, None)[1] == [None] * len(QUERIES)
+
+
+def test_an_fp32_token_pass_stands_in_for_the_int8_dense_encoder():
+    """With the defaults (dense int8, multivector fp32) a dense + MaxSim query or document still
+    takes one model pass: the fp32 pooled output stands in for the int8 dense vector, and it is
+    the fp32 dense vector, which int8 approximates."""
+    from osneural.ingest.encoders import load_default
+
+    dense8, dense32 = load_default("dense", precision="int8"), load_default("dense", precision="fp32")
+    mv = load_default("multivector")
+    assert mv.precision == "fp32" and mv.shares_query_pass(dense8) and mv.shares_dense_pass(dense8)
+    _tokens, pooled = mv.encode_queries_and_pooled(QUERIES, dense8)
+    want32, want8 = dense32.encode_queries(QUERIES), dense8.encode_queries(QUERIES)
+    for i in range(len(QUERIES)):
+        np.testing.assert_allclose(pooled[i], want32[i], atol=1e-5)
+        assert 0.98 < float(pooled[i] @ want8[i]) < 1.0 - 1e-6  # close to int8's, and not it
 
 
 class _Res:
@@ -124,7 +141,11 @@ def test_query_encodings_share_the_pass_only_with_a_token_stage():
     enc = QueryEncodings(QUERIES[1], res, cache)
     vec = enc.dense()
     assert "encode.shared" in enc.timings_ms  # one pass for both
-    np.testing.assert_allclose(vec, dense.encode_queries([QUERIES[1]])[0], atol=1e-5)
+    from osneural.ingest.encoders import load_default
+
+    # the token pass is fp32: its pooled output is the fp32 dense vector, whatever `dense` runs in
+    fp32 = load_default("dense", precision="fp32")
+    np.testing.assert_allclose(vec, fp32.encode_queries([QUERIES[1]])[0], atol=1e-5)
     enc.tokens()
     assert "encode.tokens" in enc.timings_ms and "encode.shared" in enc.timings_ms
 

@@ -22,8 +22,10 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default: the models folder, e.g. "
                              "~/.cache/osneural/models/minilm-dense for the default dense model)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="also write model.int8.onnx (dynamic int8 weights)")
+    parser.add_argument("--quantize", choices=["auto", "int8", "none"], default="auto",
+                        help="also write model.int8.onnx (dynamic int8 weights). auto (default): "
+                             "int8 for dense and sparse, whose int8 variant queries and ingestion "
+                             "use by default; none: the fp32 model only")
     parser.add_argument("--max-length", type=int, default=None, help="document max tokens")
     parser.add_argument("--pooling", choices=["mean", "cls"], default=None,
                         help="dense pooling (default: from the checkpoint's pooling config)")
@@ -52,10 +54,12 @@ def run_export(args: argparse.Namespace) -> int:
     from osneural.ingest.encoders.defaults import (
         default_checkpoint,
         default_export_dir,
+        default_quantize,
         is_exported,
     )
     from osneural.ingest.encoders.errors import EncoderError
-    from osneural.ingest.encoders.export import export_model
+    from osneural.ingest.encoders.export import export_model, quantize_int8
+    from osneural.ingest.encoders.manifest import INT8_MODEL_NAME
 
     from osneural.paths import models_dir
 
@@ -69,7 +73,15 @@ def run_export(args: argparse.Namespace) -> int:
             out = default_export_dir(args.kind)
         else:
             out = models_dir() / f"{Path(args.model).resolve().name}-{args.kind}"
+        quantize = (default_quantize(args.kind) if args.quantize == "auto"
+                    else None if args.quantize == "none" else args.quantize)
         if is_exported(out) and not args.force and args.model is None and args.out is None:
+            if quantize == "int8" and not (out / INT8_MODEL_NAME).is_file():
+                # an export from before int8 was the default: add the variant, keep the rest
+                diff = quantize_int8(out)
+                print(f"{args.kind}: already exported at {out}; added {INT8_MODEL_NAME} "
+                      f"(int8 parity {diff:.2e})")
+                return 0
             print(f"{args.kind}: already exported at {out} (use --force to redo)")
             return 0
         dims = None
@@ -81,7 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 2
         manifest = export_model(
-            model, args.kind, out, opset=args.opset, quantize=args.quantize,
+            model, args.kind, out, opset=args.opset, quantize=quantize,
             max_length=args.max_length, pooling=args.pooling, matryoshka_dims=dims,
             query_prefix=args.query_prefix, document_prefix=args.document_prefix,
             query_length=args.query_length, doc_top_k=args.doc_top_k,
@@ -106,7 +118,7 @@ def _run_export_mlcommons(args: argparse.Namespace) -> int:
         print(f"osneural export --ml-commons: kind {args.kind!r} has no ml-commons function "
               f"(only {', '.join(ML_KINDS)})", file=sys.stderr)
         return 2
-    if args.quantize:
+    if args.quantize == "int8":
         print("osneural export --ml-commons: --quantize is not supported (ml-commons' onnxruntime "
               "1.16 is given the fp32 graph)", file=sys.stderr)
         return 2

@@ -456,12 +456,16 @@ class MultiVectorEncoder(OnnxEncoder):
         return POOLED_OUTPUT in self.manifest.get("outputs", [])
 
     def shares_dense_pass(self, dense: DenseEncoder) -> bool:
-        """Whether `dense`'s vectors equal this graph's pooled output, so one pass serves both:
-        same weights, tokenizer limits, prefix, pooling and precision, at full dimension."""
+        """Whether this graph's pooled output can stand for `dense`'s vectors, so one pass serves
+        both: same weights, tokenizer limits, prefix and pooling, at full dimension, and the same
+        precision or a finer one here. An fp32 pass standing in for an int8 dense encoder (the
+        defaults: dense runs int8, multivector fp32) gives the fp32 vector, which int8 only
+        approximates, at no extra cost; two passes would cost an extra int8 run."""
         return (self.has_pooled_output and dense.sha256 == self.sha256
                 and dense.max_length == self.max_length
                 and dense.document_prefix == self.document_prefix
-                and dense.precision == self.precision
+                and (dense.precision == self.precision
+                     or (self.precision == "fp32" and dense.precision == "int8"))
                 and dense.dim == int(dense.manifest["dim"]) == self.dim
                 and dense.manifest.get("pooling") == self.manifest.get("sentence_pooling"))
 

@@ -14,7 +14,7 @@ import sys
 
 from osneural.node.distribution import DEFAULT_VERSION
 from osneural.node.errors import NodeError
-from osneural.node.launcher import DEFAULT_HEAP, DEFAULT_HTTP_PORT, LocalCluster
+from osneural.node.launcher import DEFAULT_HEAP, DEFAULT_HTTP_PORT, LocalCluster, spread_port_start
 from osneural.node.plugins import parse_plugins
 
 
@@ -23,9 +23,12 @@ def configure_opensearch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="default", help="cluster name (one folder per cluster)")
     parser.add_argument("--nodes", type=int, default=None,
                         help="number of nodes on loopback (start; default: as recorded, else 1)")
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=_port, default=None,
                         help="HTTP port of the first node; transport ports are +100 "
-                             f"(start; default: as recorded, else {DEFAULT_HTTP_PORT})")
+                             f"(start; default: as recorded, else {DEFAULT_HTTP_PORT}). A port "
+                             "named here is never changed: a taken one is an error. `auto`: the "
+                             "launcher picks a free block below the kernel's ephemeral range and "
+                             "moves to another when a node cannot bind its port")
     parser.add_argument("--heap", default=None,
                         help=f"JVM heap per node, e.g. 512m or 1g (start; default {DEFAULT_HEAP})")
     parser.add_argument("--version", default=None,
@@ -35,6 +38,18 @@ def configure_opensearch(parser: argparse.ArgumentParser) -> None:
                         help="start: extra plugins, comma list of ml-commons,neural-search "
                              "(installed from Maven Central for the node's version, with DJL's "
                              "libraries provided offline; see osneural.node.plugins)")
+
+
+def _port(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        port = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--port takes a number or `auto`, not {value!r}") from exc
+    if not 1 <= port <= 65535 - 100:
+        raise argparse.ArgumentTypeError(f"--port {port} leaves no room for its transport port (+100)")
+    return port
 
 
 def run_opensearch(args: argparse.Namespace) -> int:
@@ -65,15 +80,19 @@ def _cluster_to_start(args: argparse.Namespace) -> LocalCluster:
     """The recorded cluster (its nodes, ports, heap) when there is one, else a new one from
     the flags; a flag that contradicts a recorded cluster with live nodes is refused by start."""
     recorded = LocalCluster.load(args.name)
+    auto = args.port == "auto"
     if recorded is None:
         return LocalCluster(name=args.name, nodes=args.nodes or 1,
-                            http_port=args.port or DEFAULT_HTTP_PORT,
+                            http_port=spread_port_start() if auto else args.port or DEFAULT_HTTP_PORT,
                             heap=args.heap or DEFAULT_HEAP, version=args.version or DEFAULT_VERSION,
-                            plugins=parse_plugins(getattr(args, "plugins", None)))
+                            plugins=parse_plugins(getattr(args, "plugins", None)), auto_ports=auto)
+    # a recorded cluster keeps its ports (its nodes rejoin on them); with `auto` a stopped one
+    # moves when a port was taken meanwhile
     return LocalCluster(
         name=args.name,
+        auto_ports=auto and not recorded.running_pids(),
         nodes=args.nodes or recorded.nodes,
-        http_port=args.port or recorded.http_port,
+        http_port=recorded.http_port if auto else args.port or recorded.http_port,
         heap=args.heap or recorded.heap,
         version=args.version or recorded.version,
         root=recorded.root,

@@ -3,12 +3,13 @@ throw-away local node on free loopback ports. Both are real OpenSearch; nothing 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from osneural.node.launcher import LocalCluster, free_port_block
+from osneural.node.launcher import LocalCluster, spread_port_start
 
 
 def docker_engine_available() -> bool:
@@ -29,10 +30,13 @@ class _LocalHandle:
 
 
 def start_test_engine(nodes: int = 1) -> tuple[str, _LocalHandle]:
-    """Start a fresh local cluster with its own data folder; the handle deletes it at the end."""
+    """Start a fresh local cluster with its own data folder; the handle deletes it at the end.
+
+    The launcher chooses the ports below the kernel's ephemeral range and moves to another block
+    when one is taken before the JVM binds it, so a busy machine does not fail the session."""
     root = Path(tempfile.mkdtemp(prefix="osneural-test-cluster-", dir="/tmp"))
     root.chmod(0o755)
-    port = free_port_block(nodes)
-    cluster = LocalCluster(name=f"test-{port}", nodes=nodes, http_port=port, root=root)
+    cluster = LocalCluster(name=f"test-{os.getpid()}", nodes=nodes, http_port=spread_port_start(),
+                           root=root, auto_ports=True)
     url = cluster.start()
     return url, _LocalHandle(cluster)

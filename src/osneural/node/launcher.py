@@ -53,13 +53,52 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+#: the kernel's ephemeral range where /proc does not say (Linux's default)
+DEFAULT_EPHEMERAL = (32768, 60999)
+#: transport port = HTTP port + this offset
+TRANSPORT_OFFSET = 100
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports. A port chosen in it can be taken
+    by any outgoing connection between the check and the JVM's bind, so the launcher stays below."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL
+    return low, high
+
+
 def free_port_block(count: int, start: int = 19200) -> int:
-    """First port p >= start such that p .. p+count-1 and their transport twins (+100) are free."""
-    for base in range(start, 65000 - count - 100):
-        ports = [*range(base, base + count), *range(base + 100, base + 100 + count)]
+    """First port p >= start such that p .. p+count-1 and their transport twins (+100) are free,
+    all below the kernel's ephemeral range (wrapping around to 1024 when `start` is too high).
+
+    A free port is only free at the time of the check: `LocalCluster(auto_ports=True)` picks
+    another block when a node then fails to bind."""
+    low = ephemeral_port_range()[0]
+    limit = min(low, 65536) - count - TRANSPORT_OFFSET  # the highest base whose block stays below
+    if limit <= 1024:
+        limit = 65536 - count - TRANSPORT_OFFSET  # an odd range that leaves nothing below it
+    start = start if 1024 <= start < limit else 1024 + (start % max(limit - 1024, 1))
+    for base in [*range(start, limit), *range(1024, start)]:
+        ports = [*range(base, base + count), *range(base + TRANSPORT_OFFSET, base + TRANSPORT_OFFSET + count)]
         if all(port_is_free(p) for p in ports):
             return base
     raise NodeError("no free loopback port block found for a local OpenSearch node")
+
+
+def spread_port_start(base: int = 19200, span: int = 10000) -> int:
+    """Where a process starts looking for a free block: `base` plus its pid modulo `span`, so
+    processes starting clusters at the same time seldom check the same block."""
+    return base + os.getpid() % span
+
+
+class PortBindError(NodeError):
+    """A node exited because its HTTP or transport port was taken after the launcher checked it."""
+
+
+#: what OpenSearch writes when it cannot bind a port at startup
+BIND_FAILURE_MARKERS = ("BindTransportException", "BindHttpException", "Address already in use")
 
 
 def http_json(url: str, timeout: float = 5.0) -> dict:
@@ -108,6 +147,8 @@ class NodeSpec:
     http_port: int
     transport_port: int
     folder: Path
+    #: size of the console log when this node was last launched: what follows is this run's
+    log_offset: int = 0
 
     @property
     def name(self) -> str:
@@ -133,14 +174,27 @@ class LocalCluster:
     version: str = DEFAULT_VERSION
     root: Path | None = None  # defaults to <cache>/clusters/<name>
     plugins: tuple[str, ...] = ()  # extra plugins (osneural.node.plugins), e.g. ("ml-commons",)
+    #: the launcher chooses the ports (`http_port` is only where the search for a free block
+    #: starts) and may choose again: a port taken between the check and the JVM's bind moves
+    #: the whole block instead of failing the start. False: the ports are the user's, and a
+    #: taken one is a clear error.
+    auto_ports: bool = False
+    #: blocks tried before giving up, when the launcher chooses the ports
+    port_attempts: int = 5
     specs: list[NodeSpec] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise NodeError("--nodes must be at least 1")
         self.root = Path(self.root) if self.root else clusters_dir() / self.name
+        if self.auto_ports:
+            self.http_port = free_port_block(self.nodes, start=self.http_port)
+        self._layout()
+
+    def _layout(self) -> None:
+        assert self.root is not None
         self.specs = [
-            NodeSpec(i, self.http_port + i, self.http_port + 100 + i, self.root / f"node-{i}")
+            NodeSpec(i, self.http_port + i, self.http_port + TRANSPORT_OFFSET + i, self.root / f"node-{i}")
             for i in range(self.nodes)
         ]
 
@@ -226,7 +280,11 @@ class LocalCluster:
             )
 
     def start(self, wait: bool = True, log=print) -> str:
-        """Start every node that is not running (all of them for a new or stopped cluster)."""
+        """Start every node that is not running (all of them for a new or stopped cluster).
+
+        With `auto_ports`, a block the launcher chose that turns out taken (at the check, or when a
+        node exits with a bind failure) is replaced by another free block and every node starts
+        again, up to `port_attempts` blocks; nodes of a cluster that already runs keep their ports."""
         running = self.running_pids()
         if running:
             self._check_layout(running)
@@ -237,13 +295,11 @@ class LocalCluster:
                 f"({', '.join(s.url for s in self.specs)}; pids {sorted(running.values())}); "
                 "run `osneural opensearch stop` first to restart it"
             )
-        for spec in missing:
-            for port in (spec.http_port, spec.transport_port):
-                if not port_is_free(port):
-                    raise NodeError(
-                        f"port {port} on 127.0.0.1 ({spec.name}) is already in use by another "
-                        "process; stop it or choose another base port with --port"
-                    )
+        movable = self.auto_ports and not running
+        # data folders this start creates; a failed attempt's are wiped before the next block
+        new_data = [spec.folder / "data" for spec in self.specs
+                    if not (spec.folder / "data").exists() or not any((spec.folder / "data").iterdir())]
+        self._check_ports(missing, movable, log)
         java_home, java_major = find_java()
         user = _service_user()
         if user and not _world_traversable(java_home):
@@ -260,14 +316,52 @@ class LocalCluster:
                 if not _world_traversable(path):
                     raise NodeError(f"{path} is not readable by the unprivileged node user; set "
                                     "OSNEURAL_CACHE to a folder outside private home folders")
-        self._save()
         if running:
             log(f"starting missing node(s) {', '.join(f'{s.name} ({s.url})' for s in missing)}; "
                 f"{len(running)} already running")
-        procs = [self._launch(spec, home, java_home, user) for spec in missing]
-        if wait:
-            self._wait_healthy(procs, missing, healing=bool(running))
-        return self.url
+        attempt = 1
+        while True:
+            self._save()
+            procs = [self._launch(spec, home, java_home, user) for spec in missing]
+            if not wait:
+                return self.url
+            try:
+                self._wait_healthy(procs, missing, healing=bool(running))
+                return self.url
+            except PortBindError as exc:
+                if not movable or attempt >= self.port_attempts:
+                    raise
+                attempt += 1
+                for data in new_data:
+                    shutil.rmtree(data, ignore_errors=True)
+                self._move(log, f"{exc}")
+                missing = list(self.specs)
+                self._check_ports(missing, movable, log)
+
+    def _check_ports(self, specs: list[NodeSpec], movable: bool, log) -> None:
+        """Every port of `specs` is free now: a taken port the user named is an error; a block the
+        launcher chose moves to the next free one."""
+        for _ in range(max(self.port_attempts, 1)):
+            taken = [(spec, port) for spec in specs for port in (spec.http_port, spec.transport_port)
+                     if not port_is_free(port)]
+            if not taken:
+                return
+            spec, port = taken[0]
+            if not movable:
+                raise NodeError(
+                    f"port {port} on 127.0.0.1 ({spec.name}) is already in use by another "
+                    "process; stop it or choose another base port with --port"
+                )
+            self._move(log, f"port {port} ({spec.name}) is in use")
+            specs[:] = list(self.specs)
+        raise NodeError(f"no free port block for cluster {self.name!r} after {self.port_attempts} tries")
+
+    def _move(self, log, reason: str) -> None:
+        """Give the cluster the next free block of ports after its current one."""
+        old = self.http_port
+        self.http_port = free_port_block(self.nodes, start=self.http_port + self.nodes)
+        self._layout()
+        log(f"{reason}; moving cluster {self.name!r} from HTTP port {old} to {self.http_port}")
 
     def _write_config(self, spec: NodeSpec, home: Path) -> Path:
         conf = spec.folder / "config"
@@ -318,6 +412,7 @@ class LocalCluster:
         if user:
             os.chown(env["OPENSEARCH_TMPDIR"], *user)
         out = (spec.folder / "logs" / "console.log").open("ab")
+        spec.log_offset = out.tell()
         kwargs = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
         proc = subprocess.Popen(
             [str(home / "bin" / "opensearch")], cwd=spec.folder, env=env, stdout=out,
@@ -340,8 +435,11 @@ class LocalCluster:
             for spec, proc in zip(specs, procs, strict=True):
                 if proc.poll() is not None:
                     self.stop(only=specs if healing else None)
-                    tail = _log_tail(spec.folder / "logs" / "console.log")
-                    raise NodeError(f"OpenSearch {spec.name} exited with code {proc.returncode}: {tail}")
+                    _reap(procs)
+                    log_file = spec.folder / "logs" / "console.log"
+                    tail = _log_tail(log_file)
+                    error = PortBindError if _bind_failed(log_file, spec.log_offset) else NodeError
+                    raise error(f"OpenSearch {spec.name} exited with code {proc.returncode}: {tail}")
             health = None
             for spec in self.specs:
                 try:
@@ -390,6 +488,24 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _reap(procs: list[subprocess.Popen]) -> None:
+    """Collect the exit status of launched nodes that were stopped, so none stays a zombie."""
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def _bind_failed(path: Path, offset: int = 0) -> bool:
+    """The node's console log, from `offset` on, says it could not bind its HTTP or transport port."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(marker in text for marker in BIND_FAILURE_MARKERS)
 
 
 def _log_tail(path: Path, lines: int = 6) -> str:
