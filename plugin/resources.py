@@ -219,7 +219,8 @@ def current_fingerprint(client: Any, index: str, legacy: bool = False) -> IndexF
     uuid, generation = _index_fingerprint_parts(_one_index(response, index))
     version = None
     if legacy and generation is None:
-        version = _codec_version(client, index)
+        # keyed by the concrete index, as `describe_index` reads it: `index` may be an alias
+        version = _codec_version(client, next(iter(response)))
     return IndexFingerprint(uuid, generation, version)
 
 

@@ -211,10 +211,11 @@ def judged_index(ml_node, ml_client, registered, tmp_path_factory):
 
 
 def _searcher(client, index):
+    """osneural's side at the precision ml-commons runs (fp32), so both sides encode alike."""
     from osneural.plugin import Searcher
-    from osneural.plugin.resources import ResourceCache
+    from osneural.plugin.resources import EncoderCache, ResourceCache
 
-    return Searcher(client, index, cache=ResourceCache())
+    return Searcher(client, index, cache=ResourceCache(EncoderCache("fp32")))
 
 
 def _ids(resp) -> list[str]:

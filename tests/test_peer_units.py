@@ -104,20 +104,23 @@ def test_one_pass_gives_the_dense_query_vector():
     assert mv.encode_queries_and_pooled(QUERIES, None)[1] == [None] * len(QUERIES)
 
 
-def test_an_fp32_token_pass_stands_in_for_the_int8_dense_encoder():
-    """With the defaults (dense int8, multivector fp32) a dense + MaxSim query or document still
-    takes one model pass: the fp32 pooled output stands in for the int8 dense vector, and it is
-    the fp32 dense vector, which int8 approximates."""
+def test_an_fp32_token_pass_stands_in_for_int8_dense_documents_never_queries():
+    """With the defaults (dense int8, multivector fp32) a document build with both takes one
+    model pass: the fp32 pooled output stands in for the int8 dense vector (the fp32 vector,
+    which int8 approximates). A query does not share the pass: its dense vector must not depend
+    on whether some earlier spec loaded the token encoder, so it is always the int8 one."""
     from osneural.ingest.encoders import load_default
 
     dense8, dense32 = load_default("dense", precision="int8"), load_default("dense", precision="fp32")
     mv = load_default("multivector")
-    assert mv.precision == "fp32" and mv.shares_query_pass(dense8) and mv.shares_dense_pass(dense8)
-    _tokens, pooled = mv.encode_queries_and_pooled(QUERIES, dense8)
-    want32, want8 = dense32.encode_queries(QUERIES), dense8.encode_queries(QUERIES)
+    assert mv.precision == "fp32" and mv.shares_dense_pass(dense8)
+    assert not mv.shares_query_pass(dense8) and mv.shares_query_pass(dense32)
+    _tokens, pooled = mv.encode_documents_and_pooled(QUERIES)
+    want32, want8 = dense32.encode_documents(QUERIES), dense8.encode_documents(QUERIES)
     for i in range(len(QUERIES)):
         np.testing.assert_allclose(pooled[i], want32[i], atol=1e-5)
         assert 0.98 < float(pooled[i] @ want8[i]) < 1.0 - 1e-6  # close to int8's, and not it
+    assert mv.encode_queries_and_pooled(QUERIES, dense8)[1] == [None] * len(QUERIES)
 
 
 class _Res:
@@ -132,25 +135,31 @@ class _Res:
 
 
 def test_query_encodings_share_the_pass_only_with_a_token_stage():
-    from osneural.plugin.resources import ResourceCache
+    from osneural.plugin.resources import EncoderCache, ResourceCache
     from osneural.plugin.searcher import QueryEncodings
 
-    cache = ResourceCache()
+    cache = ResourceCache(EncoderCache("fp32"))
     dense = cache.encoders.get("dense")
     res = _Res({"dense": dense, "multivector": cache.encoders.get("multivector")})
     enc = QueryEncodings(QUERIES[1], res, cache)
     vec = enc.dense()
     assert "encode.shared" in enc.timings_ms  # one pass for both
-    from osneural.ingest.encoders import load_default
-
-    # the token pass is fp32: its pooled output is the fp32 dense vector, whatever `dense` runs in
-    fp32 = load_default("dense", precision="fp32")
-    np.testing.assert_allclose(vec, fp32.encode_queries([QUERIES[1]])[0], atol=1e-5)
+    np.testing.assert_allclose(vec, dense.encode_queries([QUERIES[1]])[0], atol=1e-5)
     enc.tokens()
     assert "encode.tokens" in enc.timings_ms and "encode.shared" in enc.timings_ms
 
     long_enc = QueryEncodings(LONG_QUERY, res, cache)  # truncated by the token encoder
     np.testing.assert_allclose(long_enc.dense(), dense.encode_queries([LONG_QUERY])[0], atol=1e-6)
+
+    # The defaults (dense int8, tokens fp32): the token encoder being loaded changes nothing,
+    # the dense vector is the int8 encoder's, so rankings do not depend on the process's history.
+    default = ResourceCache()
+    dense8 = default.encoders.get("dense")
+    assert dense8.precision == "int8"
+    res8 = _Res({"dense": dense8, "multivector": default.encoders.get("multivector")})
+    enc = QueryEncodings(QUERIES[1], res8, default)
+    np.testing.assert_array_equal(enc.dense(), dense8.encode_queries([QUERIES[1]])[0])
+    assert "encode.dense" in enc.timings_ms  # its own pass, not the token graph's
 
     only_dense = ResourceCache()
     only_dense.encoders.get("dense")

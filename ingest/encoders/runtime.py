@@ -494,9 +494,14 @@ class MultiVectorEncoder(OnnxEncoder):
 
     def shares_query_pass(self, dense: DenseEncoder) -> bool:
         """Whether this graph's pooled output of a query is `dense`'s query vector: the document
-        conditions plus no [MASK] expansion, the same query prefix and a query length no longer
-        than `dense`'s (a query cut at this encoder's length is checked per text)."""
-        return (self.shares_dense_pass(dense) and not self.query_expansion
+        conditions plus no [MASK] expansion, the same query prefix, a query length no longer
+        than `dense`'s (a query cut at this encoder's length is checked per text) and the same
+        precision. Unlike a document build, where both encoders always run together, a query
+        process loads the token encoder only once some spec needs it: an fp32 pass standing in
+        for an int8 dense encoder would give the same query a different dense vector, and a
+        different ranking, depending on which spec ran first in the process."""
+        return (self.shares_dense_pass(dense) and dense.precision == self.precision
+                and not self.query_expansion
                 and dense.query_prefix == self.query_prefix
                 and self.query_max_length <= dense.query_max_length)
 
