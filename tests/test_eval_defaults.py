@@ -189,3 +189,31 @@ def test_generated_blocks_replace_only_themselves(tmp_path: Path) -> None:
     assert text.startswith("# title\n\nhand-written\n")
     assert "one" not in text and text.count("<!-- defaults:begin -->") == 1
     assert text.index("three") < text.index("two")
+
+
+def test_the_spec_being_chosen_is_not_its_own_reference(defaults) -> None:
+    def pq(*scores: float) -> dict[str, float]:
+        return {str(i): s for i, s in enumerate(scores)}
+
+    lin = {"first_stages": [{"type": "bm25"}, {"type": "dense"}], "fusion": {"type": "linear"},
+           "size": 10}
+    data = {
+        "datasets": ["a", "b"],
+        "shipped": {"bm25": {"a": {"failed": 0, "per_query": pq(0.5)},
+                             "b": {"failed": 0, "per_query": pq(0.3)}},
+                    # fitted on "a": the best shipped spec there, by far
+                    "hybrid": {"a": {"failed": 0, "per_query": pq(0.9)},
+                               "b": {"failed": 0, "per_query": pq(0.2)}}},
+        "candidates": {"lin": {"spec": lin, "complexity": [2, 0, 0],
+                               "per_query": {"a": pq(0.6), "b": pq(0.35)}}},
+    }
+    dec = defaults.decide(data, tolerance=0.005, tie=0.001)
+    assert dec["reference"] == pytest.approx({"a": 0.5, "b": 0.3})
+    assert dec["best_shipped_at"] == {"a": "bm25", "b": "bm25"}
+    assert dec["winner"] == {"name": "lin", "fallback": False, "spec": defaults.compact(lin)}
+    # with the replaced spec in the reference nothing meets the bound on "a"
+    assert dec["reference_all"] == pytest.approx({"a": 0.9, "b": 0.3})
+    assert dec["with_replaced"]["fallback"] and dec["with_replaced"]["feasible"] == []
+    assert "best shipped but `hybrid` (reference)" in defaults.markdown(
+        {"datasets": ["a", "b"], "command": "x", "created": "now",
+         "collections": {d: {"queries": 1, "documents": 1} for d in "ab"}, "decision": dec})
