@@ -82,7 +82,10 @@ STAGE_NAMES = ("bm25", "dense", "sparse")
 #: its winner against itself), and a fitted one (the RRF 2/1/0.5 `hybrid` was fitted on SciFact's
 #: and NFCorpus's test queries) would set an in-sample bar there that no unfitted candidate can
 #: be expected to reach. The report still runs it and says what the rule picks with it included.
-CHOSEN = {"hybrid": "hybrid", "hybrid-linear": "hybrid-linear"}
+#: `hybrid-linear` is the default for indexes without token embeddings, where `hybrid` (MaxSim)
+#: is no alternative, and `hybrid` is replaced in the same run: both are left out of its reference.
+CHOSEN: dict[str, tuple[str, ...]] = {"hybrid": ("hybrid",),
+                                      "hybrid-linear": ("hybrid", "hybrid-linear")}
 WINDOW = 100
 MAXSIM_SHARE = 0.2
 
@@ -479,7 +482,7 @@ def decide(data: dict[str, Any], tolerance: float, tie: float) -> dict[str, Any]
     complexity = {n: c["complexity"] for n, c in cands.items()}
     choice = select(table, reference, complexity, tolerance, tie, bm25)
     # The same rule with the replaced spec in the reference, reported beside the choice.
-    reference_all, best_all_at = best_shipped(shipped, names, exclude=None)
+    reference_all, best_all_at = best_shipped(shipped, names)
     with_replaced = select(table, reference_all, complexity, tolerance, tie, bm25)
     fold_tables = {}
     for held in names:
@@ -497,7 +500,7 @@ def decide(data: dict[str, Any], tolerance: float, tie: float) -> dict[str, Any]
     current = next((n for n in cands if n == "hybrid (as shipped)"), None)
     return {"tolerance": tolerance, "tie": tie, "shipped_table": shipped,
             "shipped_skipped": skipped, "shipped_not_run": not_run, "reference": reference,
-            "best_shipped_at": best_at, "reference_excludes": CHOSEN["hybrid"],
+            "best_shipped_at": best_at, "reference_excludes": list(CHOSEN["hybrid"]),
             "reference_all": reference_all, "best_all_at": best_all_at,
             "with_replaced": {"name": with_replaced.name, "fallback": with_replaced.fallback,
                               "stats": with_replaced.stats[with_replaced.name],
@@ -515,10 +518,10 @@ def decide(data: dict[str, Any], tolerance: float, tie: float) -> dict[str, Any]
 
 
 def best_shipped(shipped: Mapping[str, Mapping[str, float]], names: Sequence[str],
-                 exclude: str | None) -> tuple[dict[str, float], dict[str, str]]:
+                 exclude: Sequence[str] = ()) -> tuple[dict[str, float], dict[str, str]]:
     """Per collection, the best shipped spec's nDCG@10 and its name, leaving out `exclude` (the
-    spec being chosen) unless nothing else was measured."""
-    pool = {n: r for n, r in shipped.items() if n != exclude} or dict(shipped)
+    specs being chosen) unless nothing else was measured."""
+    pool = {n: r for n, r in shipped.items() if n not in exclude} or dict(shipped)
     best_at = {d: max(pool, key=lambda n, d=d: pool[n][d]) for d in names}
     return {d: pool[best_at[d]][d] for d in names}, best_at
 
@@ -559,6 +562,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "```",
         report["command"],
+        *([report["rule_command"]] if report.get("rule_command") else []),
         "```",
         "",
         f"Measured {report['created']}. Collections (test queries / documents): "
@@ -569,8 +573,9 @@ def markdown(report: dict[str, Any]) -> str:
         "and blend code (`osneural tune`'s simulation; the chosen spec's real run is below).",
         "",
         f"**The rule.** Among candidates never more than {tol_pt:.1f} point nDCG@10 below the "
-        f"best shipped spec other than `{dec.get('reference_excludes', 'hybrid')}` (the spec "
-        "being chosen) on any collection, the best mean nDCG@10 (each collection weighing "
+        "best shipped spec other than "
+        + ", ".join(f"`{n}`" for n in dec.get("reference_excludes", ["hybrid"]))
+        + " (the spec being chosen) on any collection, the best mean nDCG@10 (each collection weighing "
         f"the same); means within {dec['tie'] * 100:.1f} point of the best are a tie, won by the "
         "simpler pipeline (fewer first stages, then no MaxSim, then nothing tuned). If no "
         "candidate met the bound, the smallest worst-case shortfall would win. The rule is "
@@ -595,8 +600,8 @@ def markdown(report: dict[str, Any]) -> str:
 
     for name, values in dec["shipped_table"].items():
         out.append(row(f"`{name}` (shipped)", values))
-    excluded = dec.get("reference_excludes")
-    out.append(f"| best shipped{f' but `{excluded}`' if excluded else ''} (reference) | "
+    excluded = ", ".join(f"`{n}`" for n in dec.get("reference_excludes") or [])
+    out.append(f"| best shipped{f' but {excluded}' if excluded else ''} (reference) | "
                + " | ".join(
         f"{ref[d]:.4f} ({dec['best_shipped_at'][d]})" for d in ds) + " | | | | |")
     order = sorted(dec["table"], key=lambda n: -dec["stats"][n]["mean"])
@@ -652,7 +657,7 @@ def markdown(report: dict[str, Any]) -> str:
             json.dumps(win["spec"]), "```", ""]
     alt = dec.get("with_replaced")
     if alt:
-        out += [f"With the replaced `{excluded}` in the reference as well (the \"best shipped, "
+        out += [f"With the replaced {excluded} in the reference as well (the \"best shipped, "
                 f"all\" row), the rule picks **{alt['name']}**"
                 + (" (no candidate meets the bound: smallest shortfall)" if alt["fallback"]
                    else "")
@@ -666,9 +671,10 @@ def markdown(report: dict[str, Any]) -> str:
     if dec.get("linear"):
         lin = dec["linear"]
         lw = dec["table"][lin["name"]]
-        out += [f"`hybrid-linear` (the same rule over linear fusions without MaxSim, for indexes "
-                f"without token embeddings; reference: the best shipped spec but "
-                f"`hybrid-linear`) = **{lin['name']}**: "
+        out += ["`hybrid-linear` (the same rule over linear fusions without MaxSim, for indexes "
+                "without token embeddings; reference: the best shipped spec but "
+                + ", ".join(f"`{n}`" for n in CHOSEN["hybrid-linear"]) + ") = "
+                + f"**{lin['name']}**" + (" (fallback)" if lin["fallback"] else "") + ": "
                 + ", ".join(f"{d} {lw[d]:.4f}" for d in ds) + ".", "", "```json",
                 json.dumps(lin["spec"]), "```", ""]
     return "\n".join(out)
@@ -745,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(args.from_json.read_text())
         report["decision"] = decide(report["data"], args.tolerance, args.tie)
         report["rule_command"] = command
+        if args.out:
+            args.out.write_text(json.dumps(report) + "\n")
         return finish(report, args)
     data = measure(args, log)
     decision = decide(data, args.tolerance, args.tie)
