@@ -214,6 +214,8 @@ def test_the_spec_being_chosen_is_not_its_own_reference(defaults) -> None:
     # with the replaced spec in the reference nothing meets the bound on "a"
     assert dec["reference_all"] == pytest.approx({"a": 0.9, "b": 0.3})
     assert dec["with_replaced"]["fallback"] and dec["with_replaced"]["feasible"] == []
+    # hybrid-linear's reference leaves out hybrid as well (it cannot run where the other is used)
+    assert dec["linear"]["name"] == "lin" and not dec["linear"]["fallback"]
     assert "best shipped but `hybrid` (reference)" in defaults.markdown(
         {"datasets": ["a", "b"], "command": "x", "created": "now",
          "collections": {d: {"queries": 1, "documents": 1} for d in "ab"}, "decision": dec})
