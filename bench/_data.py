@@ -23,6 +23,21 @@ def beir_dir(name: str) -> Path:
     return beir_root() / name
 
 
+def classic_root() -> Path:
+    """The small classic collections (MEDLINE, ADI, LISA) in BEIR layout: `OSNEURAL_CLASSIC_DIR`,
+    else `shared/data/classic` beside the checkout."""
+    env = os.environ.get("OSNEURAL_CLASSIC_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "classic"
+
+
+def dataset_dir(name_or_path: str | Path) -> Path:
+    """A collection named in either shared folder (`scifact`, `lisa`) or any BEIR-layout folder
+    given by path, so benchmarks run on a user's own judged collection as well."""
+    from osneural.eval.beir import resolve_collection
+
+    return resolve_collection(name_or_path, [beir_root(), classic_root()])
+
+
 def sparse_dot_scores(queries: Sequence[Mapping[str, float]],
                       docs: Sequence[Mapping[str, float]]) -> np.ndarray:
     """Exact sparse dot products, [query, document], through postings built once (what the

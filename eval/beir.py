@@ -13,7 +13,8 @@ how many there were instead of hiding them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,53 @@ def prepare_collection(
                         stats.missing_doc_examples.append([qid, docid])
         stats.qrels_docs_missing_from_corpus = missing
     return EvalCollection(name, split, run_queries, run_qrels, stats)
+
+
+#: `os.pathsep`-separated folders searched for a collection given by name (`scifact`, `lisa`)
+DATA_PATH_ENV = "OSNEURAL_DATA_PATH"
+
+
+def dataset_roots() -> list[Path]:
+    """Folders whose sub-folders are collections that can be named instead of given by path.
+
+    `OSNEURAL_DATA_PATH` when set; else the shared `data/beir` and `data/classic` folders beside
+    the checkout (where the development collections live), so `scifact` or `medline` resolve in
+    a fresh clone without a path, and a user's own collection folder is found by adding its
+    parent to the variable.
+    """
+    env = os.environ.get(DATA_PATH_ENV)
+    if env:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return [shared / "beir", shared / "classic"]
+
+
+def resolve_collection(name_or_path: str | Path, roots: Sequence[Path] | None = None) -> Path:
+    """The BEIR-layout folder meant by `name_or_path`: an existing folder as given, else the first
+    `<root>/<name>` over `roots` (default `dataset_roots()`) that holds a `queries.jsonl`.
+
+    A folder given by path must hold `queries.jsonl`: the error says so at once, rather than
+    after an index has been searched. A bare name found nowhere is an error listing the roots
+    searched and what they hold, so a typo is not mistaken for a missing download.
+    """
+    given = Path(name_or_path).expanduser()
+    if given.is_dir():
+        if not (given / "queries.jsonl").is_file():
+            raise EvalDataError(f"{given}: not a BEIR-layout folder (no queries.jsonl)")
+        return given
+    searched = list(roots) if roots is not None else dataset_roots()
+    name = str(name_or_path)
+    if given.name == name:  # a bare name, not a path that does not exist
+        for root in searched:
+            candidate = root / name
+            if (candidate / "queries.jsonl").is_file():
+                return candidate
+    known = sorted({p.name for r in searched if r.is_dir() for p in r.iterdir()
+                    if (p / "queries.jsonl").is_file()})
+    raise EvalDataError(
+        f"{name}: no such folder, and no collection of that name under "
+        f"{', '.join(str(r) for r in searched) or '(no data roots)'}"
+        + (f" (known: {', '.join(known)})" if known else ""))
 
 
 def load_beir(

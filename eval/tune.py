@@ -421,6 +421,156 @@ def cross_validate(
     return CVResult(results, held, base)
 
 
+class PooledScorer:
+    """Several collections' scorers as one: ids are `collection/qid`, and the mean is the mean
+    over collections of each one's mean nDCG@10, so a fit over several weighs each collection
+    the same whatever its query count (a 300-query set would otherwise outvote a 30-query one)."""
+
+    def __init__(self, scorers: Mapping[str, Scorer]) -> None:
+        self.scorers = dict(scorers)
+
+    def ids(self, collections: Iterable[str] | None = None) -> list[str]:
+        names = self.scorers if collections is None else collections
+        return [f"{c}/{q}" for c in names for q in sorted(self.scorers[c].cache.stage_runs)]
+
+    @staticmethod
+    def _groups(qids: Iterable[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for item in qids:
+            name, _, qid = item.partition("/")
+            groups.setdefault(name, []).append(qid)
+        return groups
+
+    def per_query(self, config: Config, qids: Iterable[str]) -> dict[str, float]:
+        out = {}
+        for name, ids in self._groups(qids).items():
+            out.update({f"{name}/{q}": v for q, v in self.scorers[name].per_query(config, ids).items()})
+        return out
+
+    def mean(self, config: Config, qids: Sequence[str]) -> float:
+        groups = self._groups(qids)
+        if not groups:
+            return 0.0
+        return sum(self.scorers[n].mean(config, ids) for n, ids in groups.items()) / len(groups)
+
+
+@dataclass
+class CollectionSplit:
+    """One leave-one-collection-out split: fitted on the other collections, scored on this one."""
+
+    held_out: str
+    train_collections: list[str]
+    config: Config
+    train_ndcg: float
+    held_out_ndcg: float
+    base_ndcg: float
+
+
+def leave_one_collection_out(
+    pooled: PooledScorer, start: Config, space: SearchSpace,
+    log: Callable[[str], None] | None = None,
+) -> list[CollectionSplit]:
+    """For each collection: fit on all the others together, score the fit on it. Across
+    collections this is the question a default answers (will it hold on a collection it was
+    not chosen on?), which query folds within one collection cannot answer."""
+    names = list(pooled.scorers)
+    if len(names) < 2:
+        raise TuneError("leave-one-collection-out needs at least two collections")
+    out = []
+    for held in names:
+        train = [n for n in names if n != held]
+        fitted = fit(pooled, pooled.ids(train), start, space)
+        test = pooled.ids([held])
+        scores = held_out_scores(pooled, fitted, test)  # refuses any id the fit saw
+        base = pooled.per_query(start, test)
+        split = CollectionSplit(held, train, fitted.config, fitted.train_ndcg,
+                                float(np.mean(list(scores.values()))),
+                                float(np.mean(list(base.values()))))
+        out.append(split)
+        if log:
+            log(f"held out {held}: fitted on {', '.join(train)} ({fitted.steps} candidates), "
+                f"nDCG@10 there {split.held_out_ndcg:.4f}, base {split.base_ndcg:.4f}")
+    return out
+
+
+@dataclass
+class CollectionsReport:
+    """`osneural tune` over several collections: leave-one-collection-out, then the fit on all."""
+
+    splits: list[CollectionSplit]
+    final: Fitted
+    final_per_collection: dict[str, float]
+    base_per_collection: dict[str, float]
+    spec: dict[str, Any]
+    base_spec: dict[str, Any]
+    queries: dict[str, int]
+    failed: dict[str, str]
+    maxsim_scored: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "osneural-tune-collections/1",
+            "queries": self.queries,
+            "failed_queries": len(self.failed),
+            "failed_examples": dict(list(self.failed.items())[:5]),
+            "splits": [asdict(s) for s in self.splits],
+            "held_out_mean_ndcg@10": float(np.mean([s.held_out_ndcg for s in self.splits])),
+            "base_mean_ndcg@10": float(np.mean([s.base_ndcg for s in self.splits])),
+            "final": {"config": asdict(self.final.config),
+                      "in_sample_ndcg@10": self.final.train_ndcg,
+                      "in_sample_per_collection": self.final_per_collection,
+                      "note": "fitted on every collection: in-sample, not a held-out figure"},
+            "base_per_collection": self.base_per_collection,
+            "spec": self.spec,
+            "base_spec": self.base_spec,
+            "maxsim_documents_scored": self.maxsim_scored,
+        }
+
+
+def tune_collections(
+    scorers: Mapping[str, Scorer], base: PipelineSpec, space: SearchSpace,
+    log: Callable[[str], None] | None = None,
+) -> CollectionsReport:
+    """Leave-one-collection-out, then one fit on every collection for the spec to write."""
+    if not all(s.cache.maxsim_stage for s in scorers.values()):
+        space = replace(space, maxsim_weights=(0.0,))
+    pooled = PooledScorer(scorers)
+    start = pin_start(base_config(base, space), space)
+    splits = leave_one_collection_out(pooled, start, space, log)
+    final = fit(pooled, pooled.ids(), start, space)
+    spec = config_spec(base, final.config, space.maxsim_window).to_dict()
+    return CollectionsReport(
+        splits, final,
+        {n: s.mean(final.config, sorted(s.cache.stage_runs)) for n, s in scorers.items()},
+        {n: s.mean(start, sorted(s.cache.stage_runs)) for n, s in scorers.items()},
+        spec, base.to_dict(), {n: len(s.cache.stage_runs) for n, s in scorers.items()},
+        {f"{n}/{q}": e for n, s in scorers.items() for q, e in s.cache.failed.items()},
+        sum(s.cache.fetched for s in scorers.values()))
+
+
+def format_collections_report(report: CollectionsReport) -> str:
+    lines = ["held out      base nDCG@10  tuned nDCG@10 (held-out)   delta  fitted on the others"]
+    for s in report.splits:
+        c = s.config
+        what = (f"{c.fusion}" + (f" k={c.rank_constant}" if c.fusion == "rrf" else
+                                 f" {c.normalization}")
+                + f" w={list(c.weights)} depth={list(c.depths)} maxsim={c.maxsim_weight}")
+        lines.append(f"{s.held_out:<12}  {s.base_ndcg:>12.4f}  {s.held_out_ndcg:>24.4f}  "
+                     f"{s.held_out_ndcg - s.base_ndcg:>+6.4f}  {what}")
+    held = float(np.mean([s.held_out_ndcg for s in report.splits]))
+    base = float(np.mean([s.base_ndcg for s in report.splits]))
+    lines.append(f"{'mean':<12}  {base:>12.4f}  {held:>24.4f}  {held - base:>+6.4f}  "
+                 "(each collection weighing the same)")
+    lines.append(f"final spec fitted on all {len(report.queries)} collections: in-sample nDCG@10 "
+                 + ", ".join(f"{n} {v:.4f}" for n, v in report.final_per_collection.items())
+                 + " (not held-out figures)")
+    if report.failed:
+        qid, err = next(iter(report.failed.items()))
+        lines.append(f"{len(report.failed)} queries failed after retries and were left out; "
+                     f"first: {qid}: {err}")
+    return "\n".join(lines)
+
+
 @dataclass
 class TuneReport:
     """Everything `osneural tune` prints and writes."""
@@ -501,11 +651,21 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def configure_tune(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("beir_dir", metavar="BEIR_DIR", help="folder with queries.jsonl and qrels/")
-    parser.add_argument("--index", required=True, help="index holding the collection's corpus")
-    parser.add_argument("--qrels", metavar="FILE", help="judgments (BEIR tsv or TREC) instead of qrels/SPLIT.tsv")
+    parser.add_argument(
+        "beir_dir", metavar="COLLECTION", nargs="+",
+        help="BEIR-layout folder (queries.jsonl, qrels/) or a collection name found under "
+             "OSNEURAL_DATA_PATH (default: the shared data/beir and data/classic folders); "
+             "several collections are fitted together, each weighing the same, and judged "
+             "leave-one-collection-out")
+    parser.add_argument(
+        "--index", required=True, action="append",
+        help="index holding the collection's corpus: one per collection, in order, or one "
+             "name with {name} standing for each collection's folder name")
+    parser.add_argument("--qrels", metavar="FILE", help="judgments (BEIR tsv or TREC) instead of qrels/SPLIT.tsv (one collection only)")
     parser.add_argument("--split", default="test", help="qrels split (default test)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="cross-validation folds for one collection (default 5); several "
+                             "collections are judged leave-one-collection-out instead")
     parser.add_argument("--seed", type=int, default=0, help="fold shuffle seed (default 0)")
     parser.add_argument("--base", default="hybrid", metavar="SPEC",
                         help="spec whose first stages are tuned and which the result is compared with")
@@ -554,9 +714,20 @@ def pin_start(start: Config, space: SearchSpace) -> Config:
     return start
 
 
+def collection_indexes(folders: Sequence[Path], indexes: Sequence[str]) -> list[str]:
+    """The index of each collection: `--index` once per collection, or once with `{name}`
+    (each folder's name, lower-cased as index names must be)."""
+    if len(indexes) == 1 and "{name}" in indexes[0]:
+        return [indexes[0].replace("{name}", f.name.lower()) for f in folders]
+    if len(indexes) != len(folders):
+        raise TuneError(f"{len(folders)} collections need {len(folders)} --index values (in "
+                        f"order) or one with {{name}}; got {len(indexes)}")
+    return list(indexes)
+
+
 def run_tune(args: argparse.Namespace) -> int:
     """Exit 0 on success, 1 when some queries failed (left out, reported), 2 on bad input."""
-    from osneural.eval.beir import load_beir
+    from osneural.eval.beir import load_beir, resolve_collection
 
     try:
         base = load_spec(args.base)
@@ -564,22 +735,33 @@ def run_tune(args: argparse.Namespace) -> int:
         if args.max_queries is not None and args.max_queries < 1:
             raise EvalDataError("--max-queries must be at least 1")
         cluster = ClusterConfig.from_args(args)
-        collection = load_beir(args.beir_dir, args.split, qrels_path=args.qrels,
-                               check_corpus=False, limit=args.max_queries)
-        make_folds(list(collection.queries), args.folds)  # fail before any query is sent
+        folders = [resolve_collection(d) for d in args.beir_dir]
+        if len({f.name for f in folders}) != len(folders):
+            raise TuneError("two collections share a folder name: "
+                            + ", ".join(str(f) for f in folders))
+        indexes = collection_indexes(folders, args.index)
+        if len(folders) > 1 and args.qrels:
+            raise TuneError("--qrels names one judgments file: give one collection")
+        collections = [load_beir(f, args.split, qrels_path=args.qrels, check_corpus=False,
+                                 limit=args.max_queries) for f in folders]
+        if len(collections) == 1:  # fail before any query is sent
+            make_folds(list(collections[0].queries), args.folds)
     except (SpecError, EvalDataError, ClusterConfigError, TuneError, ValueError) as exc:
         print(f"osneural tune: {exc}", file=sys.stderr)
         return 2
+    if len(collections) > 1:
+        return _run_tune_collections(args, base, space, cluster, collections, indexes)
+    collection, index = collections[0], indexes[0]
 
     from osneural.plugin.searcher import Searcher
 
     client = cluster.client()
     try:
-        if not client.indices.exists(index=args.index):
-            print(f"osneural tune: index {args.index!r} not found at {cluster.describe()}",
+        if not client.indices.exists(index=index):
+            print(f"osneural tune: index {index!r} not found at {cluster.describe()}",
                   file=sys.stderr)
             return 2
-        searcher = Searcher(client, args.index)
+        searcher = Searcher(client, index)
         try:
             has_tokens = any(r.type == "maxsim" for r in base.rescore) or args.maxsim == "on"
             use_maxsim = has_tokens and args.maxsim != "off"
@@ -600,6 +782,50 @@ def run_tune(args: argparse.Namespace) -> int:
     finally:
         client.close()
     print(format_report(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report.spec, indent=2) + "\n", encoding="utf-8")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n",
+                                     encoding="utf-8")
+    return 1 if report.failed else 0
+
+
+def _run_tune_collections(args: argparse.Namespace, base: PipelineSpec, space: SearchSpace,
+                          cluster: Any, collections: list[EvalCollection],
+                          indexes: list[str]) -> int:
+    """Several collections: one cache per collection (its own index), one fit over them all."""
+    from osneural.plugin.searcher import Searcher
+
+    client = cluster.client()
+    searchers: list[Any] = []
+    try:
+        missing = [i for i in indexes if not client.indices.exists(index=i)]
+        if missing:
+            print(f"osneural tune: index {missing[0]!r} not found at {cluster.describe()}",
+                  file=sys.stderr)
+            return 2
+        has_tokens = any(r.type == "maxsim" for r in base.rescore) or args.maxsim == "on"
+        use_maxsim = has_tokens and args.maxsim != "off"
+        scorers: dict[str, Scorer] = {}
+        for collection, index in zip(collections, indexes, strict=True):
+            searcher = Searcher(client, index)
+            searchers.append(searcher)
+            cache = build_cache(searcher, collection, base, space, maxsim=use_maxsim,
+                                progress=not args.no_progress)
+            if not cache.stage_runs:
+                print(f"osneural tune: {collection.name}: no query answered; first failure: "
+                      f"{next(iter(cache.failed.values()), '')}", file=sys.stderr)
+                return 1
+            scorers[collection.name] = Scorer(cache, collection.qrels, space.maxsim_window,
+                                              not args.keep_identical_ids)
+        report = tune_collections(scorers, base, space,
+                                  log=None if args.no_progress else
+                                  (lambda m: print(m, file=sys.stderr, flush=True)))
+    finally:
+        for s in searchers:
+            s.close()
+        client.close()
+    print(format_collections_report(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report.spec, indent=2) + "\n", encoding="utf-8")
     if args.report:

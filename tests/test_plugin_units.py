@@ -31,12 +31,18 @@ def test_default_spec_is_bm25_rrf():
     assert spec.fusion.type == "rrf" and spec.size == 10 and spec.from_ == 0
 
 
-def test_builtin_specs_load_and_hybrid_matches_issue():
+def test_builtin_specs_load_and_hybrid_is_the_chosen_default():
     assert {"hybrid", "bm25", "dense", "binary", "multivector"} <= set(builtin_spec_names())
     hybrid = load_spec("hybrid")
     assert [s.type for s in hybrid.first_stages] == ["bm25", "dense", "sparse"]
-    assert hybrid.fusion.type == "rrf"
-    assert [(r.type, r.window) for r in hybrid.rescore] == [("maxsim", 100)]
+    # docs/results.md: min-max linear fusion with equal weights, MaxSim blended at 0.2
+    assert hybrid.fusion.type == "linear" and hybrid.fusion.normalization == "minmax"
+    assert hybrid.fusion.weights is None
+    assert [(r.type, r.window, r.combine, r.weight) for r in hybrid.rescore] == [
+        ("maxsim", 100, "linear", 0.2)]
+    # hybrid-linear is the same pipeline without MaxSim (indexes without token embeddings)
+    linear = load_spec("hybrid-linear").to_dict()
+    assert linear == {**hybrid.to_dict(), "rescore": []}
 
 
 def test_spec_round_trips_through_aliases():
