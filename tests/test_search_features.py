@@ -11,17 +11,14 @@ orders from the corpus the test wrote, and paging against one bigger page of the
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 from opensearchpy import OpenSearch, RequestError, TransportError
 from osneural.plugin import Searcher, load_spec
 from osneural.plugin.server import create_app
+from serve_thread import serve_in_thread
 from test_plugin_integration import DenseEnc, cache, plugin_index  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.integration
@@ -39,23 +36,6 @@ def _app_fields(i: int) -> dict:
     return out
 
 
-@contextmanager
-def _serve(app) -> Iterator[str]:
-    import uvicorn
-
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if srv.started:
-            break
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +58,7 @@ def catalog(opensearch_client, plugin_index):  # noqa: F811
 @pytest.fixture(scope="module")
 def service(opensearch_url, catalog, cache):  # noqa: F811
     app = create_app(opensearch_url, allow_index=["test-*"], cache=cache)
-    with _serve(app) as url:
+    with serve_in_thread(app) as url:
         yield url
 
 
@@ -302,7 +282,7 @@ def test_root_and_index_less_search(service, opensearch_url, catalog, cache):  #
     assert root.status_code == 200 and root.json()["version"] == httpx.get(opensearch_url).json()["version"]
     r = httpx.post(f"{service}/_search", json={"query": {"match_all": {}}})
     assert r.status_code == 403  # the allow-list cannot be checked without an index
-    with _serve(create_app(opensearch_url, cache=cache)) as open_url:
+    with serve_in_thread(create_app(opensearch_url, cache=cache)) as open_url:
         body = {"query": {"ids": {"values": ["doc1"]}}}
         ours = httpx.post(f"{open_url}/_search", json=body).json()
         theirs = httpx.post(f"{opensearch_url}/_search", json=body).json()

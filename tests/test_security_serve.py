@@ -13,14 +13,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from osneural.plugin.request_guard import Limits
 from osneural.plugin.server import create_app
+from serve_thread import serve_in_thread
 from test_plugin_integration import cache, plugin_index  # noqa: F401 - shared fixtures
 from tls_front import USERS
 
@@ -31,23 +30,6 @@ pytestmark = pytest.mark.integration
 SECRET_TEXT = "the launch code is 7341 zebra"
 
 
-@contextmanager
-def _serve(app) -> Iterator[str]:
-    import uvicorn
-
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if srv.started:
-            break
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +58,7 @@ def names(opensearch_client, plugin_index):  # noqa: F811
 def guarded(opensearch_url, names, cache):  # noqa: F811
     app = create_app(opensearch_url, allow_index=["test-plugin-*"], cache=cache, auth="service",
                      limits=Limits(max_concurrent=2))
-    with _serve(app) as url:
+    with serve_in_thread(app) as url:
         yield url
 
 
@@ -312,7 +294,7 @@ def passthrough_server(tls_front, names, cache):  # noqa: F811
     cluster = ClusterConfig.from_values(tls_front.url, user="svc", password=USERS["svc"],
                                         ca_certs=str(tls_front.ca))
     app = create_app(cluster, allow_index=["test-plugin-*"], cache=cache, auth="passthrough")
-    with _serve(app) as url:
+    with serve_in_thread(app) as url:
         yield url
 
 
@@ -321,7 +303,7 @@ def service_server(tls_front, names, cache):  # noqa: F811
     cluster = ClusterConfig.from_values(tls_front.url, user="svc", password=USERS["svc"],
                                         ca_certs=str(tls_front.ca))
     app = create_app(cluster, allow_index=["test-plugin-*"], cache=cache, auth="service")
-    with _serve(app) as url:
+    with serve_in_thread(app) as url:
         yield url
 
 
@@ -438,7 +420,7 @@ def test_pass_through_uses_every_host_and_answers_json_when_none_answers(opensea
                                                                          cache):  # noqa: F811
     idx = names["index"]
     cluster = ClusterConfig.from_values([_dead_url(), opensearch_url], timeout=10)
-    with _serve(create_app(cluster, allow_index=["test-plugin-*"], cache=cache)) as url, \
+    with serve_in_thread(create_app(cluster, allow_index=["test-plugin-*"], cache=cache)) as url, \
             httpx.Client(timeout=30) as http:
         for _ in range(6):  # round-robin meets the dead host; the transport retries the other
             assert http.post(f"{url}/{idx}/_search", json={"query": {"match_all": {}}}).status_code == 200
@@ -447,7 +429,7 @@ def test_pass_through_uses_every_host_and_answers_json_when_none_answers(opensea
             spec={"first_stages": [{"type": "bm25"}], "timeout_ms": 20000}))
         assert r.status_code == 200 and r.json()["hits"]["hits"]
     dead = ClusterConfig.from_values([_dead_url(), _dead_url()], timeout=5)
-    with _serve(create_app(dead, cache=cache)) as url, httpx.Client(timeout=60) as http:
+    with serve_in_thread(create_app(dead, cache=cache)) as url, httpx.Client(timeout=60) as http:
         for method, path in (("POST", f"/{idx}/_search"), ("GET", f"/{idx}/_count"),
                              ("GET", f"/{idx}/_doc/doc1"), ("GET", f"/{idx}/_mapping")):
             r = http.request(method, url + path, json={} if method == "POST" else None)
