@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import faiss
 import numpy as np
-from osneural.ingest.codecs import (
+from osneural.codecs import (
     BinaryQuantizer,
     MuveraFDE,
     ProductQuantizer,

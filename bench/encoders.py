@@ -151,7 +151,7 @@ def _first_output(x):
 def _child(kind, backend, folder, texts, batch_size, threads, queue) -> None:
     """Measure one backend; puts (docs/s, peak MiB, outputs-by-text) on the queue."""
     try:
-        from osneural.ingest.encoders.manifest import read_manifest
+        from osneural.encoders.manifest import read_manifest
         from tokenizers import Tokenizer
 
         manifest = read_manifest(folder)
@@ -161,8 +161,8 @@ def _child(kind, backend, folder, texts, batch_size, threads, queue) -> None:
         if backend == "torch":
             import torch
             import transformers
-            from osneural.ingest.encoders.checkpoint import inspect_checkpoint
-            from osneural.ingest.encoders.export import _build_module
+            from osneural.encoders.checkpoint import inspect_checkpoint
+            from osneural.encoders.export import _build_module
 
             torch.set_num_threads(threads)
             info = inspect_checkpoint(manifest["source"])
@@ -225,12 +225,12 @@ def ensure_models(kinds, workdir: Path) -> dict[str, Path]:
     """Default exports when present (quantising into a copy if int8 is missing), else fresh."""
     import shutil
 
-    from osneural.ingest.encoders.defaults import (
+    from osneural.encoders.defaults import (
         default_checkpoint,
         default_export_dir,
         is_exported,
     )
-    from osneural.ingest.encoders.export import export_model, quantize_int8
+    from osneural.encoders.export import export_model, quantize_int8
 
     folders = {}
     for kind in kinds:

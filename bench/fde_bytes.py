@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from opensearchpy import OpenSearch
     from osneural.cython_ext import maxsim
     from osneural.eval.beir import load_beir
-    from osneural.ingest.codecs import MuveraFDE
-    from osneural.ingest.encoders import load_default
+    from osneural.codecs import MuveraFDE
+    from osneural.encoders import load_default
 
     index = args.index or f"osneural-quality-{args.dataset}"
     client = OpenSearch(hosts=[args.url], timeout=600)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from opensearchpy import OpenSearch
     from osneural.ingest.codec_store import delete_codecs
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
     from osneural.ingest.indexer import CodecParams, index_corpus
 
     if not (args.data / "corpus.jsonl").is_file():

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
     from osneural.ingest.codec_store import delete_codecs
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
     from osneural.ingest.indexer import CodecParams, index_corpus
     from osneural.ingest.ray_ingest import DEFAULT_OBJECT_STORE_BYTES, ray_index_corpus
 

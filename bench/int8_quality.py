@@ -37,8 +37,8 @@ from _data import beir_dir, sparse_dot_scores  # noqa: E402
 
 
 def _int8_copy(kind: str, workdir: Path) -> Path:
-    from osneural.ingest.encoders.defaults import default_export_dir
-    from osneural.ingest.encoders.export import quantize_int8
+    from osneural.encoders.defaults import default_export_dir
+    from osneural.encoders.export import quantize_int8
 
     src = default_export_dir(kind)
     folder = workdir / kind
@@ -82,8 +82,8 @@ def _timed_docs(enc: Any, texts: list[str]) -> tuple[Any, float]:
 
 
 def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
-    from osneural.ingest.encoders import load_default
-    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.encoders import load_default
+    from osneural.encoders.runtime import load_encoder
     from quality import stored_dense
 
     fp32, int8 = load_default("dense", precision="fp32"), load_encoder(folder, precision="int8")
@@ -114,8 +114,8 @@ def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: P
 def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
     from opensearchpy import helpers
     from osneural.ingest.documents import sparse_feature_name
-    from osneural.ingest.encoders import load_default
-    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.encoders import load_default
+    from osneural.encoders.runtime import load_encoder
 
     fp32, int8 = load_default("sparse", precision="fp32"), load_encoder(folder, precision="int8")
 

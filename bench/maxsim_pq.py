@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from opensearchpy import OpenSearch
     from osneural.eval.beir import load_beir
-    from osneural.ingest.codecs.pq import ProductQuantizer
+    from osneural.codecs.pq import ProductQuantizer
     from osneural.plugin import Searcher
 
     index = args.index or f"osneural-quality-{args.dataset}"

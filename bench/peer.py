@@ -13,7 +13,7 @@ What it does (a throw-away node on its own port unless `--url` is given, stopped
 
 1. starts a node with `plugins=("ml-commons", "neural-search")` through the launcher, exports
    all-MiniLM-L6-v2 and the SPLADE in the ml-commons flavour (reused when fresh) and registers and
-   deploys both (`osneural.ingest.encoders.registry`);
+   deploys both (`osneural.encoders.registry`);
 2. ingests the same SciFact subset (the judged documents of the chosen test queries, filled up to
    `--docs`) both ways, in interleaved rounds whose order rotates: native = bulk through an ingest
    pipeline (`text_embedding` or `sparse_encoding`, processor `batch_size` = `--batch-size`),
@@ -127,9 +127,9 @@ def start_node(args) -> tuple[Any, Any, Path | None]:
 
 def mlcommons_exports() -> dict[str, Path]:
     """Both default encoders in the ml-commons flavour, exported again only when stale."""
-    from osneural.ingest.encoders.defaults import DEFAULT_DIRS, default_export_dir
-    from osneural.ingest.encoders.manifest import read_manifest
-    from osneural.ingest.encoders.mlcommons import export_mlcommons, read_info
+    from osneural.encoders.defaults import DEFAULT_DIRS, default_export_dir
+    from osneural.encoders.manifest import read_manifest
+    from osneural.encoders.mlcommons import export_mlcommons, read_info
 
     from osneural.paths import models_dir
 
@@ -155,10 +155,10 @@ def int8_encoders(batch_size: int, workdir: Path) -> dict[str, Any]:
     records the fp32 encoder's identity and queries are encoded by it."""
     import os
 
-    from osneural.ingest.encoders.defaults import default_export_dir
-    from osneural.ingest.encoders.export import quantize_int8
-    from osneural.ingest.encoders.manifest import INT8_MODEL_NAME
-    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.encoders.defaults import default_export_dir
+    from osneural.encoders.export import quantize_int8
+    from osneural.encoders.manifest import INT8_MODEL_NAME
+    from osneural.encoders.runtime import load_encoder
 
     out = {}
     for kind in ("dense", "sparse"):
@@ -184,7 +184,7 @@ def int8_encoders(batch_size: int, workdir: Path) -> dict[str, Any]:
 def int8_query_cache(int8: dict[str, Any]) -> Any:
     """A ResourceCache whose query encoders are the int8 variants (`OSNEURAL_QUERY_PRECISION=int8`
     in a deployment), with the threads query encoders get; it searches the fp32 indices."""
-    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.encoders.runtime import load_encoder
     from osneural.plugin.resources import EncoderCache, ResourceCache, query_encoder_threads
 
     threads = query_encoder_threads()
@@ -485,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import signal
 
-    from osneural.ingest.encoders import load_default
-    from osneural.ingest.encoders.registry import record_model, register_model, undeploy
+    from osneural.encoders import load_default
+    from osneural.encoders.registry import record_model, register_model, undeploy
     from osneural.plugin import Searcher
     from osneural.plugin.resources import EncoderCache, ResourceCache
 

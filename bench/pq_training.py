@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=50_000, help="training sample (ingestion's cap)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    from osneural.ingest.codecs import ProductQuantizer
-    from osneural.ingest.codecs.pq import MAX_POINTS_PER_CENTROID
+    from osneural.codecs import ProductQuantizer
+    from osneural.codecs.pq import MAX_POINTS_PER_CENTROID
 
     args.points_per_centroid = args.points_per_centroid or MAX_POINTS_PER_CENTROID
-    from osneural.ingest.codecs.pooling import pool_tokens
-    from osneural.ingest.encoders import load_default
+    from osneural.codecs.pooling import pool_tokens
+    from osneural.encoders import load_default
 
     root = beir_dir("scifact")
     with (root / "corpus.jsonl").open() as f:

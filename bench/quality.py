@@ -326,7 +326,7 @@ def matryoshka_rows(
     import numpy as np
     from osneural.eval.metrics import compute_metrics, ranked_run
     from osneural.ingest.documents import matryoshka
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     ids, docs = stored_dense(client, index)
     qids = list(collection.queries)

@@ -78,8 +78,8 @@ def stored_float_tokens(client, index: str, doc_ids, batch: int = 16):
 def _encoded_tokens(doc_ids: set[str], pool_factor: int):
     """(id, pooled float32 tokens) by encoding the documents again, for an index without
     float16 token copies."""
-    from osneural.ingest.codecs import pool_tokens
-    from osneural.ingest.encoders import load_default
+    from osneural.codecs import pool_tokens
+    from osneural.encoders import load_default
 
     docs = []
     with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from opensearchpy import helpers
     from osneural.ingest.codec_store import delete_codecs, load_codecs, new_generation, save_codecs
-    from osneural.ingest.codecs import MuveraFDE, ProductQuantizer, code_tokens, pool_tokens
+    from osneural.codecs import MuveraFDE, ProductQuantizer, code_tokens, pool_tokens
     from osneural.ingest.corpus import CorpusDocument
     from osneural.ingest.documents import EncodedBatch, build_documents, matryoshka
     from osneural.ingest.indexer import codec_meta

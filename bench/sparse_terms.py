@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from opensearchpy import OpenSearch, helpers
     from osneural.eval.beir import load_beir
     from osneural.ingest.documents import sparse_feature_name
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     index = args.index or f"osneural-quality-{args.dataset}"
     client = OpenSearch(hosts=[args.url], timeout=600)

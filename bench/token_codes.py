@@ -57,7 +57,7 @@ class Coder:
 
     def fit(self, x: np.ndarray) -> Coder:
         import faiss
-        from osneural.ingest.codecs.pq import ProductQuantizer
+        from osneural.codecs.pq import ProductQuantizer
 
         d = x.shape[1]
         if self.kind == "f16":
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from opensearchpy import OpenSearch
     from osneural.eval.beir import load_beir
-    from osneural.ingest.codecs import pool_tokens
+    from osneural.codecs import pool_tokens
     from osneural.plugin import Searcher
 
     index = args.index or f"osneural-quality-{args.dataset}"

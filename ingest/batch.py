@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from osneural.ingest.bulk import BulkWriter, ClusterUnavailable, is_retryable
-from osneural.ingest.codecs import code_tokens, pool_tokens
+from osneural.codecs import code_tokens, pool_tokens
 from osneural.ingest.corpus import CorpusDocument
 from osneural.ingest.documents import EncodedBatch, build_documents, matryoshka
 from osneural.ingest.plan import BatchResult, CodecParams, DocFailure, IndexMismatch, IngestPlan
@@ -47,9 +47,9 @@ def load_encoders(reps: Sequence[str], given: Mapping[str, Any] | None = None,
     `load_kwargs` go to the default loader (e.g. `intra_op_threads=1` for a Ray actor that
     shares its cores with others). Default encoders load in OSNEURAL_DOCUMENT_PRECISION
     (`auto` unless set: int8 for dense and sparse when exported, see
-    `osneural.ingest.encoders.defaults.INT8_DEFAULT_KINDS` for the measured quality)."""
+    `osneural.encoders.defaults.INT8_DEFAULT_KINDS` for the measured quality)."""
     if "precision" not in load_kwargs:
-        from osneural.ingest.encoders.defaults import precision_from_env
+        from osneural.encoders.defaults import precision_from_env
 
         load_kwargs = {**load_kwargs, "precision": precision_from_env("OSNEURAL_DOCUMENT_PRECISION")}
     out: dict[str, Any] = {}
@@ -57,7 +57,7 @@ def load_encoders(reps: Sequence[str], given: Mapping[str, Any] | None = None,
         if given and kind in given:
             out[kind] = given[kind]
             continue
-        from osneural.ingest.encoders import load_default
+        from osneural.encoders import load_default
 
         out[kind] = load_default(kind, **load_kwargs)
     return out

@@ -4,7 +4,7 @@ Query nodes need the same binary quantizer, PQ codebooks, FDE parameters and IDF
 ingestion used; keeping them in the cluster (index `osneural-codecs`, `_id` = target index) means
 nothing has to be copied between machines and an index and its codecs are backed up together.
 
-The document format is owned by `osneural.ingest.codecs.bundle` (`store_bundle` / `load_bundle`),
+The document format is owned by `osneural.codecs.bundle` (`store_bundle` / `load_bundle`),
 which the query side reads too; this module only adds what ingestion needs on top: "no codecs
 yet" as None instead of an exception, an immediate refresh, and deletion.
 """
@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from opensearchpy.exceptions import NotFoundError
-from osneural.ingest.codecs.bundle import CODECS_INDEX, CodecBundle, load_bundle, store_bundle
+from osneural.codecs.bundle import CODECS_INDEX, CodecBundle, load_bundle, store_bundle
 
 CODEC_INDEX = CODECS_INDEX
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from osneural.ingest.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer
+from osneural.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer
 from osneural.ingest.plan import CodecParams, IngestSummary
 
 

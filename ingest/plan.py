@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from osneural.ingest.codecs import CodecBundle
+from osneural.codecs import CodecBundle
 
 STAGES = ("read", "resume_check", "encode_dense", "encode_sparse", "encode_multivector",
           "train_codecs", "codecs", "build", "bulk")

@@ -43,7 +43,7 @@ from osneural.ingest.batch import (
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, load_codecs, new_generation, save_codecs
 from osneural.ingest.codec_training import codec_meta, train_codecs
-from osneural.ingest.codecs import CodecBundle
+from osneural.codecs import CodecBundle
 from osneural.ingest.corpus import CorpusDocument, FieldNames, Rejected, corpus_files, iter_corpus
 from osneural.ingest.plan import (
     BatchResult,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from osneural.ingest.bulk import BulkWriter
 from osneural.ingest.codec_store import load_codecs, new_generation, save_codecs
-from osneural.ingest.codecs.mih import code_tokens
+from osneural.codecs.mih import code_tokens
 from osneural.ingest.documents import b64, unb64
 
 

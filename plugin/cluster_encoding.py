@@ -59,7 +59,7 @@ def dense(client: Any, enc: Any, stage: Any, where: str) -> np.ndarray:
     model_id = model_for(stage, enc.res, "dense", where)
 
     def compute() -> np.ndarray:
-        from osneural.ingest.encoders.registry import RegistryError, predict_dense
+        from osneural.encoders.registry import RegistryError, predict_dense
 
         try:
             return np.asarray(predict_dense(client, model_id, [enc.text])[0], dtype=np.float32)
@@ -81,7 +81,7 @@ def sparse(client: Any, enc: Any, stage: Any, where: str) -> dict[str, float]:
         model_id = model_for(stage, enc.res, "sparse", where)
 
         def compute() -> dict[str, float]:
-            from osneural.ingest.encoders.registry import RegistryError, predict_sparse
+            from osneural.encoders.registry import RegistryError, predict_sparse
 
             try:
                 return predict_sparse(client, model_id, [enc.text])[0]

@@ -123,7 +123,7 @@ def _warm_kinds(args: argparse.Namespace) -> list[str]:
         return []
     if args.warm:
         return list(dict.fromkeys(args.warm))
-    from osneural.ingest.encoders.defaults import default_export_dir, is_exported
+    from osneural.encoders.defaults import default_export_dir, is_exported
 
     return [k for k in ("dense", "sparse", "multivector") if is_exported(default_export_dir(k))]
 

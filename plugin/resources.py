@@ -147,7 +147,7 @@ class IndexResources:
                         f"index {self.index!r} has no companion codec document in "
                         "'osneural-codecs'; re-run the ingestion"
                     )
-                from osneural.ingest.codecs import CodecBundle
+                from osneural.codecs import CodecBundle
 
                 self._bundle = CodecBundle.from_dict(self.codec_data)
             return self._bundle
@@ -226,7 +226,7 @@ def current_fingerprint(client: Any, index: str, legacy: bool = False) -> IndexF
 
 def _codec_version(client: Any, index: str) -> tuple[int, int] | None:
     from opensearchpy.exceptions import NotFoundError
-    from osneural.ingest.codecs.bundle import CODECS_INDEX
+    from osneural.codecs.bundle import CODECS_INDEX
 
     try:
         doc = client.get(index=CODECS_INDEX, id=index, _source=False)
@@ -245,7 +245,7 @@ def _codec_document(
     under `codecs` (`codec_store.save_codecs`), so either writer works.
     """
     from opensearchpy.exceptions import NotFoundError
-    from osneural.ingest.codecs.bundle import CODECS_INDEX
+    from osneural.codecs.bundle import CODECS_INDEX
 
     try:
         doc = client.get(index=CODECS_INDEX, id=index)
@@ -315,7 +315,7 @@ def query_encoder_threads() -> int | None:
 #: node; on whole corpora (exact search, `bench/int8_quality.py`) int8 query encoders cost at
 #: most 0.26 nDCG@10 point against fp32 (docs/peer-bench.md). `fp32` keeps the old behaviour.
 def query_encoder_precision() -> str:
-    from osneural.ingest.encoders.defaults import precision_from_env
+    from osneural.encoders.defaults import precision_from_env
 
     return precision_from_env("OSNEURAL_QUERY_PRECISION")
 
@@ -334,7 +334,7 @@ class EncoderCache:
     def get(self, kind: str) -> Any:
         with self._lock:
             if kind not in self._encoders:
-                from osneural.ingest.encoders import load_default
+                from osneural.encoders import load_default
 
                 threads = query_encoder_threads()
                 self._encoders[kind] = load_default(kind, intra_op_threads=threads,

@@ -392,7 +392,7 @@ class Searcher:
             m = int(enc.res.codecs.params.get("mih_m") or 0)
             if m <= 0:
                 raise StageError(f"{where}: the index's codecs do not record the MIH substring count")
-            from osneural.ingest.codecs import mih
+            from osneural.codecs import mih
 
             code = enc.binary_code(where)
             terms = mih.query_tokens(code, m, stage.radius, n_bits=bq.n_bits)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from osneural.ingest.codecs import CodecBundle
-from osneural.ingest.codecs.bundle import CODECS_INDEX, store_bundle
+from osneural.codecs import CodecBundle
+from osneural.codecs.bundle import CODECS_INDEX, store_bundle
 from osneural.plugin import Searcher
 from osneural.plugin.resources import (
     EncoderCache,

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from osneural.ingest.codecs.binary import BinaryQuantizer, hamming_distances
-from osneural.ingest.codecs.mih import (
+from osneural.codecs.binary import BinaryQuantizer, hamming_distances
+from osneural.codecs.mih import (
     code_tokens,
     guaranteed_distance,
     query_tokens,

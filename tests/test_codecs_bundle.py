@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from osneural.ingest.codecs import (
+from osneural.codecs import (
     BinaryQuantizer,
     CodecBundle,
     MuveraFDE,

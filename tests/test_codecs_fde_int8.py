@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from osneural.ingest.codecs import MuveraFDE
-from osneural.ingest.codecs.bundle import CodecBundle
+from osneural.codecs import MuveraFDE
+from osneural.codecs.bundle import CodecBundle
 
 
 def _token_sets(rng: np.random.Generator, n: int, dim: int) -> list[np.ndarray]:

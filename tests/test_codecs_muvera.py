@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from osneural.ingest.codecs.muvera import MuveraFDE, chamfer
+from osneural.codecs.muvera import MuveraFDE, chamfer
 
 
 def _unit(a: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from osneural.ingest.codecs.muvera import chamfer
-from osneural.ingest.codecs.pooling import pool_tokens, ward_clusters
+from osneural.codecs.muvera import chamfer
+from osneural.codecs.pooling import pool_tokens, ward_clusters
 
 
 def _unit(a: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import warnings
 import faiss
 import numpy as np
 import pytest
-from osneural.ingest.codecs.pq import ProductQuantizer
+from osneural.codecs.pq import ProductQuantizer
 
 
 def _minilm_like(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch = pytest.importorskip("torch")  # the export extra; installed in this project's venv
 transformers = pytest.importorskip("transformers")
 
-from osneural.ingest.encoders import (  # noqa: E402
+from osneural.encoders import (  # noqa: E402
     CheckpointError,
     DenseEncoder,
     EncoderError,
@@ -31,7 +31,7 @@ from osneural.ingest.encoders import (  # noqa: E402
     load_encoder,
     read_manifest,
 )
-from osneural.ingest.encoders.export import export_model  # noqa: E402
+from osneural.encoders.export import export_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_graphs_are_plain_and_sparse_pooling_never_masks_the_logits(exported) ->
                           "EmbedLayerNormalization"}, (kind, ops)
         assert read_manifest(exported[kind])["graph_fusion"] is None
     import onnxruntime as ort
-    from osneural.ingest.encoders.runtime import SESSION_DISABLED_OPTIMIZERS
+    from osneural.encoders.runtime import SESSION_DISABLED_OPTIMIZERS
 
     assert "SkipLayerNormFusion" in SESSION_DISABLED_OPTIMIZERS
     # the sparse graph's tensors with the vocabulary axis: only the head's output and the max
@@ -315,8 +315,8 @@ def test_int8_variant_is_close_and_loadable(exported) -> None:
 def test_query_encoders_in_int8_on_request(exported, tmp_path, monkeypatch) -> None:
     """`OSNEURAL_QUERY_PRECISION=int8` (or `EncoderCache(precision=...)`) loads the int8 variant
     of the default export; an export without one is refused with the command that makes it."""
-    from osneural.ingest.encoders.defaults import DEFAULT_DIRS
-    from osneural.ingest.encoders.errors import ModelNotFoundError
+    from osneural.encoders.defaults import DEFAULT_DIRS
+    from osneural.encoders.errors import ModelNotFoundError
     from osneural.plugin.resources import EncoderCache, query_encoder_precision
 
     models = tmp_path / "models"
@@ -350,7 +350,7 @@ def test_int8_is_the_default_where_exported_and_fp32_one_setting_away(
     import shutil
 
     from osneural.ingest.batch import load_encoders
-    from osneural.ingest.encoders.defaults import DEFAULT_DIRS
+    from osneural.encoders.defaults import DEFAULT_DIRS
     from osneural.plugin.resources import EncoderCache
 
     from osneural.cli import main
@@ -393,7 +393,7 @@ def test_runtime_does_not_import_torch(exported) -> None:
 
     code = (
         "import sys\n"
-        "from osneural.ingest.encoders import load_encoder\n"
+        "from osneural.encoders import load_encoder\n"
         f"e = load_encoder({str(exported['sparse'])!r})\n"
         "e.encode_documents(['hello world'])\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
@@ -515,7 +515,7 @@ def test_unusable_checkpoints_get_clear_errors(tmp_path) -> None:
 
 
 def test_ensure_and_load_default(tmp_path, monkeypatch) -> None:
-    from osneural.ingest.encoders import ensure_default_models, load_default
+    from osneural.encoders import ensure_default_models, load_default
 
     monkeypatch.setenv("OSNEURAL_MODELS", str(tmp_path))
     paths = ensure_default_models(["sparse"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from osneural.ingest.encoders import (
+from osneural.encoders import (
     CheckpointError,
     EncoderInputError,
     IdfTable,
@@ -19,9 +19,9 @@ from osneural.ingest.encoders import (
     load_default,
     load_encoder,
 )
-from osneural.ingest.encoders.checkpoint import inspect_checkpoint
-from osneural.ingest.encoders.idf import document_frequencies, idf_from_counts, merge
-from osneural.ingest.encoders.runtime import check_texts
+from osneural.encoders.checkpoint import inspect_checkpoint
+from osneural.encoders.idf import document_frequencies, idf_from_counts, merge
+from osneural.encoders.runtime import check_texts
 
 
 def _idf_reference(docs: list[list[int]], vocab: int) -> np.ndarray:

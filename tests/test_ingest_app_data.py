@@ -385,7 +385,7 @@ def test_in_place_adds_what_needs_no_knn_and_refuses_vectors(
 @pytest.mark.slow
 def test_index_built_the_previous_way_answers_and_upgrades(
         opensearch_client, names, tmp_path: Path) -> None:
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     client, old = opensearch_client, names["old"]
     encoders = {k: load_default(k) for k in ("dense", "sparse")}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, load_codecs
-from osneural.ingest.codecs import code_tokens, pool_tokens
+from osneural.codecs import code_tokens, pool_tokens
 from osneural.ingest.documents import sparse_features, unb64
 from osneural.ingest.indexer import (
     CodecParams,

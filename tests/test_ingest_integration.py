@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, load_codecs
-from osneural.ingest.codecs import code_tokens, pool_tokens
+from osneural.codecs import code_tokens, pool_tokens
 from osneural.ingest.documents import sparse_features, unb64
-from osneural.ingest.encoders import ensure_default_models, load_default
+from osneural.encoders import ensure_default_models, load_default
 from osneural.ingest.indexer import index_corpus
 from osneural.ingest.plan import CodecParams
 from osneural.ingest.sample import sample_corpus
@@ -123,7 +123,7 @@ def test_dense_and_sparse_sample_is_not_encoded_before_the_index_exists(
     """Dense and sparse train nothing on encodings: their training sample is read (the IDF table
     is fitted on its texts) and then encoded in the pipelined loop like every other batch, so the
     loop sees every document; a run with multi-vector encodes its sample first."""
-    from osneural.ingest.codecs.bundle import CODECS_INDEX
+    from osneural.codecs.bundle import CODECS_INDEX
 
     docs = sample_corpus(limit=18)
     lines = [json.dumps(d) for d in docs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from osneural.ingest.codec_store import delete_codecs, load_codecs
-from osneural.ingest.codecs import code_tokens
+from osneural.codecs import code_tokens
 from osneural.ingest.documents import unb64
 from osneural.ingest.indexer import index_corpus
 from osneural.ingest.recode import recode_binary

@@ -18,8 +18,8 @@ import pytest
 from ingest_proxy import CuttingProxy, cut_first
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, save_codecs
-from osneural.ingest.codecs import CodecBundle
-from osneural.ingest.codecs.bundle import CODECS_INDEX
+from osneural.codecs import CodecBundle
+from osneural.codecs.bundle import CODECS_INDEX
 from osneural.ingest.indexer import IndexMismatch, IngestError, index_corpus
 from osneural.ingest.recode import recode_binary
 from test_ingest_fakes import FakeDense, fake_encoders
@@ -282,7 +282,7 @@ def _closed_port() -> int:
 @pytest.mark.slow
 def test_cli_unreachable_node_and_cut_resume_checks(
         opensearch_client, opensearch_url, index_name, tmp_path: Path, capsys) -> None:
-    from osneural.ingest.encoders import ensure_default_models
+    from osneural.encoders import ensure_default_models
 
     ensure_default_models(["dense"])
     corpus = tmp_path / "corpus.jsonl"

@@ -157,9 +157,9 @@ def ml_client(ml_node):
 def exports():
     """The default dense and sparse encoders in the ml-commons flavour (reused when an export
     of the same weights with recorded parity is already there)."""
-    from osneural.ingest.encoders.defaults import DEFAULT_DIRS, default_export_dir
-    from osneural.ingest.encoders.manifest import read_manifest
-    from osneural.ingest.encoders.mlcommons import export_mlcommons, read_info
+    from osneural.encoders.defaults import DEFAULT_DIRS, default_export_dir
+    from osneural.encoders.manifest import read_manifest
+    from osneural.encoders.mlcommons import export_mlcommons, read_info
 
     from osneural.paths import models_dir
 
@@ -181,7 +181,7 @@ def exports():
 @pytest.fixture(scope="module")
 def registered(ml_client, exports):
     """Both exports registered and deployed; kind -> registry entry."""
-    from osneural.ingest.encoders.registry import register_model, undeploy
+    from osneural.encoders.registry import register_model, undeploy
 
     entries = {kind: register_model(ml_client, folder, apply_settings=True, log=lambda _m: None)
                for kind, folder in exports.items()}
@@ -193,7 +193,7 @@ def registered(ml_client, exports):
 @pytest.fixture(scope="module")
 def judged_index(ml_node, ml_client, registered, tmp_path_factory):
     """The judged corpus loaded by `osneural ingest` (dense + sparse), models recorded in its _meta."""
-    from osneural.ingest.encoders.registry import record_model
+    from osneural.encoders.registry import record_model
 
     from osneural.cli import main
 
@@ -267,7 +267,7 @@ def test_export_is_plain_for_onnxruntime_116(exports):
 
 def test_settings_are_stated_not_changed(ml_client, registered):
     """A registration the settings do not allow stops with the exact body to apply."""
-    from osneural.ingest.encoders.registry import MLCommonsSettingsError, check_settings
+    from osneural.encoders.registry import MLCommonsSettingsError, check_settings
 
     ml_client.cluster.put_settings(body={"persistent": {
         "plugins.ml_commons.allow_registering_model_via_url": False}})
@@ -286,8 +286,8 @@ def _report(capsys, what: str, figures: dict) -> None:
 
 
 def test_mlcommons_embeddings_match_osneural(ml_client, registered, capsys):
-    from osneural.ingest.encoders import load_default
-    from osneural.ingest.encoders.registry import predict_dense, predict_sparse
+    from osneural.encoders import load_default
+    from osneural.encoders.registry import predict_dense, predict_sparse
 
     texts = [q for q, _t in QUERIES.values()] + [d["text"] for d in _corpus()[::4]]
     got = np.asarray(predict_dense(ml_client, registered["dense"]["model_id"], texts))
@@ -309,7 +309,7 @@ def test_mlcommons_embeddings_match_osneural(ml_client, registered, capsys):
 
 
 def test_register_records_model_beside_encoder_sha(ml_client, judged_index, registered):
-    from osneural.ingest.encoders.registry import RegistryError, record_model, recorded_model
+    from osneural.encoders.registry import RegistryError, record_model, recorded_model
 
     meta = ml_client.indices.get_mapping(index=judged_index)[judged_index]["mappings"]["_meta"]
     for kind in ("dense", "sparse"):
@@ -375,7 +375,7 @@ def test_encode_cluster_ranks_like_local(ml_client, judged_index):
 def test_dot_tokens_agree_between_neural_search_and_osneural(ml_client, judged_index):
     """Documents hold '.' as the escaped feature '%2E'; neural-search ignores query tokens with
     '.', and on an interop index osneural's sparse stage drops them as well."""
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
     from osneural.plugin import cluster_encoding
     from osneural.plugin.resources import describe_index
 

@@ -62,7 +62,7 @@ def test_ort16_header_rewrite(tmp_path):
     and the rewritten graph still computes the same thing."""
     import onnx
     import onnxruntime as ort
-    from osneural.ingest.encoders.mlcommons import make_ort16_compatible
+    from osneural.encoders.mlcommons import make_ort16_compatible
 
     path = tmp_path / "m.onnx"
     _tiny_model(path, 10, [("ai.onnx.ml", 5)])
@@ -78,8 +78,8 @@ def test_ort16_header_rewrite(tmp_path):
 
 def test_ort16_header_refuses_new_default_opset(tmp_path):
     import onnx
-    from osneural.ingest.encoders.errors import ExportError
-    from osneural.ingest.encoders.mlcommons import make_ort16_compatible
+    from osneural.encoders.errors import ExportError
+    from osneural.encoders.mlcommons import make_ort16_compatible
 
     path = tmp_path / "m.onnx"
     _tiny_model(path, 8, [])
@@ -91,7 +91,7 @@ def test_ort16_header_refuses_new_default_opset(tmp_path):
 
 
 def test_register_body_per_function():
-    from osneural.ingest.encoders.mlcommons import register_body
+    from osneural.encoders.mlcommons import register_body
 
     base = {"name": "osneural/x", "version": "1.0.0", "source": "/ck", "weights_sha256": "ab" * 32,
             "zip_sha256": "cd" * 32, "zip_bytes": 25_000_001, "model_type": "bert", "dim": 384,

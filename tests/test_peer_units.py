@@ -22,7 +22,7 @@ TEXTS = [
 
 
 def _batches(enc, texts):
-    from osneural.ingest.encoders.runtime import EncodeStats
+    from osneural.encoders.runtime import EncodeStats
 
     ids = enc._tokenize(texts, "", enc.max_length, EncodeStats())
     order = sorted((i for i, x in enumerate(ids) if x is not None), key=lambda i: -len(ids[i]))
@@ -31,7 +31,7 @@ def _batches(enc, texts):
 
 @pytest.mark.parametrize("cap", [None, 1, 40, 200])
 def test_token_budget_batches_respect_both_caps(cap):
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     enc = load_default("sparse", batch_size=3, max_batch_tokens=cap)
     ids, batches = _batches(enc, TEXTS)
@@ -47,7 +47,7 @@ def test_token_budget_batches_respect_both_caps(cap):
 
 
 def test_every_default_encoder_has_a_token_budget():
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     budgets = {kind: load_default(kind).max_batch_tokens for kind in ("sparse", "dense", "multivector")}
     # SPLADE's logits want the larger runs; MiniLM's activations want smaller ones (runtime.py)
@@ -57,7 +57,7 @@ def test_every_default_encoder_has_a_token_budget():
 
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
 def test_token_budget_does_not_change_outputs(kind):
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     # fp32: int8's activation scales depend on the batch, which is not what this test is about
     capped = load_default(kind, precision="fp32", batch_size=32, max_batch_tokens=64).encode_documents(TEXTS)
@@ -73,7 +73,7 @@ def test_token_budget_does_not_change_outputs(kind):
 
 
 def test_bad_token_budget_is_refused():
-    from osneural.ingest.encoders import EncoderError, load_default
+    from osneural.encoders import EncoderError, load_default
 
     with pytest.raises(EncoderError, match="max_batch_tokens"):
         load_default("sparse", max_batch_tokens=0)
@@ -91,7 +91,7 @@ def test_one_pass_gives_the_dense_query_vector():
     """The multivector graph's pooled output of a query equals the dense encoder's vector, so a
     dense + MaxSim query needs one model pass; a query cut at the token encoder's shorter
     length gets no stand-in (the dense encoder would see more of it)."""
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     dense, mv = load_default("dense", precision="fp32"), load_default("multivector")
     assert mv.shares_query_pass(dense)
@@ -109,7 +109,7 @@ def test_an_fp32_token_pass_stands_in_for_int8_dense_documents_never_queries():
     model pass: the fp32 pooled output stands in for the int8 dense vector (the fp32 vector,
     which int8 approximates). A query does not share the pass: its dense vector must not depend
     on whether some earlier spec loaded the token encoder, so it is always the int8 one."""
-    from osneural.ingest.encoders import load_default
+    from osneural.encoders import load_default
 
     dense8, dense32 = load_default("dense", precision="int8"), load_default("dense", precision="fp32")
     mv = load_default("multivector")

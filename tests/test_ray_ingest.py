@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs
-from osneural.ingest.codecs.bundle import CODECS_INDEX
+from osneural.codecs.bundle import CODECS_INDEX
 from osneural.ingest.indexer import CodecParams, IngestError, index_corpus
 from osneural.ingest.ray_ingest import ray_index_corpus
 from test_ingest_fakes import FakeDense, fake_encoders
@@ -200,7 +200,7 @@ def test_killed_worker_loses_nothing_after_resume(opensearch_client, opensearch_
 
 def test_cli_ray_with_the_default_encoders(opensearch_client, opensearch_url, local_ray, corpus,
                                            capsys) -> None:
-    from osneural.ingest.encoders import ensure_default_models
+    from osneural.encoders import ensure_default_models
 
     from osneural.cli import main as cli_main
 

@@ -1,50 +1,5 @@
-"""Encoders: export Hugging Face checkpoints to ONNX, run them with onnxruntime + tokenizers.
+"""Old path of `osneural.encoders` (encoders are shared by ingest, plugin and eval)."""
 
-Only the runtime is imported eagerly-cheap here; `export` (torch) is imported on demand.
-"""
+from osneural._moved import alias_package
 
-from osneural.ingest.encoders.defaults import (
-    DEFAULT_DIRS,
-    default_checkpoint,
-    default_export_dir,
-    ensure_default_models,
-    list_models,
-    load_default,
-)
-from osneural.ingest.encoders.errors import (
-    CheckpointError,
-    EncoderError,
-    EncoderInputError,
-    ExportError,
-    ModelNotFoundError,
-)
-from osneural.ingest.encoders.idf import IdfTable
-from osneural.ingest.encoders.manifest import read_manifest
-from osneural.ingest.encoders.runtime import (
-    DenseEncoder,
-    EncodeStats,
-    MultiVectorEncoder,
-    SparseEncoder,
-    load_encoder,
-)
-
-__all__ = [
-    "DEFAULT_DIRS",
-    "CheckpointError",
-    "DenseEncoder",
-    "EncodeStats",
-    "EncoderError",
-    "EncoderInputError",
-    "ExportError",
-    "IdfTable",
-    "ModelNotFoundError",
-    "MultiVectorEncoder",
-    "SparseEncoder",
-    "default_checkpoint",
-    "default_export_dir",
-    "ensure_default_models",
-    "list_models",
-    "load_default",
-    "load_encoder",
-    "read_manifest",
-]
+alias_package(__name__, "osneural.encoders")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 # name -> (module holding configure_<name>/run_<name>, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "opensearch": ("osneural.node.commands", "fetch, start, stop or inspect a local OpenSearch node"),
-    "export": ("osneural.ingest.encoders.commands", "export a Hugging Face checkpoint to ONNX"),
-    "models": ("osneural.ingest.encoders.commands", "list the encoders available offline"),
+    "export": ("osneural.encoders.commands", "export a Hugging Face checkpoint to ONNX"),
+    "models": ("osneural.encoders.commands", "list the encoders available offline"),
     "ingest": ("osneural.ingest.commands", "encode a corpus and bulk-load it into OpenSearch"),
     "search": ("osneural.plugin.commands", "run a retrieval pipeline against an index"),
     "serve": ("osneural.plugin.commands", "serve an OpenSearch-compatible _search endpoint"),

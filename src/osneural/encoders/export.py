@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from osneural.ingest.encoders.checkpoint import CheckpointInfo, inspect_checkpoint
-from osneural.ingest.encoders.errors import CheckpointError, ExportError
-from osneural.ingest.encoders.manifest import (
+from osneural.encoders.checkpoint import CheckpointInfo, inspect_checkpoint
+from osneural.encoders.errors import CheckpointError, ExportError
+from osneural.encoders.manifest import (
     FORMAT_VERSION,
     INT8_MODEL_NAME,
     KINDS,
@@ -32,7 +32,7 @@ from osneural.ingest.encoders.manifest import (
     sha256_files,
     write_manifest,
 )
-from osneural.ingest.encoders.runtime import SESSION_DISABLED_OPTIMIZERS
+from osneural.encoders.runtime import SESSION_DISABLED_OPTIMIZERS
 
 DEFAULT_OPSET = 17
 DEFAULT_QUERY_LENGTH = 32

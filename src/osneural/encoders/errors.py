@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class EncoderError(Exception):
-    """Base class for every error raised by `osneural.ingest.encoders`."""
+    """Base class for every error raised by `osneural.encoders`."""
 
 
 class CheckpointError(EncoderError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from osneural.ingest.codecs.serialization import (
+from osneural.codecs.serialization import (
     array_to_b64,
     as_matrix,
     as_vector,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from osneural.ingest.codecs.binary import BinaryQuantizer
-from osneural.ingest.codecs.muvera import MuveraFDE
-from osneural.ingest.codecs.pq import ProductQuantizer
-from osneural.ingest.codecs.serialization import FORMAT_VERSION
+from osneural.codecs.binary import BinaryQuantizer
+from osneural.codecs.muvera import MuveraFDE
+from osneural.codecs.pq import ProductQuantizer
+from osneural.codecs.serialization import FORMAT_VERSION
 
 BUNDLE_KIND = "bundle"
 CODECS_INDEX = "osneural-codecs"

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from osneural.ingest.encoders.errors import EncoderError
-from osneural.ingest.encoders.mlcommons import read_info, register_body
+from osneural.encoders.errors import EncoderError
+from osneural.encoders.mlcommons import read_info, register_body
 
 ML = "/_plugins/_ml"
 DEFAULT_CHUNK_BYTES = 10_000_000  # ml-commons' own client splits models into 10 MB chunks

@@ -3,7 +3,7 @@
 A B-bit code is cut into `m` contiguous substrings. Each becomes a term `f"{i:02d}:{hex}"`: the
 substring index, then the substring's value in lower-case hex, zero-padded to `ceil(width / 4)`
 digits (the value reads the substring's bits most significant first, so it is the code's own bit
-order, see `osneural.ingest.codecs.binary`).
+order, see `osneural.codecs.binary`).
 
 Widths: when `m` does not divide B, the first `B % m` substrings are one bit longer than the rest
 (widths differ by at most one bit, and none is ever empty). This is the balanced split of

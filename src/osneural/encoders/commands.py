@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from osneural.ingest.encoders.manifest import KINDS
+from osneural.encoders.manifest import KINDS
 
 
 def configure_export(parser: argparse.ArgumentParser) -> None:
@@ -51,15 +51,15 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from osneural.ingest.encoders.defaults import (
+    from osneural.encoders.defaults import (
         default_checkpoint,
         default_export_dir,
         default_quantize,
         is_exported,
     )
-    from osneural.ingest.encoders.errors import EncoderError
-    from osneural.ingest.encoders.export import export_model, quantize_int8
-    from osneural.ingest.encoders.manifest import INT8_MODEL_NAME
+    from osneural.encoders.errors import EncoderError
+    from osneural.encoders.export import export_model, quantize_int8
+    from osneural.encoders.manifest import INT8_MODEL_NAME
 
     from osneural.paths import models_dir
 
@@ -110,9 +110,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _run_export_mlcommons(args: argparse.Namespace) -> int:
-    from osneural.ingest.encoders.errors import EncoderError
-    from osneural.ingest.encoders.mlcommons import KINDS as ML_KINDS
-    from osneural.ingest.encoders.mlcommons import export_mlcommons
+    from osneural.encoders.errors import EncoderError
+    from osneural.encoders.mlcommons import KINDS as ML_KINDS
+    from osneural.encoders.mlcommons import export_mlcommons
 
     if args.kind not in ML_KINDS:
         print(f"osneural export --ml-commons: kind {args.kind!r} has no ml-commons function "
@@ -167,9 +167,9 @@ def configure_models(parser: argparse.ArgumentParser) -> None:
 
 def _run_register(args: argparse.Namespace) -> int:
     from opensearchpy.exceptions import TransportError
-    from osneural.ingest.encoders.defaults import DEFAULT_DIRS
-    from osneural.ingest.encoders.errors import EncoderError
-    from osneural.ingest.encoders.registry import MLCommonsSettingsError, register_model
+    from osneural.encoders.defaults import DEFAULT_DIRS
+    from osneural.encoders.errors import EncoderError
+    from osneural.encoders.registry import MLCommonsSettingsError, register_model
 
     from osneural.connection import ClusterConfig
     from osneural.paths import models_dir
@@ -205,7 +205,7 @@ def _run_register(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from osneural.ingest.encoders.defaults import list_models
+    from osneural.encoders.defaults import list_models
 
     if getattr(args, "action", "list") == "register":
         return _run_register(args)

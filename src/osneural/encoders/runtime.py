@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from osneural.ingest.encoders.errors import EncoderError, EncoderInputError, ModelNotFoundError
-from osneural.ingest.encoders.idf import IdfTable, document_frequencies, idf_from_counts
-from osneural.ingest.encoders.manifest import (
+from osneural.encoders.errors import EncoderError, EncoderInputError, ModelNotFoundError
+from osneural.encoders.idf import IdfTable, document_frequencies, idf_from_counts
+from osneural.encoders.manifest import (
     IDF_NAME,
     INT8_MODEL_NAME,
     MODEL_NAME,

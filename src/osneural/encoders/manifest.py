@@ -43,7 +43,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """Read and sanity-check a manifest; errors name the folder so a user knows what to re-export."""
-    from osneural.ingest.encoders.errors import ModelNotFoundError
+    from osneural.encoders.errors import ModelNotFoundError
 
     folder = Path(folder)
     path = folder / MANIFEST_NAME

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from osneural.ingest.encoders.errors import CheckpointError, ExportError
-from osneural.ingest.encoders.manifest import MODEL_NAME, TOKENIZER_NAME
+from osneural.encoders.errors import CheckpointError, ExportError
+from osneural.encoders.manifest import MODEL_NAME, TOKENIZER_NAME
 
 ORT_ML_COMMONS = "1.16.3"  # onnxruntime bundled by ml-commons 3.x
 MAX_IR_VERSION = 8  # ORT 1.16 reads IR <= 9; 8 is what opset 17 was released with
@@ -187,7 +187,7 @@ def run_like_mlcommons(folder: Path, texts: list[str]) -> list[Any]:
 def parity_against(folder: Path, reference_folder: Path, texts: list[str]) -> float:
     """Max abs difference between this export run the ml-commons way and osneural's encoder
     (all non-zero sparse terms, union of both key sets, missing = 0)."""
-    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.encoders.runtime import load_encoder
 
     info = json.loads((folder / INFO_NAME).read_text(encoding="utf-8"))
     got = run_like_mlcommons(folder, texts)
@@ -251,20 +251,20 @@ def export_mlcommons(
     """
     if kind not in KINDS:
         raise CheckpointError(f"ml-commons export: kind {kind!r} is not one of {KINDS}")
-    from osneural.ingest.encoders.checkpoint import inspect_checkpoint
-    from osneural.ingest.encoders.defaults import (
+    from osneural.encoders.checkpoint import inspect_checkpoint
+    from osneural.encoders.defaults import (
         DEFAULT_DIRS,
         default_checkpoint,
         default_export_dir,
         is_exported,
     )
-    from osneural.ingest.encoders.export import (
+    from osneural.encoders.export import (
         _load_backbone,
         _max_length,
         _require_torch,
         _write_tokenizer,
     )
-    from osneural.ingest.encoders.manifest import read_manifest, sha256_files
+    from osneural.encoders.manifest import read_manifest, sha256_files
 
     from osneural.paths import models_dir
 

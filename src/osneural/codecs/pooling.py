@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 import numpy as np
-from osneural.ingest.codecs.serialization import as_matrix
+from osneural.codecs.serialization import as_matrix
 
 
 def ward_clusters(points: np.ndarray, n_clusters: int) -> np.ndarray:

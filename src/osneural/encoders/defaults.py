@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from osneural.ingest.encoders.errors import ModelNotFoundError
-from osneural.ingest.encoders.manifest import (
+from osneural.encoders.errors import ModelNotFoundError
+from osneural.encoders.manifest import (
     INT8_MODEL_NAME,
     KINDS,
     MANIFEST_NAME,
@@ -140,7 +140,7 @@ def ensure_default_models(kinds: list[str] | None = None, *, quantize: str | Non
     """Export every missing default (needs torch), with its int8 variant where that is the
     default (`quantize="auto"`), adding the variant to an older fp32-only export; return
     kind -> export folder."""
-    from osneural.ingest.encoders.export import export_model, quantize_int8
+    from osneural.encoders.export import export_model, quantize_int8
 
     result: dict[str, Path] = {}
     for kind in kinds or list(KINDS):
@@ -157,7 +157,7 @@ def ensure_default_models(kinds: list[str] | None = None, *, quantize: str | Non
 def load_default(kind: str, precision: str = "auto", **kwargs: Any):
     """Open the exported default for `kind` (no torch needed), in `precision` (`auto`: int8 for
     INT8_DEFAULT_KINDS when exported, see `resolve_precision`)."""
-    from osneural.ingest.encoders.runtime import load_encoder
+    from osneural.encoders.runtime import load_encoder
 
     out = default_export_dir(kind)
     if not is_exported(out):
