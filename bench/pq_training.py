@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import beir_dir
 
 
 def legacy_fit(x: np.ndarray, m: int, niter: int = 25, seed: int = 0) -> np.ndarray:
