@@ -15,10 +15,11 @@ import argparse
 import json
 import time
 import warnings
-from collections.abc import Callable
 
 import faiss
 import numpy as np
+from osneural.eval.benchkit import best_time
+
 from osneural.codecs import (
     BinaryQuantizer,
     MuveraFDE,
@@ -53,16 +54,6 @@ def token_sets(n_docs: int, n_queries: int, dim: int = DIM, seed: int = 1):
         src = doc_topics[rng.integers(n_docs)]
         queries.append(draw(Q_TOKENS, np.concatenate([rng.choice(src, 6), rng.choice(600, 2)])))
     return queries, docs
-
-
-def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def fit_pq(M: int, x: np.ndarray, **kw) -> ProductQuantizer:

@@ -52,10 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-from _data import dataset_dir  # noqa: E402
-from quality import replace_block  # noqa: E402
+from osneural.eval.benchkit import REPO, dataset_dir, replace_block
 
 SPECS_DIR = REPO / "plugin" / "specs"
 DOCS = REPO / "docs" / "results.md"

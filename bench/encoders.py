@@ -34,24 +34,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from osneural.eval.benchkit import beir_dir, corpus_records
 
 KINDS = ("dense", "sparse", "multivector")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
-
 SCIFACT = beir_dir("scifact") / "corpus.jsonl"
 TARGETS = {"ort-fp32": 1.5, "ort-int8": 2.0}
 
 
 def load_texts(n: int) -> tuple[list[str], str]:
     if SCIFACT.is_file():
-        texts = []
-        with SCIFACT.open(encoding="utf-8") as fh:
-            for line in fh:
-                doc = json.loads(line)
-                texts.append(f"{doc.get('title', '')}. {doc.get('text', '')}".strip())
-                if len(texts) >= n:
-                    break
+        texts = [f"{doc.get('title', '')}. {doc.get('text', '')}".strip()
+                 for doc in corpus_records(SCIFACT, n)]
         return texts, str(SCIFACT)
     rng = np.random.default_rng(0)
     words = ["cell", "protein", "gene", "expression", "patients", "study", "risk", "clinical", "treatment", "levels", "increased", "reduced", "analysis", "results", "effect", "disease", "model", "response", "data"]
@@ -151,8 +144,9 @@ def _first_output(x):
 def _child(kind, backend, folder, texts, batch_size, threads, queue) -> None:
     """Measure one backend; puts (docs/s, peak MiB, outputs-by-text) on the queue."""
     try:
-        from osneural.encoders.manifest import read_manifest
         from tokenizers import Tokenizer
+
+        from osneural.encoders.manifest import read_manifest
 
         manifest = read_manifest(folder)
         tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
@@ -161,6 +155,7 @@ def _child(kind, backend, folder, texts, batch_size, threads, queue) -> None:
         if backend == "torch":
             import torch
             import transformers
+
             from osneural.encoders.checkpoint import inspect_checkpoint
             from osneural.encoders.export import _build_module
 

@@ -20,13 +20,9 @@ import json
 import sys
 import time
 import zlib
-from itertools import islice
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import beir_dir, corpus_records
 
 DATA = beir_dir("scifact")
 INDEX = "osneural-features-scifact"
@@ -54,8 +50,7 @@ def build(client, limit: int) -> None:
     from opensearchpy import helpers
     from osneural.ingest.indexer import index_corpus
 
-    with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:
-        docs = [json.loads(line) for line in islice(fh, limit)]
+    docs = corpus_records(DATA, limit)
     index_corpus(client, docs, INDEX, representations=["text", "dense", "sparse", "multivector"],
                  progress=False)
     client.indices.put_mapping(index=INDEX, body={"properties": {

@@ -22,8 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import beir_dir
 
 from osneural.paths import opensearch_url
 

@@ -36,40 +36,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from osneural.connection import ClusterConfig, add_cluster_arguments
+from osneural.eval.benchkit import KINDS, measure_index
 
-#: Lucene file extension -> the kind of data it holds (Lucene 9/10 codecs, k-NN's lucene engine)
-FILE_KINDS = {
-    "vec": "vectors", "vex": "vectors", "vem": "vectors", "veq": "vectors", "vemq": "vectors",
-    "vemf": "vectors", "faiss": "vectors",
-    "tim": "postings", "tip": "postings", "tmd": "postings", "doc": "postings",
-    "pos": "postings", "pay": "postings", "psm": "postings",
-    "dvd": "doc_values", "dvm": "doc_values",
-    "fdt": "stored", "fdx": "stored", "fdm": "stored",
-    "nvd": "norms", "nvm": "norms",
-    "kdd": "points", "kdi": "points", "kdm": "points",
-}
-KINDS = ("vectors", "postings", "doc_values", "stored", "norms", "points", "other")
+from osneural.connection import ClusterConfig, add_cluster_arguments
 
 #: fields of the default representations that are not text (the issue's size budget)
 TEXT_FIELDS = ("title", "text", "metadata")  # `metadata`: the app fields of older indices
 SKIP_BY_DEFAULT = ("mv_f16",)
-
-
-def _kind(ext: str) -> str:
-    return FILE_KINDS.get(ext, "other")
-
-
-def measure_index(client: Any, index: str) -> dict[str, Any]:
-    """Store bytes, docs and bytes per Lucene file kind of an index's primaries."""
-    stats = client.indices.stats(index=index, metric="store,docs,segments",
-                                 params={"include_segment_file_sizes": "true"})
-    prim = stats["indices"][index]["primaries"]
-    by_kind = dict.fromkeys(KINDS, 0)
-    for ext, info in (prim["segments"].get("file_sizes") or {}).items():
-        by_kind[_kind(ext)] += int(info["size_in_bytes"])
-    return {"bytes": int(prim["store"]["size_in_bytes"]), "docs": int(prim["docs"]["count"]),
-            "segments": int(prim["segments"]["count"]), "by_kind": by_kind}
 
 
 def source_layout(client: Any, index: str) -> tuple[dict[str, Any], list[str], dict[str, Any]]:

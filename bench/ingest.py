@@ -18,12 +18,10 @@ import json
 import sys
 import tempfile
 import time
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import beir_dir, corpus_records
 
 from osneural.paths import opensearch_url
 
@@ -53,11 +51,6 @@ class CachedEncoder:
 
     def fit_idf(self, texts: list[str], use: bool = False) -> Any:
         return self.inner.fit_idf(texts, use=use)
-
-
-def load_docs(data: Path, limit: int | None) -> list[dict[str, Any]]:
-    with open(data / "corpus.jsonl", encoding="utf-8") as fh:
-        return [json.loads(line) for line in islice(fh, limit)]
 
 
 def store_bytes(client: Any, index: str) -> int:
@@ -110,14 +103,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from opensearchpy import OpenSearch
     from osneural.ingest.codec_store import delete_codecs
-    from osneural.encoders import load_default
     from osneural.ingest.indexer import CodecParams, index_corpus
+
+    from osneural.encoders import load_default
 
     if not (args.data / "corpus.jsonl").is_file():
         print(f"no SciFact corpus at {args.data}", file=sys.stderr)
         return 2
     client = OpenSearch(hosts=[args.url], timeout=300)
-    docs = load_docs(args.data, args.limit)
+    docs = corpus_records(args.data, args.limit)
     encoders = {k: CachedEncoder(load_default(k)) for k in ("dense", "sparse", "multivector")}
     params = CodecParams(train_docs=args.train_docs)
     rows: list[dict[str, Any]] = []
@@ -171,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"corpus": str(args.data), "limit": args.limit, "docs": full["docs"],
                               "throughput": rows, "stages": stage_rows, "sizes": size_rows}
     if args.analyzers:
-        all_docs = load_docs(args.data, None)
+        all_docs = corpus_records(args.data)
         result["bm25_ndcg@10"] = {a: bm25_ndcg(client, args.data, a, all_docs)
                                   for a in ("english", "standard")}
     if args.json:

@@ -20,12 +20,10 @@ import os
 import sys
 import time
 import uuid
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import beir_dir, corpus_records
 
 ENCODE_STAGES = ("encode_dense", "encode_sparse", "encode_multivector", "encode_dense+multivector")
 
@@ -33,8 +31,7 @@ ENCODE_STAGES = ("encode_dense", "encode_sparse", "encode_multivector", "encode_
 def load_docs(limit: int) -> list[dict[str, Any]]:
     path = beir_dir("scifact") / "corpus.jsonl"
     if path.is_file():
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in islice(fh, limit)]
+        return corpus_records(path, limit)
     from osneural.ingest.sample import sample_corpus
 
     return list(sample_corpus(limit))
@@ -70,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
     from osneural.ingest.codec_store import delete_codecs
-    from osneural.encoders import load_default
     from osneural.ingest.indexer import CodecParams, index_corpus
     from osneural.ingest.ray_ingest import DEFAULT_OBJECT_STORE_BYTES, ray_index_corpus
 
     from osneural.connection import ClusterConfig
+    from osneural.encoders import load_default
 
     cfg = ClusterConfig.from_values(args.url.split(",") if args.url else None, timeout=120)
     client = cfg.client()

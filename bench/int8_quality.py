@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir, sparse_dot_scores  # noqa: E402
+from osneural.eval.benchkit import beir_dir, sparse_dot_scores, stored_dense
 
 
 def _int8_copy(kind: str, workdir: Path) -> Path:
@@ -84,7 +82,6 @@ def _timed_docs(enc: Any, texts: list[str]) -> tuple[Any, float]:
 def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
     from osneural.encoders import load_default
     from osneural.encoders.runtime import load_encoder
-    from quality import stored_dense
 
     fp32, int8 = load_default("dense", precision="fp32"), load_encoder(folder, precision="int8")
     if client is None:  # --encode-fp32: the reference documents encoded here
@@ -114,6 +111,7 @@ def dense_rows(client: Any, index: str, dataset: str, collection: Any, folder: P
 def sparse_rows(client: Any, index: str, dataset: str, collection: Any, folder: Path) -> dict:
     from opensearchpy import helpers
     from osneural.ingest.documents import sparse_feature_name
+
     from osneural.encoders import load_default
     from osneural.encoders.runtime import load_encoder
 

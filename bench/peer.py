@@ -36,7 +36,6 @@ machine running this is usually shared: only ratios from one interleaved run mea
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import itertools
 import json
 import os
@@ -48,17 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from osneural.eval.benchkit import beir_dir, logger, ndcg10, passage, pct, timed_map
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+log = logger("peer")
 
 DATA = beir_dir("scifact")
 NATIVE_FILTER = "hits.hits._id,hits.hits._score,_shards.failed"
 BM25_FIELDS = ["title^1.2", "text"]
-
-
-def log(msg: str) -> None:
-    print(f"[peer {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -83,19 +78,6 @@ def select_data(n_docs: int, n_queries: int) -> tuple[list[dict], dict[str, str]
     rng = np.random.default_rng(0)
     order = rng.permutation(len(docs))  # judged documents spread over every ingest round
     return [docs[i] for i in order], queries, qrels
-
-
-def passage(doc: dict) -> str:
-    """The text osneural encodes (`ingest.batch.joined_text`): title and body in one passage."""
-    return f"{doc['title']} {doc['text']}".strip() if doc["title"] else doc["text"]
-
-
-def ndcg10(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
-    from ranx import Qrels, Run, evaluate
-
-    r = Run({q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in run.items() if ids})
-    judged = Qrels({q: rel for q, rel in qrels.items() if q in run})
-    return float(evaluate(judged, r, "ndcg@10"))
 
 
 # ----------------------------------------------------------------------------- node + models
@@ -283,26 +265,9 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
 # ----------------------------------------------------------------------------- queries
 
 
-def pct(xs: list[float]) -> tuple[float, float]:
-    return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
-
-
 def run_pass(fn, queries: dict[str, str], clients: int) -> tuple[dict[str, list[str]], list[float], float]:
     """`fn(text) -> ids` over every query with `clients` threads: ids, latencies (ms), seconds."""
-    lat: list[float] = []
-    out: dict[str, list[str]] = {}
-
-    def one(qid: str):
-        t0 = time.perf_counter()
-        ids = fn(queries[qid])
-        return qid, ids, (time.perf_counter() - t0) * 1e3
-
-    t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(clients) as pool:
-        for qid, ids, ms in pool.map(one, list(queries)):
-            out[qid] = ids
-            lat.append(ms)
-    return out, lat, time.perf_counter() - t0
+    return timed_map(lambda qid: fn(queries[qid]), list(queries), clients)
 
 
 #: what a search page adds to a hybrid query: a facet and highlighted snippets

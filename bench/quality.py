@@ -9,7 +9,7 @@ and print nDCG@10 / Recall@100 / MRR@10, mean and p95 latency, and the differenc
 measured in the same run. `--json` prints the same figures as JSON. `--write-docs` also writes
 `docs/results.md` (with this command line) and one recall-against-latency PNG per dataset.
 
-The issue's targets are checked and printed as pass/fail lines; a failing target is a finding to
+The quality targets are checked and printed as pass/fail lines; a failing target is a finding to
 report, not a reason to tune the specs here (they are fixed so results stay comparable).
 """
 
@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from osneural.paths import opensearch_url
+from osneural.eval.benchkit import REPO, beir_root, replace_block, stored_dense
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-from _data import beir_root  # noqa: E402
+from osneural.paths import opensearch_url
 
 DEFAULT_DATA = beir_root()
 DOCS = REPO / "docs"
@@ -44,7 +42,7 @@ _MAXSIM100 = {"type": "maxsim", "window": 100, "combine": "linear", "weight": 0.
 _MAXSIM100_ONLY = {"type": "maxsim", "window": 100}
 _F16 = {"tokens": "float16"}  # the same MaxSim over the float16 copies of the same pooled tokens
 
-#: The fixed spec set of issue 8, in the order of the table. Hybrids name their single stages in
+#: The fixed spec set of the quality table, in its order. Hybrids name their single stages in
 #: `parts` so the "every hybrid beats each of its single stages" target can be checked.
 SPECS: list[dict[str, Any]] = [
     {"name": "bm25", "spec": {"first_stages": [_BM25]}},
@@ -92,7 +90,7 @@ SPECS: list[dict[str, Any]] = [
               "rescore": [{**_MAXSIM100, **_F16}]}},
 ]
 
-#: nDCG@10 the issue asks the best pipeline to reach (SPLADE++ 110M reaches 0.704 / 0.347).
+#: nDCG@10 the best pipeline is to reach (SPLADE++ 110M reaches 0.704 / 0.347).
 BEST_TARGET = {"scifact": 0.70, "nfcorpus": 0.345}
 DATASETS = ("scifact", "nfcorpus")
 
@@ -142,7 +140,7 @@ def ensure_index(
 
 
 def check_targets(dataset: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's quality targets as pass/fail records (missing figures fail, never pass)."""
+    """The quality targets as pass/fail records (missing figures fail, never pass)."""
     ndcg = {r["name"]: r["metrics"].get("ndcg@10") for r in runs if r.get("failed", 0) == 0}
     parts = {s["name"]: s.get("parts", []) for s in SPECS}
     checks = []
@@ -282,35 +280,6 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------- Matryoshka truncation
 
 
-def replace_block(path: Path, name: str, text: str) -> None:
-    """Write `text` between `<!-- name:begin -->` and `<!-- name:end -->`, appending the block
-    when absent, so generated sections never overwrite the hand-written ones."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{begin}\n{text.rstrip()}\n{end}"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + block + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
-def stored_dense(client: Any, index: str, field: str = "dense") -> tuple[list[str], Any]:
-    """Every document's stored dense vector (from `_source`), for exact offline scoring."""
-    import numpy as np
-    from opensearchpy import helpers
-
-    ids, rows = [], []
-    for hit in helpers.scan(client, index=index, size=500, _source=[field],
-                            query={"query": {"match_all": {}}}):
-        vec = (hit.get("_source") or {}).get(field)
-        if vec is not None:
-            ids.append(hit["_id"])
-            rows.append(vec)
-    return ids, np.asarray(rows, dtype=np.float32)
-
-
 def matryoshka_rows(
     client: Any, index: str, collection: Any, dims: list[int], log: Any
 ) -> list[dict[str, Any]]:
@@ -326,6 +295,7 @@ def matryoshka_rows(
     import numpy as np
     from osneural.eval.metrics import compute_metrics, ranked_run
     from osneural.ingest.documents import matryoshka
+
     from osneural.encoders import load_default
 
     ids, docs = stored_dense(client, index)

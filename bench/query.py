@@ -13,16 +13,20 @@ equal quality. `--build` ingests SciFact through the ingestion API first (`--lim
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import json
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import (
+    add_json_flag,
+    beir_dir,
+    corpus_records,
+    ndcg10,
+    passage,
+    pct,
+    print_json,
+    stored_float_tokens,
+    timed_map,
+)
 
 DATA = beir_dir("scifact")
 
@@ -34,59 +38,13 @@ def load_queries(limit: int) -> tuple[dict[str, str], dict[str, dict[str, int]]]
     return collection.queries, {q: dict(d) for q, d in collection.qrels.items()}
 
 
-def ndcg10(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
-    from ranx import Qrels, Run, evaluate
-
-    r = Run({q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in run.items() if ids})
-    return float(evaluate(Qrels(qrels), r, "ndcg@10"))
-
-
-def pct(xs: list[float]) -> tuple[float, float]:
-    return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
-
-
-def timed(fn, items, workers: int):
-    lat: list[float] = []
-    out = {}
-
-    def one(item):
-        t0 = time.perf_counter()
-        res = fn(item)
-        return item, res, (time.perf_counter() - t0) * 1e3
-
-    with cf.ThreadPoolExecutor(workers) as pool:
-        for item, res, ms in pool.map(one, items):
-            out[item] = res
-            lat.append(ms)
-    return out, lat
-
-
-def stored_float_tokens(client, index: str, doc_ids, batch: int = 16):
-    """(id, float32 tokens) from the float16 token copies (`float_tokens` representation) of these
-    documents, fetched `batch` documents per request (each is ~0.1 MB of doc values)."""
-    from osneural.plugin import rescoring
-
-    props = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-    dim = int(props["dense"]["dimension"])
-    ids = sorted(doc_ids)
-    for start in range(0, len(ids), batch):
-        raw = rescoring.fetch_codes(client, index, ids[start : start + batch], "mv_f16")
-        for doc_id, blob in raw.items():
-            yield doc_id, np.frombuffer(blob, "<f2").reshape(-1, dim).astype(np.float32)
-
-
 def _encoded_tokens(doc_ids: set[str], pool_factor: int):
     """(id, pooled float32 tokens) by encoding the documents again, for an index without
     float16 token copies."""
     from osneural.codecs import pool_tokens
     from osneural.encoders import load_default
 
-    docs = []
-    with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            d = json.loads(line)
-            if d["_id"] in doc_ids:
-                docs.append((d["_id"], (d.get("title", "") + " " + d["text"]).strip()))
+    docs = [(d["_id"], passage(d)) for d in corpus_records(DATA) if d["_id"] in doc_ids]
     enc = load_default("multivector")
     for start in range(0, len(docs), 16):
         batch = docs[start : start + 16]
@@ -132,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="queries for the MaxSim comparison (its float side index grows with them)")
     ap.add_argument("--spec", default="hybrid")
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--json", action="store_true")
+    add_json_flag(ap)
     args = ap.parse_args(argv)
 
     from opensearchpy import OpenSearch
@@ -151,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {"index": args.index, "queries": len(queries), "rows": rows}
 
     for workers in (1, args.concurrency):
-        out, lat = timed(lambda q: searcher.search(queries[q], spec), list(queries), workers)
+        out, lat = timed_map(lambda q: searcher.search(queries[q], spec), list(queries), workers)[:2]
         stage_ms: dict[str, list[float]] = {}
         for resp in out.values():
             for k, v in resp["ext"]["osneural"]["timings_ms"].items():
@@ -174,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                     "query": {"knn": {"dense": {"vector": vecs[q], "k": 10}}}}
             return [h["_id"] for h in client.search(index=args.index, body=body)["hits"]["hits"]]
 
-        out_knn, lat_knn = timed(knn, list(queries), workers)
+        out_knn, lat_knn = timed_map(knn, list(queries), workers)[:2]
         a, b = pct(lat_knn)
         rows.append({"what": "opensearch knn (dense)", "clients": workers, "p50_ms": a,
                      "p95_ms": b, "ndcg@10": ndcg10(out_knn, qrels)})
@@ -219,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
 
         mq_qrels = {q: qrels[q] for q in mq}
         for workers in (1, args.concurrency):
-            o2, l2 = timed(theirs, list(mq), workers)
+            o2, l2 = timed_map(theirs, list(mq), workers)[:2]
             a2, b2 = pct(l2)
             for label, fn in mine:
-                o1, l1 = timed(fn, list(mq), workers)
+                o1, l1 = timed_map(fn, list(mq), workers)[:2]
                 a1, b1 = pct(l1)
                 rows.append({"what": f"maxsim top100: {label}", "clients": workers, "p50_ms": a1,
                              "p95_ms": b1, "ndcg@10": ndcg10(o1, mq_qrels),
@@ -233,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         results["late_interaction"] = f"skipped: node is {info}, lateInteractionScore needs 3.3"
 
     if args.json:
-        json.dump(results, sys.stdout, indent=2)
-        print()
+        print_json(results)
     else:
         print(f"{'what':44s} {'clients':>7s} {'p50 ms':>9s} {'p95 ms':>9s} {'nDCG@10':>8s} "
               f"{'p50 vs lateInteractionScore':>28s}")

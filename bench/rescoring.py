@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +30,7 @@ from osneural.cython_ext import (
     topk,
 )
 from osneural.cython_ext import reference as ref
+from osneural.eval.benchkit import median_time as timeit
 
 Q_TOKENS, DOC_TOKENS = 32, 180
 
@@ -40,20 +40,6 @@ a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
 best = min((lambda t0: (a @ a, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(7))
 print(2 * 1024 ** 3 / best / 1e9)
 """
-
-
-def timeit(fn: Callable[[], object], min_time: float = 0.3, min_reps: int = 3) -> float:
-    """Median seconds per call; repeats until min_time has elapsed so short kernels are stable."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 200:
-            break
-    return float(np.median(times))
 
 
 def single_thread_sgemm_gflops() -> float:

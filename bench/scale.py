@@ -47,12 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-from _data import beir_dir  # noqa: E402
-from index_size import KINDS, measure_index  # noqa: E402
-from recode_index import stored_documents  # noqa: E402
+from osneural.eval.benchkit import KINDS, REPO, beir_dir, measure_index, stored_documents
 
 INDEX = "osneural-scale"
 BUILTIN_SPECS = ("bm25", "dense", "binary", "multivector", "hybrid", "hybrid-linear")

@@ -48,22 +48,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import beir_dir  # noqa: E402
+from osneural.eval.benchkit import beir_dir, logger
 
 SPECS = ("bm25", "dense", "binary", "multivector", "hybrid", "hybrid-linear")
 INDEX = "soak-docs"
 INGEST_INDEX = "soak-ingest"
+log = logger("soak")
 #: classes whose requests reach OpenSearch: the latency windows are computed over these
 UPSTREAM = tuple(f"spec:{s}" for s in SPECS) + ("passthrough", "count")
 #: class -> weight in the mix
 MIX: dict[str, float] = {**{f"spec:{s}": 1.0 for s in SPECS}, "passthrough": 1.0, "count": 1.0,
                          "malformed": 0.6, "refused": 0.6}
-
-
-def log(msg: str) -> None:
-    print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------ requests

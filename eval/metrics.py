@@ -28,6 +28,18 @@ def ranked_run(doc_ids: Sequence[str], query_id: str | None = None) -> tuple[dic
 
     Drops hits equal to `query_id` (BEIR convention) and repeated ids (a ranking lists a document
     once; a later repeat would otherwise overwrite the earlier, better rank).
+
+    Args:
+        doc_ids: the ranking as returned, best first.
+        query_id: the query's own id, dropped from the ranking when given.
+
+    Returns:
+        `({doc id: score}, dropped)`: scores n, n-1, ... by rank (n = len(doc_ids)), and how many
+        hits equalled `query_id`.
+
+    Example:
+        >>> ranked_run(["d1", "q7", "d2", "d1"], query_id="q7")
+        ({'d1': 4.0, 'd2': 2.0}, 1)
     """
     run: dict[str, float] = {}
     dropped = 0
@@ -51,6 +63,23 @@ def compute_metrics(
 
     Only the queries that were run are evaluated: a query that failed is absent from `runs` and
     must not count as a zero. An empty ranking is a legitimate zero.
+
+    Args:
+        qrels: `{query id: {doc id: grade}}`, grade 0 non-relevant.
+        runs: `{query id: {doc id: score}}`, e.g. built by `ranked_run`.
+        metrics: ranx metric names.
+
+    Returns:
+        `(means, per_query)`: `{metric: mean over the run queries}` and
+        `{query id: {metric: value}}`. A ValueError when no query was run or a run query has no
+        judgments.
+
+    Example:
+        >>> qrels = {"q1": {"d1": 1}, "q2": {"d9": 2}}
+        >>> runs = {"q1": ranked_run(["d1", "d2"])[0], "q2": {}}
+        >>> means, per_query = compute_metrics(qrels, runs, ["ndcg@10"])
+        >>> means, per_query["q2"]
+        ({'ndcg@10': 0.5}, {'ndcg@10': 0.0})
     """
     if not runs:
         raise ValueError("no query was run; nothing to evaluate")
@@ -83,7 +112,18 @@ def compute_metrics(
 
 
 def latency_stats(latencies_ms: Sequence[float]) -> dict[str, float | None]:
-    """Mean, median, p95 and max in milliseconds (p95 by linear interpolation, numpy's default)."""
+    """Mean, median, p95 and max in milliseconds (p95 by linear interpolation, numpy's default).
+
+    Args:
+        latencies_ms: one latency per query, in milliseconds.
+
+    Returns:
+        `{"mean", "p50", "p95", "max"}`, each None when there is no latency.
+
+    Example:
+        >>> latency_stats([10.0, 20.0, 30.0, 40.0])
+        {'mean': 25.0, 'p50': 25.0, 'p95': 38.5, 'max': 40.0}
+    """
     if len(latencies_ms) == 0:
         return {"mean": None, "p50": None, "p95": None, "max": None}
     x = np.asarray(latencies_ms, dtype=np.float64)
@@ -96,14 +136,39 @@ def latency_stats(latencies_ms: Sequence[float]) -> dict[str, float | None]:
 
 
 def summarize_errors(errors: Sequence[tuple[str, str]], keep: int = 5) -> list[dict[str, Any]]:
-    """The first `keep` failures as `{query_id, error}` records, for the report."""
+    """The first `keep` failures as `{query_id, error}` records, for the report.
+
+    Args:
+        errors: `(query id, message)` of every failed query, in run order.
+        keep: how many to report.
+
+    Returns:
+        At most `keep` records, first failures first.
+
+    Example:
+        >>> summarize_errors([("q1", "timeout"), ("q2", "HTTP 500")], keep=1)
+        [{'query_id': 'q1', 'error': 'timeout'}]
+    """
     return [{"query_id": qid, "error": msg} for qid, msg in errors[:keep]]
 
 
 def ndcg_at_k(ranked: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
     """nDCG@k of one ranking with the conventions above (gain = grade, log2 discount, grade <= 0
     non-relevant), without ranx: `osneural tune` scores thousands of candidate fusions per fold and
-    ranx's per-call overhead would dominate. Checked against `compute_metrics` in the tests."""
+    ranx's per-call overhead would dominate. Checked against `compute_metrics` in the tests.
+
+    Args:
+        ranked: document ids, best first.
+        judged: `{doc id: grade}` of the query.
+        k: the cut-off.
+
+    Returns:
+        nDCG@k in [0, 1]; 0.0 when the query has no relevant document.
+
+    Example:
+        >>> round(ndcg_at_k(["d2", "d1"], {"d1": 1, "d2": 0}), 4)
+        0.6309
+    """
     ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:k]
     if not ideal:
         return 0.0

@@ -1,6 +1,6 @@
 """Training the codecs of a new index on a sample of its encoded documents, and their `_meta`.
 
-The codec stage uses the codecs package defaults the brief fixed: 1 bit per dense dimension cut
+The codec stage uses the codecs package defaults, chosen for MiniLM: 1 bit per dense dimension cut
 into `mih_m` = 64 MIH substrings (6 bits each: near codes share many terms), dense PQ M = 48,
 token PQ M = 192, token pooling factor 2, MUVERA defaults. Training uses at most `train_docs`
 documents and `max_train_tokens` token vectors. PQ needs at least 256 training vectors; a smaller

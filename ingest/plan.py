@@ -36,7 +36,7 @@ class EmptyCorpus(IngestError):
 
 @dataclass
 class CodecParams:
-    """Codec settings; defaults are the ones the brief fixed for MiniLM (384-d)."""
+    """Codec settings; the defaults are chosen for MiniLM (384-d), each for the reason beside it."""
 
     # 64 six-bit substrings: on SciFact, Recall@1000 of the binary stage (radius 1) is 0.97,
     # against 0.49 with 24 sixteen-bit ones (measured once when the default changed; no bench

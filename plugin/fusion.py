@@ -45,7 +45,24 @@ def _best_ranks(runs: Sequence[Run]) -> dict[str, int]:
 def rrf(
     runs: Sequence[Run], rank_constant: int = 60, weights: Sequence[float] | None = None
 ) -> list[tuple[str, float]]:
-    """Weighted reciprocal rank fusion: sum_i w_i / (rank_constant + rank_i), ranks from 1."""
+    """Weighted reciprocal rank fusion: sum_i w_i / (rank_constant + rank_i), ranks from 1.
+
+    Only ranks count, so stages whose scores live on unrelated scales fuse without calibration.
+
+    Args:
+        runs: one candidate list per first stage, each best first; scores are ignored.
+        rank_constant: k of RRF (>= 1); larger values flatten the gap between top ranks.
+        weights: one weight per run (default: all 1).
+
+    Returns:
+        (doc id, fused score) for every document of any run, best first; ties broken by the best
+        rank any run gave the document, then by id. A ValueError for rank_constant < 1 or a
+        weights length that is not one per run.
+
+    Example:
+        >>> rrf([[("a", 9.0), ("b", 7.0)], [("b", 0.8), ("c", 0.5)]], rank_constant=1)
+        [('b', 0.8333333333333333), ('a', 0.5), ('c', 0.3333333333333333)]
+    """
     if rank_constant < 1:
         raise ValueError("rank_constant must be >= 1")
     w = _weights(weights, len(runs))
@@ -57,7 +74,22 @@ def rrf(
 
 
 def normalize(scores: np.ndarray, method: str) -> np.ndarray:
-    """Min-max to [0, 1], or z-score with the population standard deviation (as ranx `zmuv`)."""
+    """Min-max to [0, 1], or z-score with the population standard deviation (as ranx `zmuv`).
+
+    Args:
+        scores: one run's scores.
+        method: `"minmax"` or `"zscore"` (anything else is a ValueError).
+
+    Returns:
+        float64 scores of the same length. Min-max of equal scores gives 1.0 everywhere (every
+        entry is the stage's best); z-score divides by at least 1e-9 so equal scores give 0.
+
+    Example:
+        >>> normalize(np.array([2.0, 4.0, 3.0]), "minmax").tolist()
+        [0.0, 1.0, 0.5]
+        >>> normalize(np.array([1.0, 3.0]), "zscore").tolist()
+        [-1.0, 1.0]
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
         return scores
@@ -75,7 +107,20 @@ def normalize(scores: np.ndarray, method: str) -> np.ndarray:
 def linear(
     runs: Sequence[Run], normalization: str = "minmax", weights: Sequence[float] | None = None
 ) -> list[tuple[str, float]]:
-    """Weighted sum of per-run normalised scores; a document absent from a run gets 0 there."""
+    """Weighted sum of per-run normalised scores; a document absent from a run gets 0 there.
+
+    Args:
+        runs: one candidate list per first stage, each best first, with the stage's own scores.
+        normalization: how each run's scores are rescaled first, `"minmax"` or `"zscore"`.
+        weights: one weight per run (default: all 1); an empty run contributes nothing.
+
+    Returns:
+        (doc id, fused score) for every document of any run, best first, ties broken as in `rrf`.
+
+    Example:
+        >>> linear([[("a", 10.0), ("b", 5.0)], [("b", 0.9), ("c", 0.1)]], weights=[1.0, 2.0])
+        [('b', 2.0), ('a', 1.0), ('c', 0.0)]
+    """
     w = _weights(weights, len(runs))
     fused: dict[str, float] = {}
     for wi, run in zip(w, runs, strict=True):
@@ -96,7 +141,24 @@ def fuse(
     rank_constant: int = 60,
     normalization: str = "minmax",
 ) -> list[tuple[str, float]]:
-    """Dispatch on the spec's fusion type; a single run is returned as is (no rescaling)."""
+    """Dispatch on the spec's fusion type; a single run is returned as is (no rescaling).
+
+    Args:
+        runs: one candidate list per first stage, each best first.
+        method: the spec's fusion type, `"rrf"` or `"linear"` (anything else is a ValueError).
+        weights: one weight per run (default: all 1).
+        rank_constant: k of RRF, used by `"rrf"` only.
+        normalization: `"minmax"` or `"zscore"`, used by `"linear"` only.
+
+    Returns:
+        (doc id, score) best first: the fused ranking, or a lone run's own scores unchanged.
+
+    Example:
+        >>> fuse([[("a", 3.0), ("b", 1.0)]], "rrf")
+        [('a', 3.0), ('b', 1.0)]
+        >>> fuse([[("a", 3.0)], [("b", 1.0)]], "rrf", rank_constant=1)
+        [('a', 0.5), ('b', 0.5)]
+    """
     if len(runs) == 1 and (weights is None or weights[0] > 0):
         return [(doc_id, float(s)) for doc_id, s in runs[0]]
     if method == "rrf":

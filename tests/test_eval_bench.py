@@ -28,7 +28,7 @@ def _run(name: str, ndcg: float | None, failed: int = 0, mean: float = 10.0) -> 
 def test_specs_are_valid_and_cover_the_issue(quality) -> None:
     from osneural.plugin.spec import parse_spec
 
-    # the 11 of issue 8, MaxSim alone over the same window, and float-token twins of the 3 MaxSim rows
+    # the 11 fixed pipelines, MaxSim alone over the same window, and float-token twins of the 3 MaxSim rows
     assert len(quality.SPECS) == 15
     names = {s["name"] for s in quality.SPECS}
     for entry in quality.SPECS:

@@ -1,5 +1,5 @@
 """bench/defaults.py's selection rule, its leave-one-collection-out judgment and candidate specs,
-the dataset-argument resolution, and bench/quality.py's generated-block writing (no index)."""
+the dataset-argument resolution, and the bench helpers' generated-block writing (no index)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 @pytest.fixture(scope="module")
 def defaults():
-    sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location("bench_defaults", BENCH / "defaults.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_defaults"] = module  # dataclasses resolve their module by name
@@ -167,18 +166,16 @@ def test_dataset_argument_resolves_names_in_any_root_and_paths(tmp_path: Path,
 
 
 def test_bench_finds_the_classic_collections(monkeypatch, tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    import _data
+    from osneural.eval import benchkit
 
     monkeypatch.setenv("OSNEURAL_BEIR_DIR", str(tmp_path / "beir"))
     monkeypatch.setenv("OSNEURAL_CLASSIC_DIR", str(tmp_path / "classic"))
     med = _collection(tmp_path / "classic" / "medline")
-    assert _data.dataset_dir("medline") == med
+    assert benchkit.dataset_dir("medline") == med
 
 
 def test_generated_blocks_replace_only_themselves(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    from quality import replace_block
+    from osneural.eval.benchkit import replace_block
 
     doc = tmp_path / "r.md"
     doc.write_text("# title\n\nhand-written\n")

@@ -19,7 +19,20 @@ FORMAT_VERSION = 1
 
 
 def array_to_b64(array: np.ndarray) -> str:
-    """Encode an array as base64 of its `.npy` bytes (dtype and shape included)."""
+    """Encode an array as base64 of its `.npy` bytes (dtype and shape included).
+
+    Args:
+        array: any non-object numpy array (object arrays would need pickle: a ValueError).
+
+    Returns:
+        ASCII base64 text that `b64_to_array` turns back into an equal array.
+
+    Example:
+        >>> text = array_to_b64(np.arange(6, dtype=np.uint8).reshape(2, 3))
+        >>> b64_to_array(text)
+        array([[0, 1, 2],
+               [3, 4, 5]], dtype=uint8)
+    """
     array = np.asarray(array)
     if array.dtype.hasobject:
         raise ValueError("object arrays cannot be serialized without pickle")
@@ -29,7 +42,19 @@ def array_to_b64(array: np.ndarray) -> str:
 
 
 def b64_to_array(text: str) -> np.ndarray:
-    """Decode `array_to_b64` output; refuses pickled payloads."""
+    """Decode `array_to_b64` output; refuses pickled payloads.
+
+    Args:
+        text: base64 of `.npy` bytes.
+
+    Returns:
+        The array with the dtype and shape it was written with. A ValueError for text that is not
+        base64 or not a pickle-free `.npy` payload.
+
+    Example:
+        >>> b64_to_array(array_to_b64(np.array([1.5, -2.0], dtype=np.float16)))
+        array([ 1.5, -2. ], dtype=float16)
+    """
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError) as exc:
@@ -41,7 +66,22 @@ def b64_to_array(text: str) -> np.ndarray:
 
 
 def load_array(text: str | None, shape: tuple[int, ...], name: str, kind: str) -> np.ndarray:
-    """`b64_to_array` of a codec field that must have `shape` (floats come back float32)."""
+    """`b64_to_array` of a codec field that must have `shape` (floats come back float32).
+
+    Args:
+        text: the field's base64 payload, None when the dict lacks it.
+        shape: the shape the codec's parameters require.
+        name: the field's name, for the error message.
+        kind: the codec's kind, for the error message.
+
+    Returns:
+        The array (float32 for any float dtype). A ValueError naming the codec and the field when
+        it is missing or has another shape.
+
+    Example:
+        >>> load_array(array_to_b64(np.zeros((2, 4))), (2, 4), "centroids", "pq").dtype
+        dtype('float32')
+    """
     if text is None:
         raise ValueError(f"{kind}: dict lacks {name}")
     array = b64_to_array(text)
@@ -51,12 +91,35 @@ def load_array(text: str | None, shape: tuple[int, ...], name: str, kind: str) -
 
 
 def header(kind: str) -> dict[str, Any]:
-    """The fields every codec dict starts with, so a loader can dispatch and refuse mismatches."""
+    """The fields every codec dict starts with, so a loader can dispatch and refuse mismatches.
+
+    Args:
+        kind: the codec's kind (`"pq"`, `"binary"`, ...).
+
+    Returns:
+        `{"kind": kind, "version": FORMAT_VERSION}`.
+
+    Example:
+        >>> header("pq") == {"kind": "pq", "version": FORMAT_VERSION}
+        True
+    """
     return {"kind": kind, "version": FORMAT_VERSION}
 
 
 def check_header(data: dict[str, Any], kind: str) -> None:
-    """Refuse a dict written for another codec or by an incompatible version."""
+    """Refuse a dict written for another codec or by an incompatible version.
+
+    Args:
+        data: a codec dict as read from the companion document.
+        kind: the kind the caller is about to load.
+
+    Returns:
+        None; a ValueError naming the kind or version found when `data` is not a dict of this
+        kind at `FORMAT_VERSION`.
+
+    Example:
+        >>> check_header({"kind": "pq", "version": FORMAT_VERSION, "m": 8}, "pq")
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{kind}: expected a dict, got {type(data).__name__}")
     if data.get("kind") != kind:
@@ -72,6 +135,21 @@ def as_matrix(x: Any, name: str, dim: int | None = None, min_rows: int = 1) -> n
 
     Codecs turn NaN into plausible-looking codes (sign bits, nearest centroids), so garbage would
     otherwise pass silently into the index; we check here, once, at the boundary.
+
+    Args:
+        x: array-like of numbers, [n, dim].
+        name: what the caller calls it, for the error message.
+        dim: the required dimension, if any.
+        min_rows: the fewest rows accepted.
+
+    Returns:
+        float32 C-contiguous [n, dim]. A ValueError for non-numeric input, another rank or
+        dimension, too few rows, or a non-finite value (its row and column named).
+
+    Example:
+        >>> as_matrix([[1, 2], [3, 4]], "vectors", dim=2)
+        array([[1., 2.],
+               [3., 4.]], dtype=float32)
     """
     array = np.asarray(x)
     if array.dtype.kind not in "fiu":
@@ -94,7 +172,20 @@ def as_matrix(x: Any, name: str, dim: int | None = None, min_rows: int = 1) -> n
 
 
 def as_vector(x: Any, name: str, dim: int | None = None) -> np.ndarray:
-    """Float32 [dim] vector, checked like `as_matrix`."""
+    """Float32 [dim] vector, checked like `as_matrix`.
+
+    Args:
+        x: array-like of numbers, [dim].
+        name: what the caller calls it, for the error message.
+        dim: the required dimension, if any.
+
+    Returns:
+        float32 [dim]; a ValueError as `as_matrix` raises, or for input that is not 1-D.
+
+    Example:
+        >>> as_vector([0.5, 1], "query", dim=2)
+        array([0.5, 1. ], dtype=float32)
+    """
     array = np.asarray(x)
     if array.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D vector, got shape {array.shape}")
