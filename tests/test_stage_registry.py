@@ -6,8 +6,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import pytest
-from osneural.plugin.rescoring import RESCORERS
+from osneural.plugin.rescoring import (
+    RESCORERS,
+    RescoreSpec,
+    RescoreType,
+    register_rescorer,
+    unregister_rescorer,
+)
 from osneural.plugin.resources import ResourceCache, spec_encoder_kinds, spec_needs_codecs
 from osneural.plugin.searcher import Searcher
 from osneural.plugin.spec import parse_spec
@@ -38,6 +45,31 @@ class Tag(FirstStageType):
 
     def query(self, stage: TagStage, ctx: StageContext) -> dict[str, Any]:
         return with_filter({"term": {stage.field: ctx.text}}, ctx.filter)
+
+
+class ByIdRescore(RescoreSpec):
+    """Scores a window by the number in its ids (`d3` -> 3): an order no first stage gives."""
+
+    type: Literal["by_id"] = "by_id"
+    window: int = Field(10, ge=1, le=10_000)
+
+
+class ById(RescoreType):
+    spec = ByIdRescore
+
+    def index_field(self, stage: ByIdRescore) -> None:
+        return None
+
+    def score(self, stage: ByIdRescore, ctx: StageContext, ids: list[str],
+              timeout_s: float) -> np.ndarray:
+        return np.array([float(i[1:]) for i in ids])
+
+
+@pytest.fixture
+def by_id_rescorer():
+    register_rescorer(ById)
+    yield
+    unregister_rescorer("by_id")
 
 
 @pytest.fixture
@@ -109,3 +141,26 @@ def test_a_stage_defined_in_a_test_answers_through_the_searcher(
             searcher.search("red", {"first_stages": [{"type": "tag", "field": "color"}]})
     finally:
         searcher.close()
+
+
+def test_a_rescoring_stage_defined_in_a_test_reorders_the_window(
+    tag_stage, by_id_rescorer, opensearch_client, index_name
+) -> None:
+    opensearch_client.indices.create(index=index_name, body={"mappings": {"properties": {
+        "tag": {"type": "keyword"}}}})
+    for n in range(1, 6):
+        opensearch_client.index(index=index_name, id=f"d{n}", body={"tag": "red"})
+    opensearch_client.indices.refresh(index=index_name)
+    searcher = Searcher(opensearch_client, index_name, cache=ResourceCache())
+    try:
+        spec = {"first_stages": [{"type": "tag"}], "rescore": [{"type": "by_id", "window": 3}]}
+        out = searcher.search("red", spec)
+        # the window (d1..d3, tied first-stage scores ordered by id) re-ranked by its own score;
+        # the tail keeps its order below it
+        assert [h["_id"] for h in out["hits"]["hits"]] == ["d3", "d2", "d1", "d4", "d5"]
+        assert "rescore.by_id" in out["ext"]["osneural"]["timings_ms"]
+        assert parse_spec(spec).rescore[0].combine == "replace"  # the RescoreSpec defaults
+    finally:
+        searcher.close()
+    with pytest.raises(SpecError, match=r"rescore\[0\]: unknown type 'nope'"):
+        parse_spec({"rescore": [{"type": "nope"}]})
