@@ -19,13 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osneural.errors import EvalError
+
 Qrels = dict[str, dict[str, int]]
 
 QRELS_SUFFIXES = (".tsv", ".txt", ".trec", ".qrels")
 EXAMPLES_KEPT = 5
 
 
-class EvalDataError(ValueError):
+class EvalDataError(EvalError):
     """A collection file is missing or malformed; the message names the file and line."""
 
 

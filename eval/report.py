@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osneural.errors import EvalError
+
 SCHEMA = "osneural-eval/1"
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -25,7 +27,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 LATENCY_COLUMNS: tuple[tuple[str, str], ...] = (("mean", "mean ms"), ("p95", "p95 ms"))
 
 
-class ResultFileError(ValueError):
+class ResultFileError(EvalError):
     """A result file given to `--compare` is unreadable or not an osneural eval result."""
 
 

@@ -39,16 +39,17 @@ from osneural.plugin import rescoring
 from osneural.plugin.spec import PipelineSpec, SpecError, load_spec, parse_spec
 
 from osneural.connection import ClusterConfig, ClusterConfigError, add_cluster_arguments
+from osneural.errors import EvalError, OsneuralError
 
 Run = list[tuple[str, float]]
 RUN_DEPTH = 100  # ranked ids kept per query: what `osneural eval` scores
 
 
-class TuneError(ValueError):
+class TuneError(EvalError):
     """Bad tuning input (too few queries for the folds, a base spec with nothing to tune)."""
 
 
-class HeldOutLeakError(RuntimeError):
+class HeldOutLeakError(OsneuralError, RuntimeError):
     """A held-out score was asked for queries the configuration was fitted on."""
 
 

@@ -20,9 +20,16 @@ from typing import Any, TextIO
 
 from opensearchpy.helpers import streaming_bulk
 
+from osneural.errors import IngestError
 
-class ClusterUnavailable(RuntimeError):
-    """The cluster refused or could not be reached for a whole batch, after every retry."""
+
+class ClusterUnavailable(IngestError):
+    """The cluster refused or could not be reached for a whole batch, after every retry;
+    `result` holds the batch's `BulkResult` (its failures)."""
+
+    def __init__(self, message: str, result: BulkResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -147,9 +154,7 @@ class BulkWriter:
             err = ClusterUnavailable(
                 f"index {self.index!r}: a batch of {len(actions)} documents failed after "
                 f"{self.max_retries} retries ({result.failures[0].reason}); documents written "
-                "so far are kept, rerun with resume to continue"
-            )
-            err.result = result  # type: ignore[attr-defined]
+                "so far are kept, rerun with resume to continue", result)
             raise err
         return result
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osneural.errors import IngestError
+
 
 @dataclass(frozen=True)
 class FieldNames:
@@ -130,7 +132,7 @@ class Rejected:
 CorpusItem = CorpusDocument | Rejected
 
 
-class CorpusError(ValueError):
+class CorpusError(IngestError, ValueError):
     """The corpus as a whole is unusable (missing path, no files, no documents)."""
 
 

@@ -13,21 +13,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from osneural.codecs import CodecBundle
+from osneural.errors import IndexMismatchError, IngestError
 
 STAGES = ("read", "resume_check", "encode_dense", "encode_sparse", "encode_multivector",
           "train_codecs", "codecs", "build", "bulk")
 
 
-class IngestError(RuntimeError):
-    """Ingestion cannot start or had to stop; `.summary` holds the progress made so far."""
-
-    def __init__(self, message: str, summary: IngestSummary | None = None) -> None:
-        super().__init__(message)
-        self.summary = summary
-
-
-class IndexMismatch(IngestError):
-    """The existing index was built with other encoders, dimensions or representations."""
+#: the ingestion side's name for `osneural.errors.IndexMismatchError` (one class for both sides)
+IndexMismatch = IndexMismatchError
 
 
 class EmptyCorpus(IngestError):

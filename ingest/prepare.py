@@ -306,23 +306,23 @@ def check_compatible(
     if sorted(have) != sorted(reps):
         raise IndexMismatch(
             f"index {index!r} holds representations {have}; this run asks for {reps} "
-            "(leave --representations out to use the index's own)"
-        )
+            "(leave --representations out to use the index's own)",
+            index=index, expected=have, found=reps)
     for kind, mine in enc_meta.items():
         theirs = (meta.get("encoders") or {}).get(kind) or {}
         if theirs.get("sha256") != mine.get("sha256"):
             raise IndexMismatch(
                 f"index {index!r} was built with {kind} encoder {theirs.get('name')!r} "
                 f"(sha256 {str(theirs.get('sha256'))[:12]}); this run uses {mine.get('name')!r} "
-                f"(sha256 {str(mine.get('sha256'))[:12]})"
-            )
+                f"(sha256 {str(mine.get('sha256'))[:12]})",
+                index=index, expected=theirs.get("sha256"), found=mine.get("sha256"))
     dense_prop = props.get("dense") or {}
     dense_dim = (enc_meta.get("dense") or {}).get("dim")
     if "dense" in reps and dense_dim and dense_prop.get("dimension") not in (None, dense_dim):
         raise IndexMismatch(
             f"wrong embedding dimension: index {index!r} field 'dense' has dimension "
-            f"{dense_prop.get('dimension')}, the dense encoder gives {dense_dim}"
-        )
+            f"{dense_prop.get('dimension')}, the dense encoder gives {dense_dim}",
+            index=index, expected=dense_prop.get("dimension"), found=dense_dim)
 
 
 def _setting_key(key: str) -> str:

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from osneural.plugin.resources import StageError
+
+from osneural.errors import StageError
 
 
 def interop(res: Any, kind: str) -> dict[str, Any] | None:

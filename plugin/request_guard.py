@@ -45,15 +45,7 @@ from typing import Any
 
 import numpy as np
 
-
-class GuardError(Exception):
-    """A request refused before it reached OpenSearch; `status` is the HTTP answer."""
-
-    def __init__(self, status: int, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.kind = kind
-        self.reason = reason
+from osneural.errors import GuardError
 
 
 @dataclass(frozen=True)

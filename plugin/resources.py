@@ -25,26 +25,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from osneural.plugin.spec import PipelineSpec
+from osneural.errors import IndexMismatchError, StageError, StaleCodecsError
 
+if TYPE_CHECKING:
+    from osneural.plugin.spec import PipelineSpec
 
-class StageError(ValueError):
-    """The index cannot serve a stage of the spec (a 400 naming the stage)."""
-
-
-class IndexMismatchError(StageError):
-    """The index was built with a different encoder or codec than this node has."""
-
-
-class StaleCodecsError(IndexMismatchError):
-    """The codec document belongs to another build of the index (generation mismatch).
-
-    `status` 409: the request was fine, the cluster holds an inconsistent pair (usually for the
-    seconds a rebuild takes); retrying later succeeds once ingestion has finished."""
-
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -58,27 +45,25 @@ class IndexFingerprint:
     codec_version: tuple[int, int] | None = None
 
 
-#: document field (or codec) each stage needs, by spec location prefix and type
-STAGE_FIELDS: dict[tuple[str, str], str] = {
-    ("first_stages", "dense"): "dense",
-    ("first_stages", "sparse"): "sparse",
-    ("first_stages", "binary"): "bin_tokens",
-    ("first_stages", "fde"): "fde",
-    ("rescore", "hamming"): "bin_code",
-    ("rescore", "pq"): "dense_pq",
-    ("rescore", "dense"): "dense",
-    ("rescore", "maxsim"): "mv_codes",
-}
+def stage_types(where: str) -> Any:
+    """The registry of the stages listed under `where` (`first_stages` or `rescore`)."""
+    from osneural.plugin.rescoring import RESCORERS
+    from osneural.plugin.stages import FIRST_STAGES
 
-#: field of each stored token form the `maxsim` rescoring stage can read
-TOKEN_FIELDS = {"pq": "mv_codes", "float16": "mv_f16"}
+    return FIRST_STAGES if where == "first_stages" else RESCORERS
+
+
+def _all_stages(spec: PipelineSpec) -> list[tuple[str, int, Any, Any]]:
+    """(where, position, stage spec, stage type) of every stage of `spec`, first stages first."""
+    return [(where, i, stage, stage_types(where).of(stage))
+            for where, stages in (("first_stages", spec.first_stages), ("rescore", spec.rescore))
+            for i, stage in enumerate(stages)]
 
 
 def stage_field(where: str, stage: Any) -> str | None:
     """The document field a stage reads (None for bm25, whose fields are its own parameter)."""
-    if stage.type == "maxsim":
-        return TOKEN_FIELDS[stage.tokens]
-    return getattr(stage, "field", None) or STAGE_FIELDS.get((where, stage.type))
+    return stage_types(where).of(stage).index_field(stage)
+
 
 #: encoder kind each representation is computed with
 ENCODER_KIND = {"dense": "dense", "sparse": "sparse", "multivector": "multivector"}
@@ -118,24 +103,8 @@ class IndexResources:
 
     def check_spec(self, spec: PipelineSpec) -> None:
         """Every stage's field exists; otherwise a 400 naming the stage and the field."""
-        for where, stages in (("first_stages", spec.first_stages), ("rescore", spec.rescore)):
-            for i, stage in enumerate(stages):
-                wanted = stage_field(where, stage)
-                if stage.type == "bm25":
-                    continue
-                if wanted and not self.has_field(wanted):
-                    raise StageError(
-                        f"{where}[{i}] ({stage.type}): index {self.index!r} has no field "
-                        f"{wanted!r}; it was not built with that representation"
-                    )
-        for i, stage in enumerate(spec.first_stages):
-            if stage.type == "bm25":
-                missing = [f for f in stage.fields if f.split("^")[0] not in self.fields
-                           and "*" not in f]
-                if missing:
-                    raise StageError(
-                        f"first_stages[{i}] (bm25): index {self.index!r} has no field(s) {missing}"
-                    )
+        for where, i, stage, kind in _all_stages(spec):
+            kind.check_index(stage, self, f"{where}[{i}] ({stage.type})")
 
     @property
     def codecs(self) -> Any:
@@ -206,8 +175,8 @@ def describe_index(client: Any, index: str) -> IndexResources:
                 f"index {index!r} has codec generation {generation!r} but its codec document in "
                 f"'osneural-codecs' has generation {doc_generation!r}: it belongs to another build "
                 "of the index (deleted, or a rebuild still being written); refusing to use it. "
-                "Retry once ingestion has finished, or re-run the ingestion"
-            )
+                "Retry once ingestion has finished, or re-run the ingestion",
+                index=index, expected=generation, found=doc_generation)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -226,6 +195,7 @@ def current_fingerprint(client: Any, index: str, legacy: bool = False) -> IndexF
 
 def _codec_version(client: Any, index: str) -> tuple[int, int] | None:
     from opensearchpy.exceptions import NotFoundError
+
     from osneural.codecs.bundle import CODECS_INDEX
 
     try:
@@ -245,6 +215,7 @@ def _codec_document(
     under `codecs` (`codec_store.save_codecs`), so either writer works.
     """
     from opensearchpy.exceptions import NotFoundError
+
     from osneural.codecs.bundle import CODECS_INDEX
 
     try:
@@ -262,31 +233,14 @@ def _codec_document(
     return (nested if isinstance(nested, dict) else source), generation, version
 
 
-#: encoder kinds each stage computes its query representation with (binary and the dense
-#: rescorers derive from the dense vector, the FDE from the query tokens)
-_STAGE_KINDS: dict[str, tuple[str, ...]] = {
-    "dense": ("dense",), "sparse": ("sparse",), "binary": ("dense",), "fde": ("multivector",),
-    "hamming": ("dense",), "pq": ("dense",), "maxsim": ("multivector",),
-}
-
 def spec_encoder_kinds(spec: PipelineSpec) -> list[str]:
     """Encoder kinds a spec's stages need, in a stable order."""
-    kinds = {k for s in [*spec.first_stages, *spec.rescore] for k in _STAGE_KINDS.get(s.type, ())
-             if getattr(s, "encode", "local") != "cluster"}  # cluster-encoded: no local ONNX
-    kinds |= {s.mode for s in spec.rescore if s.type == "prf"}  # Rocchio / ColBERT-PRF
-    return sorted(kinds)
+    return sorted({k for _w, _i, stage, kind in _all_stages(spec) for k in kind.encoder_kinds(stage)})
 
 
 def spec_needs_codecs(spec: PipelineSpec) -> bool:
     """Whether any stage reads the codec bundle (so it is decoded before the deadline)."""
-    for s in [*spec.first_stages, *spec.rescore]:
-        if s.type in ("binary", "fde", "hamming", "pq"):
-            return True
-        if (s.type == "maxsim" and s.tokens == "pq") or (s.type == "prf" and s.mode == "multivector"):
-            return True
-        if s.type == "sparse" and s.mode == "inference_free":
-            return True
-    return False
+    return any(kind.needs_codecs(stage) for _w, _i, stage, kind in _all_stages(spec))
 
 
 #: onnxruntime threads per query-encoder run. One query is a few dozen tokens: a pool of
@@ -369,8 +323,8 @@ class EncoderCache:
                     f"{stage}: index {res.index!r} was built with {kind} encoder "
                     f"{expected.get('name')!r} (sha256 {str(expected['sha256'])[:12]}...), "
                     f"this node loads {manifest.get('name') if isinstance(manifest, dict) else '?'!r} "
-                    f"(sha256 {str(have)[:12]}...)"
-                )
+                    f"(sha256 {str(have)[:12]}...)",
+                    index=res.index, expected=expected.get("sha256"), found=have)
         return encoder
 
 

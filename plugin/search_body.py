@@ -346,7 +346,9 @@ def check_fields(opts: SearchOptions, fields: dict[str, dict[str, Any]], index: 
 
 def paging_depth(spec: PipelineSpec) -> int:
     """How deep a pipeline can page: its candidates are at most the union of its first stages'
-    top k (a `prf` stage may add its own k)."""
+    top k, plus what rescoring stages that bring in documents may add (a dense `prf` stage's k)."""
+    from osneural.plugin.rescoring import RESCORERS
+
     depth = sum(s.k for s in spec.first_stages)
-    depth += sum(int(r.k) for r in spec.rescore if r.type == "prf" and r.mode == "dense")
+    depth += sum(RESCORERS.of(r).added_candidates(r) for r in spec.rescore)
     return depth

@@ -18,17 +18,19 @@ reloaded and the query runs again from the start.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from osneural.plugin import cluster_encoding, prf, rescoring, search_body, stages
 from osneural.plugin import fusion as fusion_mod
+from osneural.plugin import page, rescoring, search_body, stages
 from osneural.plugin.index_check import SharedCheck
+from osneural.plugin.page import Ranked, refused
+from osneural.plugin.page import compare as _compare  # noqa: F401 - importable from here
+from osneural.plugin.query_encodings import QueryEncodings  # noqa: F401 - importable from here
+from osneural.plugin.rescoring import RESCORERS
 from osneural.plugin.resources import (
     IndexFingerprint,
     IndexResources,
@@ -39,9 +41,8 @@ from osneural.plugin.resources import (
     default_cache,
     spec_encoder_kinds,
     spec_needs_codecs,
-    stage_field,
 )
-from osneural.plugin.search_body import SearchOptions, SortKey
+from osneural.plugin.search_body import SearchOptions
 from osneural.plugin.spec import (
     PipelineSpec,
     SpecError,
@@ -49,120 +50,10 @@ from osneural.plugin.spec import (
     builtin_spec_names,
     parse_spec,
 )
+from osneural.plugin.stages import FIRST_STAGES, StageContext
+from osneural.plugin.stages.request import transient as _transient
 
-
-class SearchError(RuntimeError):
-    """Every first stage failed; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class QueryEncodings:
-    """The query's representations, each computed at most once and shared between stages."""
-
-    def __init__(self, text: str, res: IndexResources, cache: ResourceCache) -> None:
-        self.text = text
-        self.res = res
-        self.cache = cache
-        self.timings_ms: dict[str, float] = {}
-        self._values: dict[str, Any] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def _memo(self, key: str, compute: Callable[[], Any]) -> Any:
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._values:
-                t0 = time.perf_counter()
-                self._values[key] = compute()
-                self.timings_ms[f"encode.{key}"] = (time.perf_counter() - t0) * 1e3
-            return self._values[key]
-
-    def _shared_pass(self, stage: str) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """Token rows and the dense query vector from one pass of the multivector graph, when
-        this query needs tokens (its encoder is loaded: the spec has a token stage) and the
-        index's dense vectors are that graph's pooled output; None otherwise. Saves one of the
-        two model passes of a dense + MaxSim pipeline, with the same vectors (to ~1e-7)."""
-        if "multivector" not in self.cache.encoders.loaded():
-            return None
-        if not (self.res.expected_encoder("dense") and self.res.expected_encoder("multivector")):
-            return None
-
-        def compute() -> tuple[np.ndarray, np.ndarray | None] | None:
-            mv = self.cache.encoders.checked("multivector", self.res, stage)
-            dense = self.cache.encoders.checked("dense", self.res, stage)
-            if not hasattr(mv, "encode_queries_and_pooled") or not mv.shares_query_pass(dense):
-                return None
-            tokens, pooled = mv.encode_queries_and_pooled([self.text], dense)
-            return np.asarray(tokens[0], dtype=np.float32), pooled[0]
-
-        return self._memo("shared", compute)
-
-    def dense(self, stage: str = "dense") -> np.ndarray:
-        def compute() -> np.ndarray:
-            shared = self._shared_pass(stage)
-            if shared is not None and shared[1] is not None:
-                return np.asarray(shared[1], dtype=np.float32)
-            enc = self.cache.encoders.checked("dense", self.res, stage)
-            return np.asarray(enc.encode_queries([self.text]), dtype=np.float32)[0]
-
-        return self._memo("dense", compute)
-
-    def sparse(self, mode: str, stage: str = "sparse") -> dict[str, float]:
-        def compute() -> dict[str, float]:
-            enc = self.cache.encoders.checked("sparse", self.res, stage)
-            if mode == "inference_free":
-                idf = (self.res.codecs.params or {}).get("idf")
-                if idf is None:
-                    raise StageError(f"{stage}: the index stores no IDF table for inference-free "
-                                     "queries; re-ingest it with the sparse representation")
-                return dict(enc.encode_queries([self.text], idf=idf)[0])
-            return dict(enc.encode_queries([self.text])[0])
-
-        return self._memo(f"sparse.{mode}", compute)
-
-    def tokens(self, stage: str = "multivector") -> np.ndarray:
-        def compute() -> np.ndarray:
-            shared = self._shared_pass(stage)
-            if shared is not None:
-                return shared[0]
-            enc = self.cache.encoders.checked("multivector", self.res, stage)
-            return np.asarray(enc.encode_queries([self.text])[0], dtype=np.float32)
-
-        return self._memo("tokens", compute)
-
-    def set_tokens(self, tokens: np.ndarray) -> None:
-        """Replace the query tokens later stages score with (PRF expansion tokens appended)."""
-        self.tokens()
-        with self._guard:
-            self._values["tokens"] = tokens
-
-    def binary_code(self, stage: str = "binary") -> np.ndarray:
-        def compute() -> np.ndarray:
-            bq = self.res.codec("binary", stage)
-            return np.asarray(bq.encode(self.dense(stage)[None, :]), dtype=np.uint8)[0]
-
-        return self._memo("binary", compute)
-
-    def fde(self, stage: str = "fde") -> np.ndarray:
-        def compute() -> np.ndarray:
-            return np.asarray(self.res.codec("fde", stage).encode_query(self.tokens(stage)))
-
-        return self._memo("fde", compute)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Errors of a node dying or rejoining, worth one retry."""
-    from opensearchpy.exceptions import ConnectionError as ClientConnectionError
-    from opensearchpy.exceptions import TransportError
-
-    if isinstance(exc, (stages.PartialResultsError, ClientConnectionError)):
-        return True
-    status = getattr(exc, "status_code", None)
-    return isinstance(exc, TransportError) and isinstance(status, int) and status >= 500
+from osneural.errors import SearchError
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -189,10 +80,6 @@ def _stage_names(kinds: list[str]) -> list[str]:
         names.append(kind if seen[kind] == 1 else f"{kind}#{seen[kind]}")
     return names
 
-
-#: what the candidate request reads of its answer (`filter_path`; the matched-set request's
-#: aggregations are returned whole, empty buckets included)
-_ARRANGE_FILTER = "hits.hits._id,hits.hits.sort,hits.hits.fields,_shards"
 
 #: keyword options of `Searcher.search` whose body names are not Python identifiers
 _OPTION_NAMES = {"from_": "from", "source": "_source"}
@@ -221,88 +108,58 @@ def default_spec(res: IndexResources) -> tuple[PipelineSpec, str]:
     return builtin_spec("bm25"), "bm25"  # its own check then names what the index lacks
 
 
+#: one first stage's outcome: (run, ms), the exception it raised, or None (it timed out)
+_Outcome = tuple[list[tuple[str, float]], float] | BaseException | None
+
+
 @dataclass
-class _Ranked:
-    """One candidate as the answer orders it."""
+class _Query:
+    """One query's running record, which each step of the pipeline reads and adds to: the
+    parsed request, the deadline, and what the answer reports (warnings, timings, explanations)."""
 
-    doc_id: str
-    score: float
-    sort_values: list[Any]  # the sort keys' values, then final score and _id
-    pos: int  # rank in the pipeline's order: the tie-break of every sort
-    collapse_values: list[Any]
+    text: str
+    spec: PipelineSpec
+    opts: SearchOptions
+    enc: QueryEncodings
+    label: str | None
+    t_start: float
+    depth: int
+    names: list[str]
+    deadline: float = 0.0
+    timed_out: bool = False
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    explain: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def budget(self) -> float:
+        """Seconds each stage may take (the spec's `timeout_ms`)."""
+        return self.spec.timeout_ms / 1e3
 
-def _compare_one(a: Any, b: Any, key: SortKey) -> int:
-    if a == b:
-        return 0
-    if a is None or b is None:  # missing values go last (or first), whatever the order
-        return (1 if a is None else -1) * (-1 if key.missing_first else 1)
-    try:
-        less = a < b
-    except TypeError:  # mixed types: compare their text, as a stable last resort
-        less = str(a) < str(b)
-    out = -1 if less else 1
-    return -out if key.desc else out
+    def skip(self, what: str) -> None:
+        """Record a stage that ran past its deadline and was skipped."""
+        self.timed_out = True
+        self.warnings.append(f"{what} timed out after {self.spec.timeout_ms} ms; skipped")
 
-
-_SCORE_KEY = SortKey("_score", True, False, None)
-_ID_KEY = SortKey("_id", False, False, None)
-
-
-def _compare(a: list[Any], b: list[Any], keys: tuple[SortKey, ...]) -> int:
-    """Order of two sort-value lists under the body's keys (the tie-breakers excluded)."""
-    for x, y, key in zip(a, b, keys, strict=False):
-        out = _compare_one(x, y, key)
-        if out:
-            return out
-    return 0
+    def explain_step(self, doc_id: str, step: str, name: str, rank: int, score: float) -> None:
+        self.explain.setdefault(doc_id, {}).setdefault(step, {})[name] = {"rank": rank, "score": score}
 
 
-def _after(ranked: list[_Ranked], opts: SearchOptions) -> int:
-    """Where a `search_after` page starts: right after the hit whose `_id` it carries (the
-    candidates are the same list for the same query), else after the first position whose sort
-    values order after it (the document left the candidates)."""
-    after = list(opts.search_after or ())
-    for i, c in enumerate(ranked):
-        if c.doc_id == after[-1]:
-            return i + 1
-    keys = opts.sort + (_SCORE_KEY, _ID_KEY)
-    for i, c in enumerate(ranked):
-        if _compare(c.sort_values, after, keys) > 0:
-            return i
-    return len(ranked)
+_NO_TOTAL = object()
 
 
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _highlight(highlight: dict[str, Any], text: str) -> dict[str, Any]:
-    """The body's `highlight`, with the query text as its query unless it names one."""
-    out = dict(highlight)
-    if "highlight_query" not in out:
-        fields = out.get("fields") or {}
-        names = list(fields) if isinstance(fields, dict) else [
-            n for item in fields if isinstance(item, dict) for n in item]
-        out["highlight_query"] = {"multi_match": {"query": text, "fields": names,
-                                                  "lenient": True}}
-    return out
-
-
-def _refused(exc: BaseException, what: str) -> BaseException:
-    """An OpenSearch 400 for a body option (a bad aggregation, sort or highlight) as the
-    caller's 400 naming the option; anything else unchanged."""
-    status = getattr(exc, "status_code", None)
-    if status == 400:
-        info = getattr(exc, "info", None)
-        reason = None
-        if isinstance(info, dict):
-            err = info.get("error") or {}
-            root = (err.get("root_cause") or [{}])[0] if isinstance(err, dict) else {}
-            reason = (err.get("caused_by") or {}).get("reason") if isinstance(err, dict) else None
-            reason = reason or root.get("reason") or (err.get("reason") if isinstance(err, dict) else err)
-        return SpecError(f"{what}: OpenSearch refused it: {reason or exc}")
-    return exc
+def _total(opts: SearchOptions, ranked: list[Ranked], matched_resp: dict[str, Any] | None) -> Any:
+    """`hits.total` as the body's `track_total_hits` asks: the exact count of the matched set
+    when it was requested, else the ranked candidates (`eq` under `min_score`, where they are
+    all that match, `gte` otherwise); `_NO_TOTAL` for `track_total_hits: false`."""
+    tth = opts.track_total_hits
+    if opts.min_score is not None and tth is not False:
+        return {"value": len(ranked), "relation": "eq"}
+    if tth not in (None, False) and matched_resp is not None:
+        return (matched_resp.get("hits") or {}).get("total")
+    if tth is not False:
+        return {"value": len(ranked), "relation": "gte"}
+    return _NO_TOTAL
 
 
 class Searcher:
@@ -369,40 +226,22 @@ class Searcher:
 
     # ------------------------------------------------------------ first stages
 
+    def _context(self, enc: QueryEncodings, where: str, flt: dict[str, Any] | None = None) -> StageContext:
+        return StageContext(self.client, self.index, enc, flt, where)
+
     def _first_stage(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float
     ) -> list[tuple[str, float]]:
-        body = stages.search_body(self._stage_query(stage, name, enc, spec), stage.k)
-        return stages.run_query(self.client, self.index, body, timeout_s)
+        """One first stage's candidates, through its registered type."""
+        ctx = self._context(enc, f"first_stages ({name})", spec.filter)
+        return FIRST_STAGES.of(stage).run(stage, ctx, timeout_s)
 
     def _stage_query(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec
     ) -> dict[str, Any]:
         """The OpenSearch query of one first stage, the spec's filter inside it."""
-        flt = spec.filter
-        where = f"first_stages ({name})"
-        if stage.type == "bm25":
-            query = stages.bm25_query(stage, enc.text, flt)
-        elif stage.type == "dense":
-            query = stages.dense_query(stage, cluster_encoding.dense(self.client, enc, stage, where), flt)
-        elif stage.type == "sparse":
-            query = stages.sparse_query(stage, cluster_encoding.sparse(self.client, enc, stage, where), flt)
-        elif stage.type == "binary":
-            bq = enc.res.codec("binary", where)
-            m = int(enc.res.codecs.params.get("mih_m") or 0)
-            if m <= 0:
-                raise StageError(f"{where}: the index's codecs do not record the MIH substring count")
-            from osneural.codecs import mih
-
-            code = enc.binary_code(where)
-            terms = mih.query_tokens(code, m, stage.radius, n_bits=bq.n_bits)
-            exact = set(mih.query_tokens(code, m, 0, n_bits=bq.n_bits))
-            query = stages.binary_query(stage, terms, flt, exact)
-        elif stage.type == "fde":
-            query = stages.fde_query(stage, enc.fde(where), flt)
-        else:  # pragma: no cover - the spec's discriminated union forbids it
-            raise SpecError(f"unknown first stage {stage.type!r}")
-        return query
+        ctx = self._context(enc, f"first_stages ({name})", spec.filter)
+        return FIRST_STAGES.of(stage).query(stage, ctx)
 
     def _matched_set(
         self, enc: QueryEncodings, spec: PipelineSpec, names: list[str], opts: SearchOptions,
@@ -434,7 +273,7 @@ class Searcher:
                 index=self.index, body=stages.encode_body(body),
                 request_timeout=max(timeout_s, 0.001)), "aggregations")
         except Exception as exc:
-            raise _refused(exc, "aggs / track_total_hits") from exc
+            raise refused(exc, "aggs / track_total_hits") from exc
 
     # ------------------------------------------------------------ rescoring
 
@@ -446,32 +285,9 @@ class Searcher:
         ids: list[str],
         timeout_s: float,
     ) -> np.ndarray:
-        where = f"rescore ({name})"
-        res = enc.res
-        if stage.type == "hamming":
-            bq = res.codec("binary", where)
-            code = enc.binary_code(where)
-            raw = rescoring.fetch_codes(self.client, self.index, ids, "bin_code", timeout_s)
-            return rescoring.hamming_scores(code, raw, ids, bq.n_bits, "bin_code")
-        if stage.type == "pq":
-            pq = res.codec("pq_dense", where)
-            lut = pq.lookup_table(enc.dense(where), metric="ip")
-            raw = rescoring.fetch_codes(self.client, self.index, ids, "dense_pq", timeout_s)
-            return rescoring.pq_scores(lut, raw, ids, "dense_pq")
-        if stage.type == "dense":
-            return rescoring.dense_exact_scores(
-                self.client, self.index, ids, enc.dense(where), "dense",
-                res.space_type("dense"), timeout_s,
-            )
-        if stage.type == "maxsim":
-            q = enc.tokens(where)
-            field = stage_field("rescore", stage)
-            raw = rescoring.fetch_codes(self.client, self.index, ids, field, timeout_s)
-            if stage.tokens == "float16":
-                return rescoring.maxsim_float16_scores(q, raw, ids, field)
-            pq = res.codec("pq_tokens", where)
-            return rescoring.maxsim_scores(q, raw, ids, pq.codebooks, field)
-        raise SpecError(f"unknown rescoring stage {stage.type!r}")  # pragma: no cover
+        """One rescoring stage's scores for the window `ids`, through its registered type."""
+        return RESCORERS.of(stage).score(stage, self._context(enc, f"rescore ({name})"), ids,
+                                         timeout_s)
 
     # ------------------------------------------------------------ the pipeline
 
@@ -508,13 +324,30 @@ class Searcher:
             except _IndexChanged as changed:
                 res = self.cache.index(self.client, self.index, expect=changed.fingerprint)
         raise StaleCodecsError(
-            f"index {self.index!r} was rebuilt again while this query ran; retry the query")
+            f"index {self.index!r} was rebuilt again while this query ran; retry the query",
+            index=self.index)
 
     def _search_once(
         self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float,
         opts: SearchOptions | None = None, spec_label: str | None = None,
     ) -> dict[str, Any]:
-        opts = opts or SearchOptions()
+        """One run of the pipeline against the description `res`; `_IndexChanged` when the
+        index turned out to be rebuilt meanwhile (the caller reloads and runs it again)."""
+        q = self._begin(text, spec, res, t_start, opts or SearchOptions(), spec_label)
+        runs, matched = self._run_first_stages(q, res)
+        candidates = self._fuse(q, runs)
+        candidates = self._rescore_all(q, candidates)
+        matched_resp = self._matched_answer(q, matched)
+        ranked, shown = self._page(q, candidates)
+        return self._answer(q, ranked, shown, matched_resp)
+
+    def _begin(
+        self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float,
+        opts: SearchOptions, spec_label: str | None,
+    ) -> _Query:
+        """Check the spec and body against the index and load what they need (outside the
+        deadline). A stage the index cannot serve is re-checked against the index as it is now:
+        a rebuild may have added the field."""
         t_load = time.perf_counter()
         try:
             res.check_spec(spec)
@@ -530,19 +363,23 @@ class Searcher:
             raise SpecError(f"from: {spec.from_} is past this pipeline's paging depth of {depth} "
                             "(the sum of its first stages' k, the most candidates it can rank); "
                             "raise the stages' k in the spec to page deeper")
-        enc = QueryEncodings(text, res, self.cache)
-        warnings: list[str] = []
-        timings: dict[str, float] = {"load": (time.perf_counter() - t_load) * 1e3}
-        timed_out = False
-        budget = spec.timeout_ms / 1e3
+        q = _Query(text=text, spec=spec, opts=opts, enc=QueryEncodings(text, res, self.cache),
+                   label=spec_label, t_start=t_start, depth=depth,
+                   names=_stage_names([s.type for s in spec.first_stages]))
+        q.timings["load"] = (time.perf_counter() - t_load) * 1e3
+        return q
 
-        names = _stage_names([s.type for s in spec.first_stages])
+    def _run_first_stages(
+        self, q: _Query, res: IndexResources
+    ) -> tuple[dict[int, list[tuple[str, float]]], cf.Future | None]:
+        """Every first stage's candidates by position, within the deadline, with the index
+        check read beside them; and the matched-set request, still running, when the body
+        needs one. `_IndexChanged` when the check shows another build of the index."""
         # before any stage is sent: only reads sent after this may verify the answer
         ticket = None if res.fingerprint.generation is None else self._check.begin()
         t0 = time.perf_counter()
-        deadline = t0 + budget
-        # outcome per first stage: (run, ms), or the exception it raised, or None (timed out)
-        outcomes: dict[int, tuple[list[tuple[str, float]], float] | BaseException | None] = {}
+        q.deadline = t0 + q.budget
+        outcomes: dict[int, _Outcome] = {}
         pending: set[cf.Future] = set()
         try:
             # The first stage runs in this thread and the others on the pool: a hand-off per
@@ -550,287 +387,205 @@ class Searcher:
             # Python time of a one-stage query. The check read this query leads goes to the
             # pool, so it still overlaps the stages.
             futures = {
-                self._pool.submit(self._timed, self._first_stage, s, n, enc, spec, budget): (i, n)
-                for i, (s, n) in enumerate(zip(spec.first_stages, names, strict=True)) if i > 0
+                self._pool.submit(self._timed, self._first_stage, s, n, q.enc, q.spec, q.budget): i
+                for i, (s, n) in enumerate(zip(q.spec.first_stages, q.names, strict=True)) if i > 0
             }
             matched: cf.Future | None = None
-            if opts.needs_matched_set:
-                matched = self._pool.submit(self._timed, self._matched_set, enc, spec, names,
-                                            opts, budget)
+            if q.opts.needs_matched_set:
+                matched = self._pool.submit(self._timed, self._matched_set, q.enc, q.spec, q.names,
+                                            q.opts, q.budget)
             seen_future: cf.Future | None = None
             if ticket is None:  # an older build's own read (it depends on the cached codec version)
                 seen_future = self._pool.submit(self._fingerprint, res)
             elif ticket.lead:
                 self._pool.submit(self._check.lead, ticket)
-            outcomes[0] = self._inline_stage(spec.first_stages[0], names[0], enc, spec, deadline)
-            done, pending = cf.wait(futures, timeout=max(0.0, deadline - time.perf_counter()))
+            outcomes[0] = self._inline_stage(q.spec.first_stages[0], q.names[0], q.enc, q.spec,
+                                             q.deadline)
+            done, pending = cf.wait(futures, timeout=max(0.0, q.deadline - time.perf_counter()))
             t_check = time.perf_counter()
-            if seen_future is not None:
-                seen: IndexFingerprint | BaseException = seen_future.result()
-            else:
-                seen = self._check.settle(ticket)
-            timings["check"] = (time.perf_counter() - t_check) * 1e3
+            seen = seen_future.result() if seen_future is not None else self._check.settle(ticket)
+            q.timings["check"] = (time.perf_counter() - t_check) * 1e3
         finally:
             if ticket is not None:
                 self._check.release(ticket)
         seen = self._verified(res, seen)
-        if seen != res.fingerprint:
-            for fut in pending:
-                fut.cancel()
-            raise _IndexChanged(seen)
         for fut in pending:
             fut.cancel()
-            outcomes[futures[fut][0]] = None
-        for fut in done:
-            exc = fut.exception()
-            outcomes[futures[fut][0]] = exc if exc is not None else fut.result()
+        if seen != res.fingerprint:
+            raise _IndexChanged(seen)
+        for fut, i in futures.items():
+            if fut in pending:
+                outcomes[i] = None
+            else:
+                exc = fut.exception()
+                outcomes[i] = exc if exc is not None else fut.result()
+        runs = self._answered(q, outcomes)
+        q.timings["first_stages"] = (time.perf_counter() - t0) * 1e3
+        return runs, matched
+
+    def _answered(self, q: _Query, outcomes: dict[int, _Outcome]) -> dict[int, list[tuple[str, float]]]:
+        """The runs of the first stages that answered; the others become warnings. A spec or
+        stage error fails the query; so does every stage failing (the first error, or a 504
+        when some timed out)."""
         runs: dict[int, list[tuple[str, float]]] = {}
         errors: list[BaseException] = []
         for i in sorted(outcomes):
-            n, out = names[i], outcomes[i]
+            n, out = q.names[i], outcomes[i]
             if out is None:
-                timed_out = True
-                warnings.append(f"first_stages[{i}] ({n}) timed out after {spec.timeout_ms} ms; skipped")
+                q.skip(f"first_stages[{i}] ({n})")
             elif isinstance(out, BaseException):
                 if isinstance(out, (SpecError, StageError)):
                     raise out
                 errors.append(out)
-                warnings.append(f"first_stages[{i}] ({n}) failed: {type(out).__name__}: {out}; skipped")
+                q.warnings.append(f"first_stages[{i}] ({n}) failed: {type(out).__name__}: {out}; skipped")
             else:
                 runs[i] = out[0]
-                timings[f"first_stage.{n}"] = out[1]
-        timings["first_stages"] = (time.perf_counter() - t0) * 1e3
+                q.timings[f"first_stage.{n}"] = out[1]
         if not runs:
-            if errors and not timed_out:
+            if errors and not q.timed_out:
                 raise errors[0]
-            raise SearchError("every first stage failed or timed out: " + "; ".join(warnings), 504)
+            raise SearchError("every first stage failed or timed out: " + "; ".join(q.warnings), 504)
+        return runs
 
-        # fusion over the stages that answered, with their weights
+    def _fuse(self, q: _Query, runs: dict[int, list[tuple[str, float]]]) -> list[tuple[str, float]]:
+        """One ranking from the stages that answered, with their weights."""
         t0 = time.perf_counter()
         order = sorted(runs)
-        weights = spec.fusion.weights
+        weights = q.spec.fusion.weights
         fused = fusion_mod.fuse(
             [runs[i] for i in order],
-            spec.fusion.type,
+            q.spec.fusion.type,
             weights=None if weights is None else [weights[i] for i in order],
-            rank_constant=getattr(spec.fusion, "rank_constant", 60),
-            normalization=getattr(spec.fusion, "normalization", "minmax"),
+            rank_constant=getattr(q.spec.fusion, "rank_constant", 60),
+            normalization=getattr(q.spec.fusion, "normalization", "minmax"),
         )
-        timings["fusion"] = (time.perf_counter() - t0) * 1e3
-
-        explain: dict[str, dict[str, Any]] = {}
-        if spec.explain:
+        q.timings["fusion"] = (time.perf_counter() - t0) * 1e3
+        if q.spec.explain:
             for i in order:
                 for rank, (doc_id, score) in enumerate(runs[i], start=1):
-                    explain.setdefault(doc_id, {}).setdefault("first_stages", {})[names[i]] = {
-                        "rank": rank, "score": score}
+                    q.explain_step(doc_id, "first_stages", q.names[i], rank, score)
             for rank, (doc_id, score) in enumerate(fused, start=1):
-                explain.setdefault(doc_id, {})["fusion"] = {
-                    "type": spec.fusion.type, "rank": rank, "score": score}
+                q.explain.setdefault(doc_id, {})["fusion"] = {
+                    "type": q.spec.fusion.type, "rank": rank, "score": score}
+        return fused
 
-        # rescoring, in order, each over the current top window
-        candidates = fused
-        rnames = _stage_names([r.type for r in spec.rescore])
-        for j, (stage, n) in enumerate(zip(spec.rescore, rnames, strict=True)):
-            if stage.type == "prf":  # feedback may add documents: see osneural.plugin.prf
-                candidates = prf.run_stage(self, stage, f"rescore[{j}] ({n})", enc, candidates,
-                                           spec, budget, warnings, timings)
-                continue
-            ids = [doc_id for doc_id, _ in candidates[: stage.window]]
-            fut = self._pool.submit(self._timed, self._rescore, stage, n, enc, ids, budget)
-            try:
-                scores, ms = fut.result(timeout=budget)
-            except cf.TimeoutError:
-                fut.cancel()
-                timed_out = True
-                warnings.append(f"rescore[{j}] ({n}) timed out after {spec.timeout_ms} ms; skipped")
-                continue
-            except (SpecError, StageError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failing rescorer degrades, never fails
-                warnings.append(f"rescore[{j}] ({n}) failed: {type(exc).__name__}: {exc}; skipped")
-                continue
-            scores = rescoring.combine_scores(
-                [s for _, s in candidates[: stage.window]], scores, stage.combine, stage.weight,
-                stage.rank_constant)
-            candidates = rescoring.reorder(candidates, stage.window, scores)
-            timings[f"rescore.{n}"] = ms
-            if spec.explain:
-                for rank, (doc_id, score) in enumerate(candidates[: stage.window], start=1):
-                    explain.setdefault(doc_id, {}).setdefault("rescore", {})[n] = {
-                        "rank": rank, "score": score}
+    def _rescore_all(self, q: _Query, candidates: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The rescoring stages in order, each over the current top window (or, for a stage
+        type that `reranks`, over the whole ranking)."""
+        rnames = _stage_names([r.type for r in q.spec.rescore])
+        for j, (stage, n) in enumerate(zip(q.spec.rescore, rnames, strict=True)):
+            kind = RESCORERS.of(stage)
+            if kind.reranks:  # feedback may add documents: see osneural.plugin.prf
+                candidates = kind.rerank(self, stage, f"rescore[{j}] ({n})", q.enc, candidates,
+                                         q.spec, q.budget, q.warnings, q.timings)
+            else:
+                candidates = self._rescore_window(q, j, stage, n, candidates)
+        return candidates
 
-        # the matched-set request ran beside the stages; by now it is usually back
-        matched_resp: dict[str, Any] | None = None
-        if matched is not None:
-            try:
-                matched_resp, ms = matched.result(timeout=max(0.0, deadline - time.perf_counter()))
-                timings["aggregations"] = ms
-            except cf.TimeoutError:
-                matched.cancel()
-                timed_out = True
-                warnings.append(f"aggregations / total hits timed out after {spec.timeout_ms} ms; "
-                                "left out of the answer")
+    def _rescore_window(
+        self, q: _Query, j: int, stage: Any, n: str, candidates: list[tuple[str, float]]
+    ) -> list[tuple[str, float]]:
+        """One windowed rescoring stage under the deadline; a stage that times out or fails is
+        skipped with a warning (the ranking so far stands)."""
+        window = candidates[: stage.window]
+        ids = [doc_id for doc_id, _ in window]
+        fut = self._pool.submit(self._timed, self._rescore, stage, n, q.enc, ids, q.budget)
+        try:
+            scores, ms = fut.result(timeout=q.budget)
+        except cf.TimeoutError:
+            fut.cancel()
+            q.skip(f"rescore[{j}] ({n})")
+            return candidates
+        except (SpecError, StageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing rescorer degrades, never fails
+            q.warnings.append(f"rescore[{j}] ({n}) failed: {type(exc).__name__}: {exc}; skipped")
+            return candidates
+        scores = rescoring.combine_scores(
+            [s for _, s in window], scores, stage.combine, stage.weight, stage.rank_constant)
+        candidates = rescoring.reorder(candidates, stage.window, scores)
+        q.timings[f"rescore.{n}"] = ms
+        if q.spec.explain:
+            for rank, (doc_id, score) in enumerate(candidates[: stage.window], start=1):
+                q.explain_step(doc_id, "rescore", n, rank, score)
+        return candidates
 
+    def _matched_answer(self, q: _Query, matched: cf.Future | None) -> dict[str, Any] | None:
+        """The matched-set response (aggregations, exact total): it ran beside the stages and
+        by now is usually back; one past the deadline is left out with a warning."""
+        if matched is None:
+            return None
+        try:
+            resp, ms = matched.result(timeout=max(0.0, q.deadline - time.perf_counter()))
+        except cf.TimeoutError:
+            matched.cancel()
+            q.timed_out = True
+            q.warnings.append(f"aggregations / total hits timed out after {q.spec.timeout_ms} ms; "
+                              "left out of the answer")
+            return None
+        q.timings["aggregations"] = ms
+        return resp
+
+    def _page(
+        self, q: _Query, candidates: list[tuple[str, float]]
+    ) -> tuple[list[Ranked], list[Ranked]]:
+        """Every candidate as the answer orders them, and the page asked for (`from` / `size`,
+        or the hits after `search_after`)."""
         t0 = time.perf_counter()
-        ranked = self._arrange(candidates, spec, opts, budget)
-        timings["arrange"] = (time.perf_counter() - t0) * 1e3
-        if opts.search_after is not None:
-            start = _after(ranked, opts)
-            page = ranked[start : start + spec.size]
-        else:
-            page = ranked[spec.from_ : spec.from_ + spec.size]
-        t0 = time.perf_counter()
-        fetched = self._fetch_page(text, [c.doc_id for c in page], spec, opts, budget)
-        timings["fetch"] = (time.perf_counter() - t0) * 1e3
-        timings.update(enc.timings_ms)
+        ranked = page.arrange(self.client, self.index, candidates, q.opts, q.budget)
+        q.timings["arrange"] = (time.perf_counter() - t0) * 1e3
+        return ranked, page.page_of(ranked, q.spec, q.opts)
 
-        source = spec.source if opts.source is None else opts.source
-        hits = []
-        for c in page:
-            got = fetched.get(c.doc_id, {})
-            hit: dict[str, Any] = {"_index": self.index, "_id": c.doc_id, "_score": c.score}
-            for key in ("_version", "_seq_no", "_primary_term"):
-                if key in got:
-                    hit[key] = got[key]
-            if "_source" in got:
-                hit["_source"] = got["_source"]
-            elif source is not False and opts.stored_fields is None:
-                hit["_source"] = {}
-            fields = dict(got.get("fields") or {})
-            if opts.collapse is not None:
-                fields[opts.collapse] = c.collapse_values
-            if fields:
-                hit["fields"] = fields
-            if "highlight" in got:
-                hit["highlight"] = got["highlight"]
-            if spec.explain:
-                hit["_explanation"] = explain.get(c.doc_id, {})
-            hit["sort"] = c.sort_values
-            hits.append(hit)
-        took = (time.perf_counter() - t_start) * 1e3
-        timings["total"] = took
+    def _answer(
+        self, q: _Query, ranked: list[Ranked], shown: list[Ranked],
+        matched_resp: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The OpenSearch-shaped response: the page's hits with what the body asked to fetch,
+        totals, aggregations and `ext.osneural` (spec, warnings, timings)."""
+        t0 = time.perf_counter()
+        fetched = page.fetch(self.client, self.index, q.text, [c.doc_id for c in shown],
+                             q.spec, q.opts, q.budget)
+        q.timings["fetch"] = (time.perf_counter() - t0) * 1e3
+        q.timings.update(q.enc.timings_ms)
+        hits = [self._hit(q, c, fetched.get(c.doc_id, {})) for c in shown]
+        took = (time.perf_counter() - q.t_start) * 1e3
+        q.timings["total"] = took
         out_hits: dict[str, Any] = {}
-        tth = opts.track_total_hits
-        if opts.min_score is not None and tth is not False:
-            out_hits["total"] = {"value": len(ranked), "relation": "eq"}
-        elif tth not in (None, False) and matched_resp is not None:
-            out_hits["total"] = (matched_resp.get("hits") or {}).get("total")
-        elif tth is not False:
-            out_hits["total"] = {"value": len(ranked), "relation": "gte"}
+        total = _total(q.opts, ranked, matched_resp)
+        if total is not _NO_TOTAL:
+            out_hits["total"] = total
         out_hits["max_score"] = max((h["_score"] for h in hits), default=None)
         out_hits["hits"] = hits
-        result: dict[str, Any] = {"took": int(round(took)), "timed_out": timed_out, "hits": out_hits}
-        if opts.aggs is not None and matched_resp is not None:
+        result: dict[str, Any] = {"took": int(round(took)), "timed_out": q.timed_out,
+                                  "hits": out_hits}
+        if q.opts.aggs is not None and matched_resp is not None:
             result["aggregations"] = matched_resp.get("aggregations", {})
-        result["ext"] = {"osneural": {"spec": spec_label or "inline", "paging_depth": depth,
-                                      "warnings": warnings, "timings_ms": timings}}
+        result["ext"] = {"osneural": {"spec": q.label or "inline", "paging_depth": q.depth,
+                                      "warnings": q.warnings, "timings_ms": q.timings}}
         return result
 
-    def _arrange(
-        self, candidates: list[tuple[str, float]], spec: PipelineSpec, opts: SearchOptions,
-        timeout_s: float,
-    ) -> list[_Ranked]:
-        """The candidates as the answer orders them: `min_score` and `post_filter` applied,
-        sorted by the body's `sort` (ties keep the pipeline's order), one per `collapse` value.
-
-        Field values come from one request over the candidates' ids, which OpenSearch sorts by
-        the body's field keys: its sort values (missing values, `mode`, dates) are OpenSearch's
-        own, and are then compared here with the final score and `_id` keys the pipeline adds."""
-        cands = [(d, s) for d, s in candidates
-                 if opts.min_score is None or s >= opts.min_score]
-        field_keys = [k for k in opts.sort if k.clause is not None]
-        values: dict[str, list[Any]] = {}
-        collapsed: dict[str, list[Any]] = {}
-        if cands and (opts.post_filter is not None or field_keys or opts.collapse is not None):
-            ids = [d for d, _ in cands]
-            flt: list[dict[str, Any]] = [{"ids": {"values": ids}}]
-            if opts.post_filter is not None:
-                flt.append(opts.post_filter)
-            body: dict[str, Any] = {"size": len(ids), "query": {"bool": {"filter": flt}},
-                                    "_source": False, "track_total_hits": False}
-            if field_keys:
-                body["sort"] = [k.clause for k in field_keys]
-            if opts.collapse is not None:
-                body["docvalue_fields"] = [opts.collapse]
-            try:
-                resp = stages.complete(self.client.search(
-                    index=self.index, body=stages.encode_body(body), filter_path=_ARRANGE_FILTER,
-                    request_timeout=max(timeout_s, 1.0)), "sort / post_filter / collapse")
-            except Exception as exc:
-                raise _refused(exc, "sort / post_filter / collapse") from exc
-            for hit in (resp.get("hits") or {}).get("hits", []):
-                values[hit["_id"]] = list(hit.get("sort") or [])
-                if opts.collapse is not None:
-                    collapsed[hit["_id"]] = (hit.get("fields") or {}).get(opts.collapse) or [None]
-            cands = [(d, s) for d, s in cands if d in values]
-        ranked = []
-        for pos, (doc_id, score) in enumerate(cands):
-            got = iter(values.get(doc_id, []))
-            keys = [score if k.name == "_score" else doc_id if k.name == "_id" else next(got, None)
-                    for k in opts.sort]
-            ranked.append(_Ranked(doc_id, score, keys + [score, doc_id], pos,
-                                  collapsed.get(doc_id, [None])))
-        if opts.sort:
-            ranked.sort(key=functools.cmp_to_key(
-                lambda a, b: _compare(a.sort_values, b.sort_values, opts.sort) or a.pos - b.pos))
-        if opts.collapse is not None:
-            seen: set[Any] = set()
-            kept = []
-            for c in ranked:
-                key = _hashable(c.collapse_values[0] if c.collapse_values else None)
-                if key not in seen:
-                    seen.add(key)
-                    kept.append(c)
-            ranked = kept
-        return ranked
-
-    def _fetch_page(
-        self, text: str, ids: list[str], spec: PipelineSpec, opts: SearchOptions, timeout_s: float
-    ) -> dict[str, dict[str, Any]]:
-        """`_source`, highlights, docvalue / stored fields and versions of the page's hits, in
-        one request (the highlight query is the query text unless the body names one)."""
-        source = spec.source if opts.source is None else opts.source
-        # `_none_` drops `_id` from OpenSearch's hits too; here it means "no _source, no stored
-        # fields", and the page's ids are known anyway
-        no_stored = opts.stored_fields in ("_none_", ["_none_"])
-        stored = None if no_stored else opts.stored_fields
-        source = False if no_stored else source
-        wants_more = (opts.highlight is not None or opts.docvalue_fields
-                      or stored is not None or opts.version or opts.seq_no_primary_term)
-        if not ids or (source is False and not wants_more):
-            return {}
-        body: dict[str, Any] = {
-            "size": len(ids),
-            "query": {"ids": {"values": ids}},
-            "_source": source,
-            "track_total_hits": False,
-        }
-        if opts.highlight is not None:
-            body["highlight"] = _highlight(opts.highlight, text)
-        if opts.docvalue_fields:
-            body["docvalue_fields"] = opts.docvalue_fields
-        if stored is not None:
-            body["stored_fields"] = stored
-        if opts.version:
-            body["version"] = True
-        if opts.seq_no_primary_term:
-            body["seq_no_primary_term"] = True
-
-        def fetch() -> dict[str, Any]:
-            return stages.complete(self.client.search(
-                index=self.index, body=body, request_timeout=max(timeout_s, 1.0)), "_source fetch")
-
-        try:
-            try:
-                resp = fetch()
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                resp = fetch()
-        except Exception as exc:
-            raise _refused(exc, "_source / highlight / docvalue_fields / stored_fields") from exc
-        return {hit["_id"]: hit for hit in resp["hits"]["hits"]}
+    def _hit(self, q: _Query, c: Ranked, got: dict[str, Any]) -> dict[str, Any]:
+        """One hit of the page, shaped like OpenSearch's, from what the fetch returned."""
+        source = q.spec.source if q.opts.source is None else q.opts.source
+        hit: dict[str, Any] = {"_index": self.index, "_id": c.doc_id, "_score": c.score}
+        for key in ("_version", "_seq_no", "_primary_term"):
+            if key in got:
+                hit[key] = got[key]
+        if "_source" in got:
+            hit["_source"] = got["_source"]
+        elif source is not False and q.opts.stored_fields is None:
+            hit["_source"] = {}
+        fields = dict(got.get("fields") or {})
+        if q.opts.collapse is not None:
+            fields[q.opts.collapse] = c.collapse_values
+        if fields:
+            hit["fields"] = fields
+        if "highlight" in got:
+            hit["highlight"] = got["highlight"]
+        if q.spec.explain:
+            hit["_explanation"] = q.explain.get(c.doc_id, {})
+        hit["sort"] = c.sort_values
+        return hit
 
     def _inline_stage(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, deadline: float

@@ -1,5 +1,9 @@
 """The declarative pipeline spec: first stages, fusion, rescoring, paging.
 
+Stage spec models live with their stage type (`osneural.plugin.stages.<type>`,
+`osneural.plugin.rescoring.<type>`); the spec's stage lists accept whatever the registries hold,
+discriminated by `type`.
+
 A spec arrives from untrusted places (an HTTP body, a JSON file), so every field is validated and
 every error names the offending field in the caller's own terms (`first_stages[1].k`), never a
 pydantic traceback. Unknown keys are errors too: a typo such as `windw` must not silently fall back
@@ -14,82 +18,45 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from osneural.plugin.prf import PRFStage
+from osneural.plugin.rescoring import RESCORERS
+from osneural.plugin.rescoring.dense import DenseRescore
+from osneural.plugin.rescoring.hamming import HammingRescore
+from osneural.plugin.rescoring.maxsim import MaxSimRescore
+from osneural.plugin.rescoring.pq import PQRescore
+from osneural.plugin.stages import FIRST_STAGES
+from osneural.plugin.stages.binary import BinaryStage
+from osneural.plugin.stages.bm25 import BM25Stage
+from osneural.plugin.stages.dense import DenseStage
+from osneural.plugin.stages.fde import FDEStage
+from osneural.plugin.stages.sparse import SparseStage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
-STAGE_TYPES = ("bm25", "dense", "sparse", "binary", "fde")
+from osneural.errors import SpecError
+
+#: the stage spec models, importable from here as before they moved to their stage's module
+__all__ = [
+    "BM25Stage", "BinaryStage", "DenseRescore", "DenseStage", "FDEStage", "HammingRescore",
+    "LinearFusion", "MaxSimRescore", "PQRescore", "PRFStage", "PipelineSpec", "RRFFusion",
+    "SparseStage", "SpecError", "builtin_spec", "builtin_spec_names", "load_spec", "parse_spec",
+]
+
 FUSION_TYPES = ("rrf", "linear")
-RESCORE_TYPES = ("hamming", "pq", "dense", "maxsim", "prf")
 
 
-class SpecError(ValueError):
-    """A malformed pipeline spec; the message names the bad field."""
+def __getattr__(name: str) -> Any:
+    """`STAGE_TYPES` / `RESCORE_TYPES`: the registered type names, as they are now."""
+    if name == "STAGE_TYPES":
+        return FIRST_STAGES.names()
+    if name == "RESCORE_TYPES":
+        return RESCORERS.names()
+    raise AttributeError(name)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
-
-# ---------------------------------------------------------------- first stages
-
-
-class BM25Stage(_Strict):
-    type: Literal["bm25"] = "bm25"
-    k: int = Field(100, ge=1, le=10_000)
-    fields: list[str] = Field(default_factory=lambda: ["title^1.2", "text"], min_length=1)
-
-
-class DenseStage(_Strict):
-    type: Literal["dense"] = "dense"
-    k: int = Field(100, ge=1, le=10_000)
-    # HNSW beam width (ef_search); at least k, as a smaller beam cannot return k neighbours.
-    num_candidates: int | None = Field(None, ge=1, le=10_000)
-    field: str = "dense"
-    # "cluster": the query is encoded by the index's ml-commons model (plugin/cluster_encoding.py)
-    encode: Literal["local", "cluster"] = "local"
-    model_id: str | None = None
-
-    @model_validator(mode="after")
-    def _candidates_cover_k(self) -> DenseStage:
-        if self.num_candidates is not None and self.num_candidates < self.k:
-            raise ValueError(f"num_candidates ({self.num_candidates}) must be >= k ({self.k})")
-        return self
-
-
-class SparseStage(_Strict):
-    type: Literal["sparse"] = "sparse"
-    k: int = Field(100, ge=1, le=10_000)
-    mode: Literal["model", "inference_free"] = "model"
-    # Query terms kept (highest weight first); bounds the bool clause count.
-    max_terms: int = Field(64, ge=1, le=1024)
-    field: str = "sparse"
-    # "cluster": the query is encoded by the index's ml-commons model (plugin/cluster_encoding.py)
-    encode: Literal["local", "cluster"] = "local"
-    model_id: str | None = None
-
-
-class BinaryStage(_Strict):
-    type: Literal["binary"] = "binary"
-    k: int = Field(200, ge=1, le=10_000)
-    radius: int = Field(1, ge=0, le=2)
-    field: str = "bin_tokens"
-
-
-class FDEStage(_Strict):
-    type: Literal["fde"] = "fde"
-    k: int = Field(100, ge=1, le=10_000)
-    num_candidates: int | None = Field(None, ge=1, le=10_000)
-    field: str = "fde"
-
-    @model_validator(mode="after")
-    def _candidates_cover_k(self) -> FDEStage:
-        if self.num_candidates is not None and self.num_candidates < self.k:
-            raise ValueError(f"num_candidates ({self.num_candidates}) must be >= k ({self.k})")
-        return self
-
-
-FirstStage = Annotated[
-    BM25Stage | DenseStage | SparseStage | BinaryStage | FDEStage, Field(discriminator="type")
-]
 
 # ---------------------------------------------------------------- fusion
 
@@ -108,56 +75,11 @@ class LinearFusion(_Strict):
 
 Fusion = Annotated[RRFFusion | LinearFusion, Field(discriminator="type")]
 
-# ---------------------------------------------------------------- rescoring
-
-
-class _Rescore(_Strict):
-    """How a rescoring stage's score meets the ranking it re-ranks.
-
-    `replace` orders the window by the new score alone (right when the new score is strictly
-    better, e.g. exact dense after PQ). `rrf` and `linear` blend it with the incoming ranking,
-    `weight` being the new score's share: a late-interaction model that was never trained for
-    the corpus (MiniLM tokens) then refines a strong hybrid instead of overriding it.
-    """
-
-    combine: Literal["replace", "rrf", "linear"] = "replace"
-    weight: float = Field(0.5, ge=0.0, le=1.0)
-    rank_constant: int = Field(60, ge=0)
-
-
-class HammingRescore(_Rescore):
-    type: Literal["hamming"] = "hamming"
-    window: int = Field(1000, ge=1, le=10_000)
-
-
-class PQRescore(_Rescore):
-    type: Literal["pq"] = "pq"
-    window: int = Field(200, ge=1, le=10_000)
-
-
-class DenseRescore(_Rescore):
-    type: Literal["dense"] = "dense"
-    window: int = Field(100, ge=1, le=10_000)
-
-
-class MaxSimRescore(_Rescore):
-    """`tokens` picks the stored token form: the PQ codes every multi-vector index has, or the
-    float16 copies an index built with the `float_tokens` representation also holds."""
-
-    type: Literal["maxsim"] = "maxsim"
-    window: int = Field(100, ge=1, le=10_000)
-    tokens: Literal["pq", "float16"] = "pq"
-
-
-# Pseudo-relevance feedback runs in the rescoring sequence; its model lives with its logic.
-from osneural.plugin.prf import PRFStage  # noqa: E402
-
-Rescore = Annotated[
-    HammingRescore | PQRescore | DenseRescore | MaxSimRescore | PRFStage,
-    Field(discriminator="type")
-]
-
 # ---------------------------------------------------------------- pipeline
+
+#: the registered stage spec models, discriminated by `type` (`_rebuild` keeps them current)
+FirstStage = FIRST_STAGES.union()
+Rescore = RESCORERS.union()
 
 
 class PipelineSpec(_Strict):
@@ -190,10 +112,25 @@ class PipelineSpec(_Strict):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+def _rebuild() -> None:
+    """Re-derive the stage lists' types from the registries: a stage type registered after this
+    module loaded (an application's, a test's) is then parsed like the built-in ones."""
+    global FirstStage, Rescore
+    FirstStage, Rescore = FIRST_STAGES.union(), RESCORERS.union()
+    fields = PipelineSpec.__pydantic_fields__
+    for name, union in (("first_stages", FirstStage), ("rescore", Rescore)):
+        fields[name] = FieldInfo.merge_field_infos(fields[name], annotation=list[union])
+    PipelineSpec.model_rebuild(force=True)
+
+
+FIRST_STAGES.on_change(_rebuild)
+RESCORERS.on_change(_rebuild)
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     """('first_stages', 1, 'dense', 'k') -> 'first_stages[1].k' (the union tag is noise)."""
     out = ""
-    tags = set(STAGE_TYPES) | set(FUSION_TYPES) | set(RESCORE_TYPES)
+    tags = set(FIRST_STAGES.names()) | set(FUSION_TYPES) | set(RESCORERS.names())
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"

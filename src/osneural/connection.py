@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from osneural.errors import ClusterConfigError  # noqa: F401 - raised here, importable from here
+
 DEFAULT_URL = "http://127.0.0.1:9200"
 ENV_URL = "OSNEURAL_OPENSEARCH_URL"
 ENV_USER = "OSNEURAL_OPENSEARCH_USER"
@@ -27,9 +29,6 @@ ENV_PASSWORD = "OSNEURAL_OPENSEARCH_PASSWORD"
 ENV_CA = "OSNEURAL_OPENSEARCH_CA_CERTS"
 ENV_INSECURE = "OSNEURAL_OPENSEARCH_INSECURE"
 
-
-class ClusterConfigError(ValueError):
-    """A host list, credential or TLS option that cannot be used; the message names it."""
 
 
 @dataclass(frozen=True)

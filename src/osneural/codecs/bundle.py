@@ -15,6 +15,7 @@ from osneural.codecs.binary import BinaryQuantizer
 from osneural.codecs.muvera import MuveraFDE
 from osneural.codecs.pq import ProductQuantizer
 from osneural.codecs.serialization import FORMAT_VERSION
+from osneural.errors import CodecError
 
 BUNDLE_KIND = "bundle"
 CODECS_INDEX = "osneural-codecs"
@@ -52,18 +53,18 @@ class CodecBundle:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecBundle:
         if not isinstance(data, dict) or data.get("kind") != BUNDLE_KIND:
-            raise ValueError("not a codec bundle dict (kind != 'bundle')")
+            raise CodecError("not a codec bundle dict (kind != 'bundle')")
         if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
+            raise CodecError(
                 f"codec bundle version {data.get('version')!r}, this build reads {FORMAT_VERSION}"
             )
         bundle = cls(params=dict(data.get("params") or {}))
         for slot, codec_data in (data.get("codecs") or {}).items():
             if slot not in _SLOTS:
-                raise ValueError(f"codec bundle: unknown slot {slot!r} (known: {sorted(_SLOTS)})")
+                raise CodecError(f"codec bundle: unknown slot {slot!r} (known: {sorted(_SLOTS)})")
             kind = _SLOTS[slot]
             if codec_data.get("kind") != kind:
-                raise ValueError(
+                raise CodecError(
                     f"codec bundle: slot {slot!r} holds kind {codec_data.get('kind')!r}, "
                     f"expected {kind!r}"
                 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from osneural.errors import EncoderError
 
-class EncoderError(Exception):
-    """Base class for every error raised by `osneural.encoders`."""
+__all__ = ["CheckpointError", "EncoderError", "EncoderInputError", "ExportError",
+           "ModelNotFoundError"]
 
 
 class CheckpointError(EncoderError):

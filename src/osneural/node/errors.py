@@ -1,5 +1,5 @@
 """One exception type whose message is the single line a user sees."""
 
+from osneural.errors import NodeError  # something the user must fix (no Java, port taken, ...)
 
-class NodeError(RuntimeError):
-    """Something the user must fix (no Java, port taken, no route to Maven Central...)."""
+__all__ = ["NodeError"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from osneural.plugin.stages import complete
+from osneural.plugin.stages.request import complete
 
 
 def decode_doc_value(text: str) -> bytes:

@@ -1,0 +1,48 @@
+"""`maxsim`: late-interaction MaxSim of the query tokens against each document's stored tokens,
+PQ-coded (`mv_codes`, every multi-vector index) or float16 (`mv_f16`, the `float_tokens`
+representation)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from osneural.plugin.rescoring.base import RescoreSpec, RescoreType
+from osneural.plugin.rescoring.scores import fetch_codes, maxsim_float16_scores, maxsim_scores
+from osneural.plugin.stages.base import StageContext
+from pydantic import Field
+
+#: field of each stored token form
+TOKEN_FIELDS = {"pq": "mv_codes", "float16": "mv_f16"}
+
+
+class MaxSimRescore(RescoreSpec):
+    """`tokens` picks the stored token form: the PQ codes every multi-vector index has, or the
+    float16 copies an index built with the `float_tokens` representation also holds."""
+
+    type: Literal["maxsim"] = "maxsim"
+    window: int = Field(100, ge=1, le=10_000)
+    tokens: Literal["pq", "float16"] = "pq"
+
+
+class MaxSim(RescoreType):
+    spec = MaxSimRescore
+
+    def encoder_kinds(self, stage: MaxSimRescore) -> tuple[str, ...]:
+        return ("multivector",)
+
+    def needs_codecs(self, stage: MaxSimRescore) -> bool:
+        return stage.tokens == "pq"  # the PQ codebooks decode the tokens
+
+    def index_field(self, stage: MaxSimRescore) -> str:
+        return TOKEN_FIELDS[stage.tokens]
+
+    def score(self, stage: MaxSimRescore, ctx: StageContext, ids: list[str],
+              timeout_s: float) -> np.ndarray:
+        q = ctx.enc.tokens(ctx.where)
+        field = self.index_field(stage)
+        raw = fetch_codes(ctx.client, ctx.index, ids, field, timeout_s)
+        if stage.tokens == "float16":
+            return maxsim_float16_scores(q, raw, ids, field)
+        pq = ctx.res.codec("pq_tokens", ctx.where)
+        return maxsim_scores(q, raw, ids, pq.codebooks, field)
