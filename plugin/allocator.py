@@ -1,14 +1,16 @@
 """glibc malloc settings for a long-running `serve` worker.
 
-glibc gives a thread that first allocates while the existing arenas are taken a new arena, up to
-8 per core. A `serve` worker starts threads all the time (request threads, every neural search's
+glibc gives each new thread that allocates an arena of its own (unless a finished thread's arena
+is free), up to 8 per core. A `serve` worker starts threads all the time (request threads, every neural search's
 stage pool, onnxruntime's and the HTTP clients' work), so it ends up with a dozen arenas, each
 holding freed but fragmented memory that is never handed back. Its resident memory then creeps
 up for an hour: in `bench/soak.py` (60 min of mixed traffic, 2 workers) each worker grew 13%
-after the first 5 minutes. Measured side by side under the same traffic (one `serve` per
-setting, same node, same client mix, 7 minutes): 458 MB with glibc's default, 361 MB with two
-arenas, flat from minute 3; turning off onnxruntime's own memory arena (431 MB) or calling
-`malloc_trim` every 30 s (431 MB) did far less. So each worker caps its arenas at start.
+after the first 5 minutes. Measured side by side under the same traffic (`bench/serve_memory.py`:
+one single-worker `serve` per setting, same node, 2 client processes each, 12 minutes, RSS from
+292 MB after warm-up): 463 MB with glibc's default arenas, 361 MB with two, flat from minute 3,
+at the same request rate (1,176 and 1,173 requests); turning off onnxruntime's own memory arena
+(452 MB) or calling `malloc_trim` every 30 s (443 MB) did far less. So each worker caps its
+arenas at start.
 
 The cap is set with `mallopt`, so it holds from that call on whatever started the process; a
 `MALLOC_ARENA_MAX` the user set is left as it is (they asked for something else).
