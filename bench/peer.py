@@ -17,8 +17,9 @@ What it does (a throw-away node on its own port unless `--url` is given, stopped
 2. ingests the same SciFact subset (the judged documents of the chosen test queries, filled up to
    `--docs`) both ways, in interleaved rounds whose order rotates: native = bulk through an ingest
    pipeline (`text_embedding` or `sparse_encoding`, processor `batch_size` = `--batch-size`),
-   osneural = `index_corpus` with the same models at the same batch size, fp32 and int8 document
-   encoders (the query encoder stays fp32: the int8 index is read with the index's own encoder);
+   osneural = `index_corpus` with the same models at the same batch size and the document
+   encoders `osneural ingest` loads with no setting (int8 dense and sparse); `--fp32` adds fp32
+   document-encoder rows and the nDCG@10 of both indices;
 3. runs the same test queries both ways, interleaved per pass (native, osneural, osneural,
    native, ...), at 1 and at `--clients` concurrent clients: dense (`neural` vs a `dense` stage
    with the same k and ef_search), sparse (`neural_sparse` vs a `sparse` stage), hybrid (a
@@ -26,6 +27,12 @@ What it does (a throw-away node on its own port unless `--url` is given, stopped
    min-max, same weights, same depth), and osneural's multi-stage pipelines (fusion + MaxSim)
    against the best native hybrid. Both sides return ids and scores only (`_source: false`,
    `filter_path` on the native side too), and query encoding is inside the timing on both sides.
+   By default every query is an HTTP request from one of `--clients` separate client processes
+   (keep-alive connections), native ones to the node's `_search`, osneural ones to
+   `osneural serve --workers N` (`--serve-workers`, default 2) in front of the same node with
+   default settings (no OSNEURAL_* setting passed on): the clients' GIL is not what is measured.
+   `--clients-in threads` runs the clients as threads of this process instead, osneural through
+   the Python API.
    One more row is a search page: the 0.5/0.5 hybrid with a `terms` aggregation over a
    `category` keyword both indices get natively, and highlight on `text`, on both sides.
 
@@ -36,6 +43,7 @@ machine running this is usually shared: only ratios from one interleaved run mea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -43,6 +51,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +122,6 @@ def mlcommons_exports() -> dict[str, Path]:
     from osneural.encoders.defaults import DEFAULT_DIRS, default_export_dir
     from osneural.encoders.manifest import read_manifest
     from osneural.encoders.mlcommons import export_mlcommons, read_info
-
     from osneural.paths import models_dir
 
     out = {}
@@ -129,52 +138,6 @@ def mlcommons_exports() -> dict[str, Path]:
             export_mlcommons(kind, out=folder)
         out[kind] = folder
     return out
-
-
-def int8_encoders(batch_size: int, workdir: Path) -> dict[str, Any]:
-    """int8 document encoders: the default exports copied (hard links) into `workdir` and
-    quantized there, so the shared model cache is left as it is. Same manifest sha256: the index
-    records the fp32 encoder's identity and queries are encoded by it."""
-    import os
-
-    from osneural.encoders.defaults import default_export_dir
-    from osneural.encoders.export import quantize_int8
-    from osneural.encoders.manifest import INT8_MODEL_NAME
-    from osneural.encoders.runtime import load_encoder
-
-    out = {}
-    for kind in ("dense", "sparse"):
-        src = default_export_dir(kind)
-        if (src / INT8_MODEL_NAME).is_file():
-            folder = src
-        else:
-            folder = workdir / f"int8-{kind}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for f in src.iterdir():
-                dst = folder / f.name
-                if not dst.exists():
-                    if f.name == "manifest.json":
-                        shutil.copy(f, dst)  # rewritten by quantize_int8: never a link
-                    else:
-                        os.link(f, dst) if f.stat().st_dev == workdir.stat().st_dev else shutil.copy(f, dst)
-            diff = quantize_int8(folder)
-            log(f"int8 {kind} encoder: max abs diff to fp32 on the parity batch {diff:.4f}")
-        out[kind] = load_encoder(folder, precision="int8", batch_size=batch_size)
-    return out
-
-
-def int8_query_cache(int8: dict[str, Any]) -> Any:
-    """A ResourceCache whose query encoders are the int8 variants (`OSNEURAL_QUERY_PRECISION=int8`
-    in a deployment), with the threads query encoders get; it searches the fp32 indices."""
-    from osneural.encoders.runtime import load_encoder
-    from osneural.plugin.resources import EncoderCache, ResourceCache, query_encoder_threads
-
-    threads = query_encoder_threads()
-    encoders = EncoderCache(precision="int8")
-    for kind, enc in int8.items():
-        encoders.put(kind, load_encoder(enc.folder, precision="int8", intra_op_threads=threads,
-                                        inter_op_threads=threads))
-    return ResourceCache(encoders)
 
 
 # ----------------------------------------------------------------------------- ingestion
@@ -208,10 +171,11 @@ def native_bulk(client, index: str, pipeline: str, docs: list[dict], batch_size:
     client.indices.refresh(index=index)
 
 
-def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dict | None,
+def ingest_both(client, docs, kind: str, models: dict, encoders: dict, fp32: dict | None,
                 args, names: dict[str, str]) -> dict[str, dict]:
-    """docs/s of native / osneural fp32 / osneural int8 for one representation, in rounds whose
-    order rotates, so drifting machine load falls on every side alike."""
+    """docs/s of native / osneural (default document encoders) / osneural fp32 (when asked) for
+    one representation, in rounds whose order rotates, so drifting machine load falls on every
+    side alike."""
     from osneural.ingest.indexer import index_corpus
 
     processor = "text_embedding" if kind == "dense" else "sparse_encoding"
@@ -219,12 +183,12 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
     client.ingest.put_pipeline(id=pipeline, body={"processors": [{processor: {
         "model_id": models[kind]["model_id"], "field_map": {"passage": kind},
         "batch_size": args.batch_size}}]})
-    sides = ["osneural", "native"] + (["osneural-int8"] if int8 else [])
+    sides = ["osneural", "native"] + (["osneural-fp32"] if fp32 else [])
     # Warm both sides outside the timing, as the query rows are: the first runs of a model pay
     # for allocation and (in the node) JIT compilation, which is not ingestion throughput.
     warm = [passage(d) for d in docs[:16]]
     client.ingest.simulate(id=pipeline, body={"docs": [{"_source": {"passage": t}} for t in warm]})
-    for encs in (encoders, int8 or {}):
+    for encs in (encoders, fp32 or {}):
         if kind in encs:
             encs[kind].encode_documents(warm)
     seconds = {s: 0.0 for s in sides}
@@ -244,7 +208,7 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
                                           body=native_index_body(client, names["osneural"], kind))
                 native_bulk(client, names["native"], pipeline, chunk, args.batch_size)
             else:
-                encs = {kind: (int8 if side == "osneural-int8" else encoders)[kind]}
+                encs = {kind: (fp32 if side == "osneural-fp32" else encoders)[kind]}
                 summary = index_corpus(client, chunk, names[side], representations=kind,
                                        batch_size=args.batch_size, encoders=encs, progress=False)
                 if getattr(summary, "failed", 0):
@@ -268,6 +232,166 @@ def ingest_both(client, docs, kind: str, models: dict, encoders: dict, int8: dic
 def run_pass(fn, queries: dict[str, str], clients: int) -> tuple[dict[str, list[str]], list[float], float]:
     """`fn(text) -> ids` over every query with `clients` threads: ids, latencies (ms), seconds."""
     return timed_map(lambda qid: fn(queries[qid]), list(queries), clients)
+
+
+# ----------------------------------------------------------------------------- client processes
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """One side of a row sent over HTTP by client processes: `POST base + path` with
+    `params`, the body built from the query text by `body_of` (in this process, outside the
+    timing). Native rows go to the node, osneural rows to `osneural serve --workers`."""
+
+    base: str
+    path: str
+    params: tuple[tuple[str, str], ...]
+    body_of: Callable[[str], dict]
+
+
+def _client_process(conn: Any) -> None:
+    """One client process: runs every batch of requests it is sent, one after the other over
+    keep-alive connections, and answers [(ids, ms, osneural timings or None, error or None)].
+    A separate process, so what a row measures is the server, not this bench's GIL."""
+    import httpx
+
+    sessions: dict[str, Any] = {}
+    while True:
+        job = conn.recv()
+        if job is None:
+            break
+        base, path, params, bodies = job
+        http = sessions.get(base)
+        if http is None:
+            http = sessions[base] = httpx.Client(base_url=base, timeout=600)
+        out = []
+        for body in bodies:
+            t0 = time.perf_counter()
+            try:
+                r = http.post(path, params=dict(params), content=body,
+                              headers={"content-type": "application/json"})
+                data = r.json() if r.status_code == 200 else None
+                err = None if data is not None else f"HTTP {r.status_code}: {r.text[:300]}"
+            except (httpx.HTTPError, ValueError) as exc:
+                data, err = None, f"{type(exc).__name__}: {exc}"
+            ms = (time.perf_counter() - t0) * 1e3
+            if data is not None and (data.get("_shards") or {}).get("failed"):
+                data, err = None, "shards failed"
+            ids = [h["_id"] for h in ((data or {}).get("hits") or {}).get("hits", [])]
+            timings = (((data or {}).get("ext") or {}).get("osneural") or {}).get("timings_ms")
+            out.append((ids, ms, timings, err))
+        conn.send(out)
+    for http in sessions.values():
+        http.close()
+
+
+class ClientProcesses:
+    """`n` client processes (spawned once, reused by every pass) that send a pass's queries
+    concurrently: query i goes to client i % clients, each client sends its share in a closed
+    loop."""
+
+    def __init__(self, n: int) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_process, args=(child,), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def run(self, target: HttpTarget, queries: dict[str, str], clients: int
+            ) -> tuple[dict[str, list[str]], list[float], float, list[dict]]:
+        """(ids per query, latencies ms, wall seconds, osneural timings) of one pass."""
+        import orjson
+
+        if clients > len(self.conns):
+            raise ValueError(f"{clients} clients asked, {len(self.conns)} processes started")
+        qids = list(queries)
+        shares = [qids[c::clients] for c in range(clients)]
+        t0 = time.perf_counter()
+        for c, share in enumerate(shares):
+            bodies = [orjson.dumps(target.body_of(queries[q])) for q in share]
+            self.conns[c].send((target.base, target.path, target.params, bodies))
+        out: dict[str, list[str]] = {}
+        lat: list[float] = []
+        timings: list[dict] = []
+        for c, share in enumerate(shares):
+            for qid, (ids, ms, tm, err) in zip(share, self.conns[c].recv(), strict=True):
+                if err:
+                    raise RuntimeError(f"{target.base}{target.path}: query {qid}: {err}")
+                out[qid] = ids
+                lat.append(ms)
+                if tm:
+                    timings.append(tm)
+        return out, lat, time.perf_counter() - t0, timings
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+
+
+def native_target(url: str, index: str, query_of, pipeline: str | None = None,
+                  extra: dict | None = None) -> HttpTarget:
+    params = [("filter_path", FEATURES_FILTER if extra else NATIVE_FILTER)]
+    if pipeline:
+        params.append(("search_pipeline", pipeline))
+    return HttpTarget(url, f"/{index}/_search", tuple(params),
+                      lambda text: {"size": 10, "_source": False, "query": query_of(text),
+                                    **(extra or {})})
+
+
+def serve_target(url: str, index: str, spec: dict, body: dict | None = None) -> HttpTarget:
+    """An `ext.osneural` search with an inline spec through `osneural serve`."""
+    return HttpTarget(url, f"/{index}/_search", (),
+                      lambda text: {**(body or {}), "ext": {"osneural": {"query": text, "spec": spec}}})
+
+
+#: environment variables that change osneural's query or document settings: removed for the
+#: `serve` processes so the rows measure what a user gets with no configuration
+SETTING_VARIABLES = ("OSNEURAL_QUERY_PRECISION", "OSNEURAL_DOCUMENT_PRECISION",
+                     "OSNEURAL_QUERY_THREADS")
+
+
+def start_serve(url: str, workers: int, workdir: Path,
+                allow: tuple[str, ...] = ("peer-*",)) -> tuple[Any, str]:
+    """`osneural serve --workers N` in front of the node, default settings; (process, base)."""
+    import subprocess
+
+    import httpx
+
+    from osneural.node.launcher import free_port_block, spread_port_start
+
+    port = free_port_block(1, start=spread_port_start(base=12000, span=5000))
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_VARIABLES}
+    log_path = workdir / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "osneural.cli", "serve", "--url", url, "--port", str(port),
+         "--workers", str(workers), *(a for pattern in allow for a in ("--allow-index", pattern))],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    pids: set[str] = set()
+    while len(pids) < workers:  # each worker answers health once its encoders are loaded
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"serve did not come up: {log_path.read_text()[-2000:]}")
+        try:
+            with httpx.Client(base_url=base, timeout=10) as http:  # a new connection each time
+                r = http.get("/_osneural/health")
+            if r.status_code == 200:
+                pids.add(r.headers.get("x-osneural-worker", ""))
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    log(f"osneural serve --workers {workers} up on {base} (default settings)")
+    return proc, base
 
 
 #: what a search page adds to a hybrid query: a facet and highlighted snippets
@@ -320,12 +444,20 @@ def osneural_fn(searcher, spec, body: dict | None = None):
 
 
 def compare(pairs: list[tuple[str, str, Any]], queries, qrels, clients_list, passes: int,
-            rows: list[dict]) -> None:
-    """Every (row, side, fn) over the same queries, interleaved: pass p runs the sides in order,
-    then reversed, so neither side always goes first."""
-    for fn in {id(f): f for _r, _s, f in pairs}.values():
-        for text in itertools.islice(queries.values(), 3):
-            fn(text)  # warm: encoders, codecs, caches, JIT on both sides
+            rows: list[dict], pool: ClientProcesses | None = None) -> None:
+    """Every (row, side, fn or HttpTarget) over the same queries, interleaved: pass p runs the
+    sides in order, then reversed, so neither side always goes first. An `HttpTarget` is sent
+    by `pool`'s client processes, a function is called from threads of this process."""
+
+    def one_pass(fn: Any, qs: dict[str, str], clients: int):
+        if isinstance(fn, HttpTarget):
+            return pool.run(fn, qs, clients)
+        ids, lat, secs = run_pass(fn, qs, clients)
+        return ids, lat, secs, None
+
+    warm = dict(itertools.islice(queries.items(), 3))
+    for _r, _s, fn in pairs:
+        one_pass(fn, warm, 1)  # warm: encoders, codecs, caches, JIT on both sides
     for clients in clients_list:
         acc: dict[tuple[str, str], dict[str, Any]] = {}
         for _r, _s, fn in pairs:
@@ -334,17 +466,19 @@ def compare(pairs: list[tuple[str, str, Any]], queries, qrels, clients_list, pas
         for p in range(passes):
             order = pairs if p % 2 == 0 else pairs[::-1]
             for row, side, fn in order:
-                ids, lat, secs = run_pass(fn, queries, clients)
-                a = acc.setdefault((row, side), {"lat": [], "secs": 0.0, "ids": ids})
+                ids, lat, secs, timings = one_pass(fn, queries, clients)
+                a = acc.setdefault((row, side), {"lat": [], "secs": 0.0, "ids": ids, "timings": []})
                 a["lat"] += lat
                 a["secs"] += secs
+                a["timings"] += timings if timings is not None else []
         fns = {(row, side): fn for row, side, fn in pairs}
         for (row, side), a in acc.items():
             p50, p95 = pct(a["lat"])
             rows.append({"row": row, "side": side, "clients": clients, "p50_ms": p50,
                          "p95_ms": p95, "qps": len(a["lat"]) / a["secs"],
-                         "ndcg@10": ndcg10(a["ids"], qrels)})
-            timings = getattr(fns[(row, side)], "timings", None)
+                         "ndcg@10": ndcg10(a["ids"], qrels),
+                         "via": "http" if isinstance(fns[(row, side)], HttpTarget) else "python"})
+            timings = a["timings"] or getattr(fns[(row, side)], "timings", None)
             if timings:
                 keys = sorted({k for t in timings for k in t})
                 rows[-1]["osneural_p50_ms"] = {
@@ -367,7 +501,7 @@ def ratio_table(ingest: dict, rows: list[dict], best_native_hybrid: str | None) 
     out = []
     for kind, sides in ingest.items():
         nat = sides["native"]["docs_per_s"]
-        for side in ("osneural", "osneural-int8"):
+        for side in ("osneural", "osneural-fp32"):
             if side in sides:
                 out.append({"what": f"ingest {kind} docs/s", "side": side,
                             "native": nat, "osneural": sides[side]["docs_per_s"],
@@ -393,21 +527,23 @@ def print_tables(result: dict) -> None:
     print("|---|---:|---:|---:|")
     for kind, sides in result["ingest"].items():
         nat = sides["native"]["docs_per_s"]
-        for side in ("osneural", "osneural-int8"):
+        for side in ("osneural", "osneural-fp32"):
             if side in sides:
                 d = sides[side]["docs_per_s"]
                 print(f"| {kind}, {side} | {nat:.1f} | {d:.1f} | {d / nat:.2f}x |")
     if result.get("int8_ndcg"):
-        print("\n| int8 document encoder | nDCG@10 fp32 index | nDCG@10 int8 index | delta (points) |")
+        print("\n| document encoder | nDCG@10 fp32 index | nDCG@10 default index | delta (points) |")
         print("|---|---:|---:|---:|")
         for kind, v in result["int8_ndcg"].items():
-            print(f"| {kind} | {v['fp32']:.4f} | {v['int8']:.4f} | {100 * (v['int8'] - v['fp32']):+.2f} |")
+            print(f"| {kind} | {v['fp32']:.4f} | {v['default']:.4f} | {100 * (v['default'] - v['fp32']):+.2f} |")
     print(f"\nBest native hybrid (nDCG@10 at 1 client): {result.get('best_native_hybrid')}")
     print("\n| query | clients | side | p50 ms | p95 ms | QPS | nDCG@10 |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for r in result["rows"]:
         print(f"| {r['row']} | {r['clients']} | {r['side']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
               f"| {r['qps']:.1f} | {r['ndcg@10']:.4f} |")
+    if result.get("query_clients"):
+        print(f"\nQueries: {result['query_clients']}")
     print("\n| osneural p50 ms per part (1 client) | parts |")
     print("|---|---|")
     for r in result["rows"]:
@@ -437,7 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=19600,
                     help="where the search for a free port block for the node starts")
     ap.add_argument("--heap", default="1g")
-    ap.add_argument("--no-int8", action="store_true", help="skip the int8 document-encoder rows")
+    ap.add_argument("--fp32", action="store_true",
+                    help="add fp32 document-encoder ingest rows beside the default ones")
+    ap.add_argument("--clients-in", choices=("processes", "threads"), default="processes",
+                    help="processes (default): every query goes over HTTP from separate client "
+                         "processes, osneural's through `osneural serve --workers`; threads: "
+                         "native through opensearch-py and osneural through the Python API, "
+                         "from threads of this process")
+    ap.add_argument("--serve-workers", type=int, default=2,
+                    help="`osneural serve --workers` for the HTTP rows (default 2)")
     ap.add_argument("--no-multistage", action="store_true", help="skip the MaxSim pipelines")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--out", default=None, help="also write the JSON result to this file")
@@ -450,10 +594,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import signal
 
-    from osneural.encoders import load_default
-    from osneural.encoders.registry import record_model, register_model, undeploy
+    from osneural.ingest.batch import load_encoders
     from osneural.plugin import Searcher
     from osneural.plugin.resources import EncoderCache, ResourceCache
+
+    from osneural.encoders import load_default
+    from osneural.encoders.registry import record_model, register_model, undeploy
 
     # `timeout` / kill send SIGTERM: exit through the `finally` below, so the node is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -463,34 +609,43 @@ def main(argv: list[str] | None = None) -> int:
     exports = mlcommons_exports()
     workdir = Path(tempfile.mkdtemp(prefix="osneural-peer-models-", dir="/tmp"))
     client, cluster, root = start_node(args)
+    node_url = args.url.split(",")[0] if args.url else cluster.url
     client.transport.timeout = 600
+    serve = pool = None
     models: dict[str, dict] = {}
     names_all: list[str] = []
     try:
         for kind, folder in exports.items():
             models[kind] = register_model(client, folder, apply_settings=True, log=log)
-        # the `osneural` side is fp32 by name: explicit, since the library's default is int8
-        encoders = {"dense": load_default("dense", precision="fp32", batch_size=args.batch_size),
-                    "sparse": load_default("sparse", precision="fp32", batch_size=args.batch_size)}
-        int8 = None if args.no_int8 else int8_encoders(args.batch_size, workdir)
+        # the `osneural` side: the document encoders `osneural ingest` loads with no setting
+        # (OSNEURAL_DOCUMENT_PRECISION ignored here); `osneural-fp32` names its precision
+        encoders = load_encoders(["dense", "sparse"], batch_size=args.batch_size, precision="auto")
+        log("osneural document encoders (default settings): " + ", ".join(
+            f"{k} {e.precision}" for k, e in encoders.items()))
+        fp32 = ({k: load_default(k, precision="fp32", batch_size=args.batch_size)
+                 for k in ("dense", "sparse")} if args.fp32 else None)
 
         ingest: dict[str, dict] = {}
         names: dict[str, dict[str, str]] = {}
         for kind in ("dense", "sparse"):
             names[kind] = {"native": f"peer-native-{kind}", "osneural": f"peer-osneural-{kind}",
-                           "osneural-int8": f"peer-osneural-int8-{kind}"}
+                           "osneural-fp32": f"peer-osneural-fp32-{kind}"}
             for n in names[kind].values():
                 client.indices.delete(index=n, ignore_unavailable=True)
                 names_all.append(n)
-            ingest[kind] = ingest_both(client, docs, kind, models, encoders, int8, args, names[kind])
-            for side in ("osneural", "osneural-int8"):
-                if int8 or side == "osneural":
+            ingest[kind] = ingest_both(client, docs, kind, models, encoders, fp32, args, names[kind])
+            for side in ("osneural", "osneural-fp32"):
+                if fp32 or side == "osneural":
                     record_model(client, names[kind][side], kind, models[kind])  # '.' tokens as native
             if args.out:  # a run cut short later still leaves the ingest rows
                 Path(args.out).write_text(json.dumps({"stage": "ingest", "ingest": ingest}, indent=1))
-        cache = ResourceCache(EncoderCache(precision="fp32"))
-        q8cache = int8_query_cache(int8) if int8 else None
+        encoders = fp32 = None  # the query side loads its own: serve's workers, or this cache
+        cache = ResourceCache(EncoderCache(precision="auto"))  # what serve and the API use
         searchers = {}
+        http = args.clients_in == "processes"
+        if http:
+            serve, serve_url = start_serve(node_url, args.serve_workers, workdir)
+            pool = ClientProcesses(args.clients)
 
         def searcher(index: str, with_cache: Any = None):
             key = (index, id(with_cache))
@@ -521,37 +676,43 @@ def main(argv: list[str] | None = None) -> int:
         for label, w in hybrids.items():
             hybrid_pipeline(client, f"peer-{label.split()[1].replace('/', '-')}", w)
         nd, ns = names["dense"], names["sparse"]
+
+        def nat(index: str, query_of, pipe: str | None = None, extra: dict | None = None):
+            if http:
+                return native_target(node_url, index, query_of, pipe, extra)
+            return native_fn(client, index, query_of, pipe, extra)
+
+        def osn(index: str, spec: dict, body: dict | None = None):
+            if http:
+                return serve_target(serve_url, index, spec, body)
+            return osneural_fn(searcher(index), spec, body)
+
         pairs = [
-            ("dense", "native", native_fn(client, nd["native"], dense_q)),
-            ("dense", "osneural", osneural_fn(searcher(nd["osneural"]), dense_spec)),
-            ("sparse", "native", native_fn(client, ns["native"], sparse_q)),
-            ("sparse", "osneural", osneural_fn(searcher(ns["osneural"]), sparse_spec)),
+            ("dense", "native", nat(nd["native"], dense_q)),
+            ("dense", "osneural", osn(nd["osneural"], dense_spec)),
+            ("sparse", "native", nat(ns["native"], sparse_q)),
+            ("sparse", "osneural", osn(ns["osneural"], sparse_spec)),
         ]
         for label, w in hybrids.items():
             pipe = f"peer-{label.split()[1].replace('/', '-')}"
-            pairs += [(label, "native", native_fn(client, nd["native"], hybrid_q, pipe)),
-                      (label, "osneural", osneural_fn(searcher(nd["osneural"]), hybrid_spec(w)))]
+            pairs += [(label, "native", nat(nd["native"], hybrid_q, pipe)),
+                      (label, "osneural", osn(nd["osneural"], hybrid_spec(w)))]
         # A search page: the 0.5/0.5 hybrid with a terms aggregation and highlight on both sides
         for index in (nd["native"], nd["osneural"]):
             add_app_fields(client, index, docs)
         page_pipe = "peer-0.5-0.5"
         pairs += [("hybrid 0.5/0.5 + terms agg + highlight", "native",
-                   native_fn(client, nd["native"], hybrid_q, page_pipe, PAGE_FEATURES)),
+                   nat(nd["native"], hybrid_q, page_pipe, PAGE_FEATURES)),
                   ("hybrid 0.5/0.5 + terms agg + highlight", "osneural",
-                   osneural_fn(searcher(nd["osneural"]), hybrid_spec([0.5, 0.5]), PAGE_FEATURES))]
-        if q8cache is not None:  # the same fp32 indices, queries encoded by the int8 variant
-            pairs += [("dense", "osneural-int8q", osneural_fn(searcher(nd["osneural"], q8cache), dense_spec)),
-                      ("sparse", "osneural-int8q", osneural_fn(searcher(ns["osneural"], q8cache), sparse_spec))]
-            pairs += [(label, "osneural-int8q", osneural_fn(searcher(nd["osneural"], q8cache), hybrid_spec(w)))
-                      for label, w in hybrids.items()]
+                   osn(nd["osneural"], hybrid_spec([0.5, 0.5]), PAGE_FEATURES))]
         rows: list[dict] = []
-        compare(pairs, queries, qrels, [1, args.clients], args.passes, rows)
+        compare(pairs, queries, qrels, [1, args.clients], args.passes, rows, pool)
 
         int8_ndcg = {}
-        if int8:
+        if args.fp32:  # quality of the default (int8) document encoders against fp32
             for kind, spec in (("dense", dense_spec), ("sparse", sparse_spec)):
                 vals = {}
-                for side, key in (("osneural", "fp32"), ("osneural-int8", "int8")):
+                for side, key in (("osneural-fp32", "fp32"), ("osneural", "default")):
                     ids, _lat, _s = run_pass(osneural_fn(searcher(names[kind][side]), spec),
                                              queries, 1)
                     vals[key] = ndcg10(ids, qrels)
@@ -569,6 +730,11 @@ def main(argv: list[str] | None = None) -> int:
                     "ingest": ingest, "int8_ndcg": int8_ndcg, "rows": rows,
                     "best_native_hybrid": best, "ratios": ratio_table(ingest, rows, best),
                     "complete": stage == "done", "stage": stage,
+                    "query_clients": (f"{args.clients} client processes over HTTP (keep-alive); "
+                                      f"osneural through `osneural serve --workers "
+                                      f"{args.serve_workers}`, default settings" if http else
+                                      "threads of the bench process; osneural through the "
+                                      "Python API"),
                     "command": "nice python bench/peer.py " + " ".join(
                         sys.argv[1:] if argv is None else argv),
                     "seconds": time.perf_counter() - t_all}
@@ -592,20 +758,26 @@ def main(argv: list[str] | None = None) -> int:
             log(f"osneural multi-representation index: {time.perf_counter() - t0:.0f}s")
             best_w = hybrids[best]
             pipe = f"peer-{best.split()[1].replace('/', '-')}"
-            multi = [(f"{best} (phase B)", "native", native_fn(client, nd["native"], hybrid_q, pipe)),
-                     (f"{best} (phase B)", "osneural",
-                      osneural_fn(searcher(nd["osneural"]), hybrid_spec(best_w)))]
+            multi = [(f"{best} (phase B)", "native", nat(nd["native"], hybrid_q, pipe)),
+                     (f"{best} (phase B)", "osneural", osn(nd["osneural"], hybrid_spec(best_w)))]
             for spec_name in ("hybrid", "multivector"):
                 text = (resources.files("osneural.plugin") / "specs" / f"{spec_name}.json").read_text()
                 spec = dict(json.loads(text), _source=False)
-                multi.append((f"multi-stage {spec_name}.json", "osneural",
-                              osneural_fn(searcher(full), spec)))
-            compare(multi, queries, qrels, [1, args.clients], args.passes, rows)
+                multi.append((f"multi-stage {spec_name}.json", "osneural", osn(full, spec)))
+            compare(multi, queries, qrels, [1, args.clients], args.passes, rows, pool)
             best = f"{best} (phase B)"
         result = snapshot("done")
         for s in searchers.values():
             s.close()
     finally:
+        if pool is not None:
+            pool.close()
+        if serve is not None:
+            serve.terminate()
+            try:
+                serve.wait(timeout=60)
+            except Exception:  # noqa: BLE001 - stuck: kill it, the node goes next
+                serve.kill()
         if cluster is None:  # a user's node: leave it as we found it
             for n in names_all:
                 client.indices.delete(index=n, ignore_unavailable=True)

@@ -256,6 +256,14 @@ def start_node(args: argparse.Namespace):
     return cluster, root
 
 
+def existing_docs(url: str, index: str) -> int | None:
+    """Documents in `index` on the node at `url`, None when it does not exist."""
+    import httpx
+
+    r = httpx.get(f"{url}/{index}/_count", timeout=60)
+    return int(r.json()["count"]) if r.status_code == 200 else None
+
+
 def percentiles(ms: list[float]) -> dict[str, float | int]:
     if not ms:
         return {"n": 0}
@@ -283,11 +291,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = dict(os.environ)
         corpus = work / "docs.jsonl"
         write_corpus(args.docs, 0, corpus)
-        t0 = time.perf_counter()
-        subprocess.run(osneural("ingest", str(corpus), "--index", INDEX, "--url", url, "--no-progress"),
-                       check=True, env=env)
-        report["build_s"] = round(time.perf_counter() - t0, 1)
-        log(f"{INDEX}: {args.docs} documents, every default representation, in {report['build_s']}s")
+        if args.reuse_index and existing_docs(url, INDEX) == args.docs:
+            log(f"{INDEX}: reusing the {args.docs} documents already there")
+        else:
+            t0 = time.perf_counter()
+            subprocess.run(osneural("ingest", str(corpus), "--index", INDEX, "--url", url,
+                                    "--no-progress"), check=True, env=env)
+            report["build_s"] = round(time.perf_counter() - t0, 1)
+            log(f"{INDEX}: {args.docs} documents, every default representation, in {report['build_s']}s")
+        if args.ingest_docs:  # a run on a reused node starts the side ingestion from scratch
+            import httpx
+
+            httpx.delete(f"{url}/{INGEST_INDEX}", params={"ignore_unavailable": "true"}, timeout=60)
         queries = [json.loads(line)["text"] for line in (beir_dir("scifact") / "queries.jsonl").open()]
 
         port = free_port_block(1, start=spread_port_start(base=12000, span=5000))
@@ -440,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-s", type=float, default=30.0)
     ap.add_argument("--url", default=None, help="a running node (default: start one here)")
     ap.add_argument("--heap", default="1g")
+    ap.add_argument("--reuse-index", action="store_true",
+                    help="with --url: keep a soak-docs index that already holds --docs documents "
+                         "(built by an earlier run) instead of building it again")
     ap.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (client CSVs, logs)")
     args = ap.parse_args(argv)

@@ -17,6 +17,8 @@ The group behaves as one service:
 * every response names the worker that made it (`X-Osneural-Worker: <pid>`), and each worker
   answers `/_osneural/health` for the cluster it sees;
 * the supervisor replaces a worker that dies or stops answering its health pings;
+* each worker caps its glibc malloc arenas at two (`osneural.plugin.allocator`), so its
+  resident memory levels off instead of creeping up under hours of traffic;
 * SIGTERM (or SIGINT) to the supervisor stops the group gracefully: it passes SIGTERM to every
   worker, each stops accepting, finishes its in-flight requests (up to `graceful_timeout`
   seconds) and exits, and the supervisor exits when all have.
@@ -95,10 +97,14 @@ class AppFactory:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> WorkerHeader:
+        from osneural.plugin.allocator import limit_arenas
         from osneural.plugin.server import create_app
 
         if not logging.getLogger().handlers:  # a spawned worker starts with no logging set up
             logging.basicConfig(level=logging.INFO, format="%(message)s")
+        # before any request thread: a worker's memory otherwise creeps up for an hour
+        # (osneural.plugin.allocator says what was measured)
+        limit_arenas()
         return WorkerHeader(create_app(**self.kwargs))
 
 
