@@ -373,7 +373,12 @@ class Searcher:
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float
     ) -> list[tuple[str, float]]:
         body = stages.search_body(self._stage_query(stage, name, enc, spec), stage.k)
-        return stages.run_query(self.client, self.index, body, timeout_s)
+        index = self.index
+        if getattr(stage, "method", None) == "seismic":
+            from osneural.plugin.sparse_ann import stage_index
+
+            index = stage_index(self.index)
+        return stages.run_query(self.client, index, body, timeout_s)
 
     def _stage_query(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec
@@ -385,6 +390,12 @@ class Searcher:
             query = stages.bm25_query(stage, enc.text, flt)
         elif stage.type == "dense":
             query = stages.dense_query(stage, cluster_encoding.dense(self.client, enc, stage, where), flt)
+        elif stage.type == "sparse" and stage.method == "seismic":
+            from osneural.plugin.sparse_ann import stage_query
+
+            weights = cluster_encoding.sparse(self.client, enc, stage, where)
+            sparse_enc = enc.cache.encoders.checked("sparse", enc.res, where)
+            query = stage_query(stage, weights, sparse_enc, flt, where)
         elif stage.type == "sparse":
             query = stages.sparse_query(stage, cluster_encoding.sparse(self.client, enc, stage, where), flt)
         elif stage.type == "binary":

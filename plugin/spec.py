@@ -65,6 +65,11 @@ class SparseStage(_Strict):
     # "cluster": the query is encoded by the index's ml-commons model (plugin/cluster_encoding.py)
     encode: Literal["local", "cluster"] = "local"
     model_id: str | None = None
+    # "seismic": neural-search's sparse ANN on the `<index>-sparse-ann` companion index
+    # (plugin/sparse_ann.py); top_n / heap_factor are its query-time method_parameters
+    method: Literal["rank_features", "seismic"] = "rank_features"
+    top_n: int | None = Field(None, ge=1, le=1024)
+    heap_factor: float | None = Field(None, gt=0)
 
 
 class BinaryStage(_Strict):
