@@ -178,9 +178,10 @@ def ray_index_corpus(
             ds = ray.data.read_datasource(
                 spool_datasource(spool.path, bounds),
                 override_num_blocks=min(spool.batches, max(4 * workers, spool.batches // 64)),
-                # reading the spool is a file read: no CPU slot, or the read tasks would wait
-                # forever for the CPUs the actors hold
-                num_cpus=0)
+                # reading the spool is a file read: no CPU slot (or the read tasks would wait
+                # forever for the CPUs the actors hold), and one read task at a time (a
+                # zero-CPU task is otherwise unbounded: Ray started dozens of worker processes)
+                num_cpus=0, concurrency=1)
             pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
             results = ds.map_batches(
                 IngestActor, batch_size=1, batch_format="numpy", compute=pool, num_cpus=1,

@@ -192,13 +192,25 @@ def test_seismic_stage_refuses_a_filter(ns_client, seismic_index) -> None:
         searcher.close()
 
 
-def test_a_cluster_without_neural_search_is_refused(opensearch_client) -> None:
+def test_a_cluster_without_neural_search_is_refused(opensearch_client, opensearch_url,
+                                                    tmp_path, capsys) -> None:
+    from osneural.cli import main as cli_main
+
     plugins = {r["component"] for r in opensearch_client.cat.plugins(format="json")}
     assert "opensearch-neural-search" not in plugins  # the session node is the plain one
     with pytest.raises(SparseAnnUnavailable, match="--plugins neural-search"):
         check_cluster(opensearch_client)
     with pytest.raises(SparseAnnUnavailable, match="neural-search"):
         build_sparse_ann(opensearch_client, "any-index", vocab={})
+    # the CLI refuses before it writes anything
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "heart"}\n', encoding="utf-8")
+    name = f"test-ann-cli-{uuid.uuid4().hex[:8]}"
+    rc = cli_main(["ingest", str(corpus), "--index", name, "--representations", "sparse",
+                   "--sparse-ann", "--no-progress", "--url", opensearch_url])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--sparse-ann" in err and "--plugins neural-search" in err
+    assert not opensearch_client.indices.exists(index=name)
 
 
 def test_the_threshold_switches_seismic_on(ns_client, seismic_index) -> None:
