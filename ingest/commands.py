@@ -81,6 +81,15 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
                         help="retries of a bulk write or resume check the cluster did not answer")
     parser.add_argument("--retry-backoff", type=float, default=1.0, metavar="SECONDS",
                         help="first retry delay, doubled per retry")
+    parser.add_argument("--sparse-ann", action="store_true",
+                        help="also write the sparse weights to <index>-sparse-ann, a neural-search "
+                             "sparse_vector (SEISMIC) index, for the sparse stage's method: seismic "
+                             "(needs neural-search >= 3.3 on the cluster)")
+    parser.add_argument("--seismic-threshold", type=int, default=1_000_000, metavar="DOCS",
+                        help="with --sparse-ann: segments with fewer documents are scored exactly")
+    parser.add_argument("--seismic-n-postings", type=int, default=None, metavar="DOCS",
+                        help="with --sparse-ann: documents kept per posting list "
+                             "(default: neural-search's, 0.0005 x segment documents)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_cluster_arguments(parser)
@@ -165,6 +174,14 @@ def run_ingest(args: argparse.Namespace) -> int:
     )
     client = config.client()
     try:
+        if args.sparse_ann:  # refused before hours of encoding, not after
+            from osneural.plugin.sparse_ann import SparseAnnUnavailable, check_cluster
+
+            try:
+                check_cluster(client)
+            except SparseAnnUnavailable as exc:
+                print(f"osneural ingest: --sparse-ann: {exc}", file=sys.stderr)
+                return 2
         if args.from_index:
             from osneural.ingest.source_index import open_source
 
@@ -179,6 +196,14 @@ def run_ingest(args: argparse.Namespace) -> int:
         else:
             summary = index_corpus(client, corpus, args.index, in_place=args.in_place,
                                    swap_alias=args.swap_alias, **common)
+        if args.sparse_ann:
+            from osneural.ingest.sparse_ann import build_sparse_ann
+            from osneural.mappings.sparse_ann import SeismicParams
+
+            ann = build_sparse_ann(client, args.index, SeismicParams(
+                approximate_threshold=args.seismic_threshold, n_postings=args.seismic_n_postings))
+            summary.notes.append(f"sparse ANN: {ann.written} documents in {ann.companion} "
+                                 f"({ann.seconds:.1f} s, force-merged)")
     except IngestError as exc:
         print(f"osneural ingest: {exc}", file=sys.stderr)
         if exc.summary is not None and exc.summary.representations:

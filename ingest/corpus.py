@@ -249,13 +249,17 @@ def read_jsonl(path: str | Path, fields: FieldNames = FieldNames()) -> Iterator[
 def iter_corpus(
     corpus: str | Path | Iterable[Mapping[str, Any]],
     fields: FieldNames = FieldNames(),
+    memory_ids: int | None = None,
 ) -> Iterator[CorpusItem]:
     """Every item of a corpus path (file/folder) or of an iterable of dicts, duplicates rejected.
+
+    The duplicate check holds at most `memory_ids` ids in memory (default
+    `seen_ids.DEFAULT_MEMORY_IDS`) and the rest in a temporary SQLite file, so a corpus of any
+    length reads in bounded memory.
 
     For an iterable, `line` is the 1-based position and `source` is `"<memory>"`; for a source
     index (an object with `records()`), the position in its reading order and the index name.
     """
-    seen: set[str] = set()
     if hasattr(corpus, "records"):  # an existing index (osneural.ingest.source_index)
         where = str(corpus)
         items = (parse_record(rec, fields, where, i)
@@ -268,10 +272,14 @@ def iter_corpus(
         items = (
             parse_record(rec, fields, "<memory>", i) for i, rec in enumerate(corpus, start=1)
         )
-    for item in items:
-        if isinstance(item, CorpusDocument):
-            if item.id in seen:
-                yield Rejected(item.source, item.line, item.id, "duplicate id in this corpus")
-                continue
-            seen.add(item.id)
-        yield item
+    from osneural.ingest.seen_ids import DEFAULT_MEMORY_IDS, SeenIds
+
+    memory_ids = DEFAULT_MEMORY_IDS if memory_ids is None else memory_ids
+    # bounded: recent ids in a set, older ones in a scratch SQLite file (see seen_ids)
+    with SeenIds(memory_ids) as seen:
+        for item in items:
+            if isinstance(item, CorpusDocument):
+                if not seen.add(item.id):
+                    yield Rejected(item.source, item.line, item.id, "duplicate id in this corpus")
+                    continue
+            yield item

@@ -17,18 +17,20 @@ machines, actor restarts and task retries without a second ingestion loop here. 
   unreachable. Writes are idempotent by `_id`, so a batch Ray retries after an actor died is
   simply written again, and `resume=True` skips what earlier runs wrote.
 
-The corpus is read into the driver's memory before the pool starts (one JSON string per batch);
-a corpus larger than the driver's RAM should be split into several runs with `resume`.
+The driver does not hold the corpus: it spools the batches to a scratch file as it reads them
+(`osneural.ingest.spool`; disk about the corpus's size, 8 bytes of memory per batch) and the pool
+streams them back through a Ray Data source, one block per batch; the duplicate-id check keeps
+old ids on disk (`osneural.ingest.seen_ids`). Driver memory is therefore flat in the corpus size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from osneural.ingest.corpus import CorpusDocument, FieldNames
 from osneural.ingest.plan import BatchResult, CodecParams, IndexOptions, IngestPlan, IngestSummary
 from osneural.ingest.prepare import CorpusReader, IngestRun, prepare, restore_settings
 from osneural.ingest.source_index import finish_source, plan_source
+from osneural.ingest.spool import BatchSpool, spool_datasource
 
 #: Small enough for a laptop or CI box; the payloads are a few MB of JSON per thousand documents.
 DEFAULT_OBJECT_STORE_BYTES = 200 * 1024 * 1024
@@ -104,6 +107,7 @@ def ray_index_corpus(
     ray_remote_args: Mapping[str, Any] | None = None,
     in_place: bool = False,
     swap_alias: str | None = None,
+    spool_dir: str | Path | None = None,
     **layout: Any,
 ) -> IngestSummary:
     """`index_corpus` on a pool of `workers` Ray actors; same arguments, summary and errors.
@@ -114,6 +118,7 @@ def ray_index_corpus(
     `encoders`, when given, must pickle (they are shipped to every actor); by default each actor
     loads the exported defaults with `threads_per_worker` ONNX threads. `ray_remote_args` go to
     the actors (e.g. `{"max_restarts": 0}` to stop instead of restarting a dead actor).
+    `spool_dir` holds the scratch copy of the batches (default: the system temp folder).
     """
     import ray
     from osneural.ingest.indexer import index_options
@@ -140,6 +145,7 @@ def ray_index_corpus(
     reader = CorpusReader(corpus, fields, batch_size, run)
     restore: dict[str, Any] = {}
     started = False
+    stack = contextlib.ExitStack()
     try:
         prep = prepare(client, index, reader, run, representations=representations,
                        resume=resume, encoders=encoders, params=codec_params or CodecParams(),
@@ -157,17 +163,25 @@ def ray_index_corpus(
                     raise run.stop(result.unavailable)
         plan, pending = prep.plan, prep.pending
         del prep
-        rows = [{"batch": json.dumps([asdict(d) for d in batch])}
-                for batch in itertools.chain(pending, reader)]
+        spool = stack.enter_context(BatchSpool(spool_dir))
+        spool.write_all(itertools.chain(pending, reader))
+        del pending
+        bounds = spool.finish()
         if reader.valid_seen == 0:
             raise reader.empty_error()
-        if rows:
+        if spool.batches:
             loop_start = time.perf_counter()
             started = _start_ray(address, workers, ray_init_kwargs)
             ray.data.DataContext.get_current().enable_progress_bars = False
-            # One block per corpus batch and one task in flight per actor: an actor that is
-            # still loading its encoders does not queue up work the others could do.
-            ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 10_000))
+            # One block per corpus batch (read lazily from the spool) and one task in flight per
+            # actor: an actor still loading its encoders does not queue up work others could do.
+            ds = ray.data.read_datasource(
+                spool_datasource(spool.path, bounds),
+                override_num_blocks=min(spool.batches, max(4 * workers, spool.batches // 64)),
+                # reading the spool is a file read: no CPU slot (or the read tasks would wait
+                # forever for the CPUs the actors hold), and one read task at a time (a
+                # zero-CPU task is otherwise unbounded: Ray started dozens of worker processes)
+                num_cpus=0, concurrency=1)
             pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
             results = ds.map_batches(
                 IngestActor, batch_size=1, batch_format="numpy", compute=pool, num_cpus=1,
@@ -192,6 +206,7 @@ def ray_index_corpus(
             client.indices.refresh(index=index)
         finish_source(client, corpus, index, swap_alias, run)
     finally:
+        stack.close()
         note = restore_settings(client, index, restore)
         if note:
             run.summary.notes.append(note)

@@ -253,7 +253,8 @@ class Searcher:
         should = []
         for s, n in zip(spec.first_stages, names, strict=True):
             try:
-                should.append(self._stage_query(s, n, enc, spec))
+                ctx = self._context(enc, f"first_stages ({n})", spec.filter)
+                should.append(FIRST_STAGES.of(s).matched_query(s, ctx))
             except (SpecError, StageError):
                 raise
             except Exception:  # noqa: BLE001 - that stage fails in the ranking too (a warning)

@@ -115,3 +115,36 @@ def test_invalid_utf8_is_a_line_error(tmp_path: Path) -> None:
     path.write_bytes(b'{"_id": "1", "text": "ok"}\n\xff\xfe garbage\n')
     items = list(iter_corpus(path))
     assert isinstance(items[1], Rejected) and items[1].line == 2
+
+
+def test_duplicate_far_apart_is_caught_after_ids_spill_to_disk(tmp_path: Path) -> None:
+    """The duplicate check keeps only `memory_ids` ids in memory; a repeat of an id read
+    thousands of lines earlier (long since moved to the scratch file) is still rejected, naming
+    its own line, and the first occurrence is the one kept."""
+    lines = [json.dumps({"_id": f"d{i}", "text": f"text {i}"}) for i in range(5000)]
+    lines.append(json.dumps({"_id": "d3", "text": "again"}))        # line 5001: repeat of line 4
+    lines.append(json.dumps({"_id": "d4999", "text": "again"}))     # line 5002: repeat of a recent id
+    lines.append(json.dumps({"_id": "new", "text": "fresh"}))
+    path = _write(tmp_path / "corpus.jsonl", lines)
+    items = list(iter_corpus(path, memory_ids=100))
+    bad = [i for i in items if isinstance(i, Rejected)]
+    assert [(r.line, r.doc_id, r.reason) for r in bad] == [
+        (5001, "d3", "duplicate id in this corpus"),
+        (5002, "d4999", "duplicate id in this corpus")]
+    docs = [i for i in items if isinstance(i, CorpusDocument)]
+    assert len(docs) == 5001 and docs[3].text == "text 3" and docs[-1].id == "new"
+
+
+def test_seen_ids_spills_and_removes_its_file(tmp_path: Path) -> None:
+    from osneural.ingest.seen_ids import SeenIds
+
+    ids = [f"id-{i}" for i in range(1000)]
+    with SeenIds(memory_ids=64, folder=tmp_path) as seen:
+        assert all(seen.add(i) for i in ids)
+        assert seen.spilled >= 900 and len(seen) == 1000
+        assert not any(seen.add(i) for i in ids[::7])  # old (on disk) and recent (in memory)
+        assert "id-0" in seen and "id-1000" not in seen
+        assert list(tmp_path.iterdir())  # the scratch folder lives in the folder given
+    assert not list(tmp_path.iterdir())  # and is gone on close
+    with pytest.raises(ValueError, match="memory_ids"):
+        SeenIds(memory_ids=0)

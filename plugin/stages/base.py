@@ -100,6 +100,11 @@ class FirstStageType(StageType):
         """The OpenSearch query clause, the spec's filter (`ctx.filter`) inside it."""
         raise NotImplementedError
 
+    def matched_query(self, stage: Any, ctx: StageContext) -> dict[str, Any]:
+        """The stage's clause in the matched-set request (aggregations, exact totals), which
+        runs on the pipeline's own index: the stage's query unless it searches elsewhere."""
+        return self.query(stage, ctx)
+
     def body(self, stage: Any, ctx: StageContext) -> dict[str, Any]:
         """The whole search body: `stage.k` hits, ids and scores only."""
         return request.search_body(self.query(stage, ctx), stage.k)

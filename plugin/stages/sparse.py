@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +24,11 @@ class SparseStage(StageSpec):
     # "cluster": the query is encoded by the index's ml-commons model (plugin/cluster_encoding.py)
     encode: Literal["local", "cluster"] = "local"
     model_id: str | None = None
+    # "seismic": neural-search's sparse ANN on the `<index>-sparse-ann` companion index
+    # (osneural.plugin.sparse_ann); top_n / heap_factor are its query-time method_parameters
+    method: Literal["rank_features", "seismic"] = "rank_features"
+    top_n: int | None = Field(None, ge=1, le=1024)
+    heap_factor: float | None = Field(None, gt=0)
 
 
 def sparse_query(
@@ -68,4 +74,23 @@ class Sparse(FirstStageType):
 
     def query(self, stage: SparseStage, ctx: StageContext) -> dict[str, Any]:
         weights = cluster_encoding.sparse(ctx.client, ctx.enc, stage, ctx.where)
+        if stage.method == "seismic":
+            from osneural.plugin.sparse_ann import stage_query
+
+            encoder = ctx.enc.cache.encoders.checked("sparse", ctx.res, ctx.where)
+            return stage_query(stage, weights, encoder, ctx.filter, ctx.where)
         return sparse_query(stage, weights, ctx.filter)
+
+    def matched_query(self, stage: SparseStage, ctx: StageContext) -> dict[str, Any]:
+        """SEISMIC ranks the same weights the index keeps as `rank_features`: the matched set
+        is theirs (the companion index holds no app fields to aggregate)."""
+        weights = cluster_encoding.sparse(ctx.client, ctx.enc, stage, ctx.where)
+        return sparse_query(stage, weights, ctx.filter)
+
+    def run(self, stage: SparseStage, ctx: StageContext,
+            timeout_s: float | None) -> list[tuple[str, float]]:
+        if stage.method == "seismic":
+            from osneural.plugin.sparse_ann import stage_index
+
+            ctx = replace(ctx, index=stage_index(ctx.index))
+        return super().run(stage, ctx, timeout_s)

@@ -1,0 +1,152 @@
+"""The SEISMIC sparse stage against the exact `rank_features` stage, same weights, same run.
+
+    python bench/sparse_ann.py --url http://127.0.0.1:9400 --docs 100000 [--queries 100] \
+        [--threshold 10000] [--json]
+
+The node needs neural-search >= 3.3 (`osneural opensearch start --plugins neural-search`).
+Documents: SciFact's 5,183 documents encoded with the default sparse encoder; the rest up to
+`--docs` resampled in weight space as `bench/scale.py` does: distractor i sums the weights of 3
+real documents drawn at random (seeded by i) with Dirichlet(2) shares, cut to the dominant
+parent's term count. One index holds them as `rank_features`, its `-sparse-ann` companion as a
+SEISMIC `sparse_vector` (`--threshold` is `approximate_threshold`, below the force-merged segment
+so SEISMIC answers). Measured over SciFact's test queries (model-encoded), one at a time after a
+warm-up: p50 / p95 of the OpenSearch request, recall@k of SEISMIC's top k against the exact
+stage's top k, recall@1000 of SciFact's relevant documents for both, and store bytes per document
+of each index (the main one holds only the rank_features field here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+INDEX = "osneural-sparse-ann-bench"
+
+
+def corpus(n_docs: int) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]], list[set[str]]]:
+    from osneural.encoders import load_default
+    from osneural.eval.beir import load_qrels, load_queries
+    from osneural.eval.benchkit import beir_dir
+
+    d = beir_dir("scifact")
+    ids, texts = [], []
+    with open(d / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            ids.append(rec["_id"])
+            texts.append(((rec.get("title") or "") + "\n" + (rec.get("text") or "")).strip())
+    enc = load_default("sparse")
+    real = [dict(w) for w in enc.encode_documents(texts)]
+    qrels = load_qrels(d / "qrels" / "test.tsv")
+    queries = load_queries(d / "queries.jsonl")
+    qids = [q for q in queries if q in qrels]
+    qw = [dict(w) for w in enc.encode_queries([queries[q] for q in qids])]
+    rel = [{doc for doc, g in qrels[q].items() if g > 0} for q in qids]
+    docs = list(real)
+    for i in range(max(0, n_docs - len(real))):
+        rng = np.random.default_rng(1_000_003 + i)
+        parents = rng.choice(len(real), 3, replace=False)
+        w = rng.dirichlet([2.0, 2.0, 2.0])
+        mix: dict[str, float] = {}
+        for share, p in zip(w, parents, strict=True):
+            for t, x in real[p].items():
+                mix[t] = mix.get(t, 0.0) + float(share) * x
+        keep = len(real[parents[int(np.argmax(w))]])
+        docs.append(dict(sorted(mix.items(), key=lambda kv: -kv[1])[:keep]))
+        ids.append(f"x{i}")
+    return ids, docs, qw, rel
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(np.ceil(p / 100 * len(s))) - 1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--docs", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--threshold", type=int, default=10_000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from opensearchpy import helpers
+    from osneural.connection import ClusterConfig
+    from osneural.encoders import load_default
+    from osneural.ingest.documents import sparse_features
+    from osneural.ingest.sparse_ann import build_sparse_ann, sparse_vocab
+    from osneural.mappings.sparse_ann import SeismicParams, companion_index
+    from osneural.plugin.sparse_ann import seismic_query, token_ids
+    from osneural.plugin.spec import SparseStage
+    from osneural.plugin.stages import encode_body, sparse_query
+
+    ids, docs, qw, rel = corpus(args.docs)
+    qw, rel = qw[: args.queries], rel[: args.queries]
+    client = ClusterConfig.from_values(args.url).client()
+    client.transport.timeout = 900
+    comp = companion_index(INDEX)
+    client.indices.delete(index=[INDEX, comp], ignore_unavailable=True)
+    client.indices.create(index=INDEX, body={
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0,
+                               "refresh_interval": "-1"}},
+        "mappings": {"properties": {"sparse": {"type": "rank_features"}}}})
+    t0 = time.perf_counter()
+    helpers.bulk(client, ({"_index": INDEX, "_id": i, "_source": {"sparse": sparse_features(w, doc_id=i)}}
+                          for i, w in zip(ids, docs, strict=True)), chunk_size=1000)
+    client.indices.refresh(index=INDEX)
+    client.indices.forcemerge(index=INDEX, max_num_segments=1, request_timeout=3600)
+    bulk_s = time.perf_counter() - t0
+    vocab = sparse_vocab(load_default("sparse"))
+    ann = build_sparse_ann(client, INDEX, SeismicParams(approximate_threshold=args.threshold),
+                           vocab=vocab)
+    stage = SparseStage(k=args.k)
+
+    def run(bodies: list[dict[str, Any]], index: str, size: int) -> tuple[list[list[str]], list[float]]:
+        for b in bodies[:10]:
+            client.search(index=index, body=encode_body({**b, "size": size}), filter_path="hits.hits._id")
+        got, times = [], []
+        for b in bodies:
+            raw = encode_body({**b, "size": size, "_source": False, "track_total_hits": False})
+            t = time.perf_counter()
+            resp = client.search(index=index, body=raw, filter_path="hits.hits._id")
+            times.append((time.perf_counter() - t) * 1000)
+            got.append([h["_id"] for h in (resp.get("hits") or {}).get("hits", [])])
+        return got, times
+
+    exact_bodies = [{"query": sparse_query(stage, w)} for w in qw]
+    ann_bodies = [{"query": seismic_query("sparse_ann", token_ids(w, vocab), args.k,
+                                          max_terms=stage.max_terms)} for w in qw]
+    ex, ex_t = run(exact_bodies, INDEX, args.k)
+    an, an_t = run(ann_bodies, comp, args.k)
+    recall = statistics.mean(len(set(a) & set(e)) / max(1, len(e)) for a, e in zip(an, ex, strict=True))
+    rq = {name: statistics.mean(len(set(g) & r) / len(r) for g, r in zip(got, rel, strict=True))
+          for name, got in (("exact", ex), ("seismic", an))}
+    size = {i: client.indices.stats(index=i, metric="store")["indices"][i]["total"]["store"]["size_in_bytes"]
+            for i in (INDEX, comp)}
+    report = {"docs": len(ids), "queries": len(qw), "k": args.k,
+              "approximate_threshold": args.threshold, "bulk_s": round(bulk_s, 1),
+              "companion_build_s": round(ann.seconds, 1),
+              "exact": {"p50_ms": round(pct(ex_t, 50), 2), "p95_ms": round(pct(ex_t, 95), 2),
+                        "recall_qrels": round(rq["exact"], 4),
+                        "bytes_per_doc": round(size[INDEX] / len(ids), 1)},
+              "seismic": {"p50_ms": round(pct(an_t, 50), 2), "p95_ms": round(pct(an_t, 95), 2),
+                          f"recall_at_{args.k}_vs_exact": round(recall, 4),
+                          "recall_qrels": round(rq["seismic"], 4),
+                          "bytes_per_doc": round(size[comp] / len(ids), 1)},
+              "command": "python bench/sparse_ann.py " + " ".join(sys.argv[1:])}
+    report["seismic"]["p50_vs_exact"] = round(report["seismic"]["p50_ms"] / report["exact"]["p50_ms"], 2)
+    client.indices.delete(index=[INDEX, comp], ignore_unavailable=True)
+    client.close()
+    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
