@@ -278,8 +278,7 @@ def iter_corpus(
     # bounded: recent ids in a set, older ones in a scratch SQLite file (see seen_ids)
     with SeenIds(memory_ids) as seen:
         for item in items:
-            if isinstance(item, CorpusDocument):
-                if not seen.add(item.id):
-                    yield Rejected(item.source, item.line, item.id, "duplicate id in this corpus")
-                    continue
+            if isinstance(item, CorpusDocument) and not seen.add(item.id):
+                yield Rejected(item.source, item.line, item.id, "duplicate id in this corpus")
+                continue
             yield item

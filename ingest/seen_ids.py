@@ -11,6 +11,7 @@ microseconds, which is nothing next to encoding the document.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -93,7 +94,5 @@ class SeenIds:
         self.close()
 
     def __del__(self) -> None:  # a generator dropped unfinished still removes its spill file
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the temp folder is best effort
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown; the temp folder is best effort
-            pass

@@ -55,7 +55,7 @@ def companion_documents(hits: Iterator[Mapping[str, Any]], vocab: Mapping[str, i
         yield {"_index": summary.companion, "_id": hit["_id"], "_source": {FIELD: ids}}
 
 
-def build_sparse_ann(client: Any, index: str, params: SeismicParams = SeismicParams(), *,
+def build_sparse_ann(client: Any, index: str, params: SeismicParams = SeismicParams(), *,  # noqa: B008 - frozen
                      vocab: Mapping[str, int] | None = None, source_field: str = "sparse",
                      recreate: bool = False, chunk_size: int = 500,
                      force_merge: bool = True) -> SparseAnnSummary:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from osneural.ingest.corpus import CorpusDocument
 
 
@@ -33,7 +32,7 @@ class BatchSpool:
     def __init__(self, folder: str | Path | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="osneural-spool-", dir=folder)
         self.path = Path(self._tmp.name) / "batches.jsonl"
-        self._fh = open(self.path, "wb")
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - open for the spool's life, closed by close()
         self._starts = _Int64List()
 
     @property

@@ -10,10 +10,9 @@ kept, highest weight first) and `heap_factor` (recall against speed: above 1 wid
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
-
-import weakref
 
 import numpy as np
 
