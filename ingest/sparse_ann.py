@@ -86,9 +86,9 @@ def build_sparse_ann(client: Any, index: str, params: SeismicParams = SeismicPar
     if errors:
         raise RuntimeError(f"{companion}: {len(errors)} documents were refused, first: {errors[0]}")
     summary.written = ok
-    client.indices.refresh(index=companion)
+    client.indices.refresh(index=companion, request_timeout=3600)  # SEISMIC builds at flush
     if force_merge:
         client.indices.forcemerge(index=companion, max_num_segments=1, request_timeout=3600)
-        client.indices.refresh(index=companion)
+        client.indices.refresh(index=companion, request_timeout=3600)  # SEISMIC builds at flush
     summary.seconds = time.perf_counter() - t0
     return summary
