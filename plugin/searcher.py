@@ -469,8 +469,10 @@ class Searcher:
             raw = rescoring.fetch_codes(self.client, self.index, ids, field, timeout_s)
             if stage.tokens == "float16":
                 return rescoring.maxsim_float16_scores(q, raw, ids, field)
-            pq = res.codec("pq_tokens", where)
-            return rescoring.maxsim_scores(q, raw, ids, pq.codebooks, field)
+            codec = res.codecs.token_codec
+            if codec is None:
+                raise StageError(f"{where}: index {self.index!r} has no token codec")
+            return rescoring.maxsim_scores(q, raw, ids, codec, field)
         raise SpecError(f"unknown rescoring stage {stage.type!r}")  # pragma: no cover
 
     # ------------------------------------------------------------ the pipeline
