@@ -42,14 +42,34 @@ static inline float osn_half_bits_to_float(uint16_t h) {
     else { bits = sign | ((exp + 112u) << 23) | (man << 13); }
     float f; memcpy(&f, &bits, 4); return f;
 }
-static void osn_f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 #if defined(__FLT16_MAX__) && !defined(__cplusplus)
-    const _Float16* s = (const _Float16*)src;
-    for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i];
-#else
-    for (int64_t i = 0; i < n; i++) dst[i] = osn_half_bits_to_float(src[i]);
-#endif
+#define OSN_DEFINE_F16(NAME, ATTR)                                                               \
+ATTR static void NAME(const uint16_t* src, float* dst, int64_t n) {                              \
+    const _Float16* s = (const _Float16*)src;                                                    \
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i];                                        \
 }
+#else
+#define OSN_DEFINE_F16(NAME, ATTR)                                                               \
+ATTR static void NAME(const uint16_t* src, float* dst, int64_t n) {                              \
+    for (int64_t i = 0; i < n; i++) dst[i] = osn_half_bits_to_float(src[i]);                     \
+}
+#endif
+#if defined(__x86_64__) && !defined(__F16C__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(OSN_NO_DISPATCH)
+/* Without F16C each half is widened in software; with it, 8 per instruction. */
+OSN_DEFINE_F16(osn_f16_to_f32_base, )
+OSN_DEFINE_F16(osn_f16_to_f32_f16c, __attribute__((target("avx2,f16c"))))
+static void osn_f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+    static volatile int f16c = -1;
+    if (f16c < 0) {
+        __builtin_cpu_init();
+        f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    }
+    if (f16c) osn_f16_to_f32_f16c(src, dst, n); else osn_f16_to_f32_base(src, dst, n);
+}
+#else
+OSN_DEFINE_F16(osn_f16_to_f32, )
+#endif
 /* int8 rows times a per-row scale: the scale commutes with the dot product. */
 static void osn_i8_to_f32(const int8_t* src, const float* scale, float* dst, int64_t rows, int64_t D) {
     for (int64_t r = 0; r < rows; r++) {
@@ -96,10 +116,12 @@ static void osn_bits_decode(const uint8_t* bits, int64_t nb, const float* byte_l
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(OSN_NO_VECTOR_EXT)
 typedef float osn_vf __attribute__((vector_size(64)));
 typedef int32_t osn_vi __attribute__((vector_size(64)));
+#define OSN_TB_MAX 8  /* AVX-512: 8 doc tokens x 2 query vectors = 16 of the 32 zmm registers */
+#define OSN_TB_AVX2 3 /* 6 accumulators of 2 ymm each fit the 16 ymm registers */
 #if defined(__AVX512F__)
-#define OSN_TB 8   /* 8 doc tokens x 2 query vectors = 16 of the 32 zmm registers */
+#define OSN_TB OSN_TB_MAX
 #else
-#define OSN_TB 3   /* 6 accumulators of 2 ymm each fit the 16 ymm registers */
+#define OSN_TB OSN_TB_AVX2
 #endif
 #define OSN_INLINE static inline __attribute__((always_inline))
 
@@ -110,7 +132,7 @@ OSN_INLINE osn_vf osn_vmax(osn_vf a, osn_vf b) {
 
 OSN_INLINE void osn_tile(const float* __restrict qT, int64_t D, const float* __restrict t,
                          const int tb, const int nv, osn_vf* __restrict vmax, osn_vi* bad) {
-    osn_vf acc[OSN_TB][2];
+    osn_vf acc[OSN_TB_MAX][2];
     const osn_vf zero = {0};
 #pragma GCC unroll 8
     for (int u = 0; u < tb; u++) { acc[u][0] = zero; acc[u][1] = zero; }
@@ -134,24 +156,26 @@ OSN_INLINE void osn_tile(const float* __restrict qT, int64_t D, const float* __r
     }
 }
 
-/* Score tokens t[0..L) against one query chunk; vmax (16*nv floats, aligned) is updated. */
-static void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,
-                             float* vmax_f, int* bad_out) {
-    osn_vf vmax[2];
-    osn_vi bad = {0};
-    vmax[0] = ((osn_vf*)vmax_f)[0];
-    vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];
-    int64_t j = 0;
-    if (nv == 2) {
-        for (; j + OSN_TB <= L; j += OSN_TB) osn_tile(qT, D, t + j * D, OSN_TB, 2, vmax, &bad);
-        for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 2, vmax, &bad);
-    } else {
-        for (; j + OSN_TB <= L; j += OSN_TB) osn_tile(qT, D, t + j * D, OSN_TB, 1, vmax, &bad);
-        for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 1, vmax, &bad);
-    }
-    ((osn_vf*)vmax_f)[0] = vmax[0];
-    if (nv > 1) ((osn_vf*)vmax_f)[1] = vmax[1];
-    for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }
+/* Score tokens t[0..L) against one query chunk; vmax (16*nv floats, aligned) is updated.
+   Defined by a macro so a portable build can compile it once per instruction set (below). */
+#define OSN_DEFINE_MAXSIM_CHUNK(NAME, ATTR, TB)                                                  \
+ATTR static void NAME(const float* qT, int64_t D, int nv, const float* t, int64_t L,            \
+                      float* vmax_f, int* bad_out) {                                             \
+    osn_vf vmax[2];                                                                              \
+    osn_vi bad = {0};                                                                            \
+    vmax[0] = ((osn_vf*)vmax_f)[0];                                                              \
+    vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];                                           \
+    int64_t j = 0;                                                                               \
+    if (nv == 2) {                                                                               \
+        for (; j + TB <= L; j += TB) osn_tile(qT, D, t + j * D, TB, 2, vmax, &bad);              \
+        for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 2, vmax, &bad);                         \
+    } else {                                                                                     \
+        for (; j + TB <= L; j += TB) osn_tile(qT, D, t + j * D, TB, 1, vmax, &bad);              \
+        for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 1, vmax, &bad);                         \
+    }                                                                                            \
+    ((osn_vf*)vmax_f)[0] = vmax[0];                                                              \
+    if (nv > 1) ((osn_vf*)vmax_f)[1] = vmax[1];                                                  \
+    for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }                            \
 }
 
 /* PQ MaxSim by lookup: lutT is [M][K][16*nv]; one token costs M*nv vector adds. */
@@ -180,24 +204,71 @@ OSN_INLINE void osn_pq_tile(const float* __restrict lutT, int64_t M, int64_t K,
         }
 }
 
+#define OSN_DEFINE_PQ_LUT_CHUNK(NAME, ATTR)                                                      \
+ATTR static void NAME(const float* lutT, int64_t M, int64_t K, int nv, const uint8_t* codes,     \
+                      int64_t L, float* vmax_f, int* bad_out) {                                  \
+    osn_vf vmax[2];                                                                              \
+    osn_vi bad = {0};                                                                            \
+    vmax[0] = ((osn_vf*)vmax_f)[0];                                                              \
+    vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];                                           \
+    int64_t j = 0;                                                                               \
+    if (nv == 2) {                                                                               \
+        for (; j + 4 <= L; j += 4) osn_pq_tile(lutT, M, K, codes + j * M, 4, 2, vmax, &bad);     \
+        for (; j < L; j++) osn_pq_tile(lutT, M, K, codes + j * M, 1, 2, vmax, &bad);             \
+    } else {                                                                                     \
+        for (; j + 4 <= L; j += 4) osn_pq_tile(lutT, M, K, codes + j * M, 4, 1, vmax, &bad);     \
+        for (; j < L; j++) osn_pq_tile(lutT, M, K, codes + j * M, 1, 1, vmax, &bad);             \
+    }                                                                                            \
+    ((osn_vf*)vmax_f)[0] = vmax[0];                                                              \
+    if (nv > 1) ((osn_vf*)vmax_f)[1] = vmax[1];                                                  \
+    for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }                            \
+}
+
+#if defined(__x86_64__) && !defined(__AVX2__) && !defined(OSN_NO_DISPATCH)
+/* A portable x86-64 build targets SSE2 only, where these loops run about 20x slower than with
+   AVX2 + FMA. So the hot loops are compiled three times (baseline, AVX2 + FMA + F16C, AVX-512)
+   and the first call picks the best the running CPU supports: one wheel, native speed. */
+#define OSN_X86_DISPATCH 1
+#define OSN_T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define OSN_T_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+OSN_DEFINE_MAXSIM_CHUNK(osn_maxsim_chunk_base, , OSN_TB_AVX2)
+OSN_DEFINE_MAXSIM_CHUNK(osn_maxsim_chunk_avx2, OSN_T_AVX2, OSN_TB_AVX2)
+OSN_DEFINE_MAXSIM_CHUNK(osn_maxsim_chunk_avx512, OSN_T_AVX512, OSN_TB_MAX)
+OSN_DEFINE_PQ_LUT_CHUNK(osn_pq_lut_chunk_base, )
+OSN_DEFINE_PQ_LUT_CHUNK(osn_pq_lut_chunk_avx2, OSN_T_AVX2)
+OSN_DEFINE_PQ_LUT_CHUNK(osn_pq_lut_chunk_avx512, OSN_T_AVX512)
+
+/* 0 baseline, 1 AVX2 + FMA + F16C, 2 AVX-512F as well. Racing first calls store the same value. */
+static int osn_cpu_level(void) {
+    static volatile int level = -1;
+    if (level < 0) {
+        __builtin_cpu_init();
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                   && __builtin_cpu_supports("f16c");
+        level = avx2 ? (__builtin_cpu_supports("avx512f") ? 2 : 1) : 0;
+    }
+    return level;
+}
+static void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,
+                             float* vmax_f, int* bad_out) {
+    switch (osn_cpu_level()) {
+    case 2: osn_maxsim_chunk_avx512(qT, D, nv, t, L, vmax_f, bad_out); break;
+    case 1: osn_maxsim_chunk_avx2(qT, D, nv, t, L, vmax_f, bad_out); break;
+    default: osn_maxsim_chunk_base(qT, D, nv, t, L, vmax_f, bad_out);
+    }
+}
 static void osn_pq_lut_chunk(const float* lutT, int64_t M, int64_t K, int nv,
                              const uint8_t* codes, int64_t L, float* vmax_f, int* bad_out) {
-    osn_vf vmax[2];
-    osn_vi bad = {0};
-    vmax[0] = ((osn_vf*)vmax_f)[0];
-    vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];
-    int64_t j = 0;
-    if (nv == 2) {
-        for (; j + 4 <= L; j += 4) osn_pq_tile(lutT, M, K, codes + j * M, 4, 2, vmax, &bad);
-        for (; j < L; j++) osn_pq_tile(lutT, M, K, codes + j * M, 1, 2, vmax, &bad);
-    } else {
-        for (; j + 4 <= L; j += 4) osn_pq_tile(lutT, M, K, codes + j * M, 4, 1, vmax, &bad);
-        for (; j < L; j++) osn_pq_tile(lutT, M, K, codes + j * M, 1, 1, vmax, &bad);
+    switch (osn_cpu_level()) {
+    case 2: osn_pq_lut_chunk_avx512(lutT, M, K, nv, codes, L, vmax_f, bad_out); break;
+    case 1: osn_pq_lut_chunk_avx2(lutT, M, K, nv, codes, L, vmax_f, bad_out); break;
+    default: osn_pq_lut_chunk_base(lutT, M, K, nv, codes, L, vmax_f, bad_out);
     }
-    ((osn_vf*)vmax_f)[0] = vmax[0];
-    if (nv > 1) ((osn_vf*)vmax_f)[1] = vmax[1];
-    for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }
 }
+#else
+OSN_DEFINE_MAXSIM_CHUNK(osn_maxsim_chunk, , OSN_TB)
+OSN_DEFINE_PQ_LUT_CHUNK(osn_pq_lut_chunk, )
+#endif
 #else
 /* Portable scalar fallback with the same contract (compilers without vector extensions). */
 static void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,

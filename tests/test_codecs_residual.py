@@ -107,3 +107,19 @@ def test_bundle_token_codec_and_training_choice():
     assert token_codec("bin1", 10, params).n_centroids == 0
     with pytest.raises(ValueError, match="token code 'opq9'"):
         token_codec("opq9", 10, params)
+
+
+def test_rescoring_scores_any_token_codec():
+    from osneural.plugin import rescoring
+
+    x = _tokens(1200)
+    q = _tokens(4, seed=5)
+    for codec in (ResidualCodec(1, 16, scale=True, niter=3).fit(x),
+                  ProductQuantizer(8, nbits=4, niter=3).fit(x)):
+        raw = {"a": codec.encode(x[:30]).tobytes(), "b": codec.encode(x[30:31]).tobytes()}
+        got = rescoring.maxsim_scores(q, raw, ["a", "missing", "b"], codec, "mv_codes")
+        want = maxsim_blobs(codec, q, [raw["a"], raw["b"]])
+        np.testing.assert_allclose(got[[0, 2]], want, rtol=1e-6)
+        assert np.isnan(got[1])  # no codes: sinks in the window instead of failing the query
+        with pytest.raises(ValueError, match="mv_codes of document 'a'"):
+            rescoring.maxsim_scores(q, {"a": raw["a"][:-1]}, ["a"], codec, "mv_codes")

@@ -101,15 +101,23 @@ class ResidualCodec:
                 "scale": self.scale, "dim": self.dim, "row_bytes": self.row_bytes}
 
     # -- training -------------------------------------------------------------------------------
-    def fit(self, x: Any) -> ResidualCodec:
+    def fit(self, x: Any, centroids: Any = None) -> ResidualCodec:
+        """Train on tokens `x`; `centroids` [n_centroids, D] reuses a coarse quantizer trained
+        before (the 1- and 2-bit codes of one corpus can share it) instead of running k-means."""
         x = as_matrix(x, "ResidualCodec.fit")
         n, dim = x.shape
-        if self.n_centroids and n < self.n_centroids:
-            raise ValueError(f"ResidualCodec: {n} training tokens for {self.n_centroids} "
-                             "centroids; need at least as many tokens as centroids")
         self.dim = dim
         self._index = None
-        if self.n_centroids:
+        if centroids is not None:
+            centroids = as_matrix(centroids, "ResidualCodec.fit centroids", dim=dim)
+            if centroids.shape[0] != self.n_centroids:
+                raise ValueError(f"ResidualCodec: {centroids.shape[0]} centroids given for "
+                                 f"n_centroids={self.n_centroids}")
+            self.centroids = centroids
+        elif self.n_centroids and n < self.n_centroids:
+            raise ValueError(f"ResidualCodec: {n} training tokens for {self.n_centroids} "
+                             "centroids; need at least as many tokens as centroids")
+        elif self.n_centroids:
             kmeans = faiss.Kmeans(dim, self.n_centroids, niter=self.niter, seed=self.seed,
                                   verbose=False)
             kmeans.train(x)

@@ -38,8 +38,5 @@ def maxsim_blobs(codec: TokenCodec, query: Any, blobs: Sequence[bytes],
     parts = [codec.parse(blob, name) for blob, name in zip(blobs, names, strict=True)]
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(p) for p in parts])
-    if parts:
-        rows = np.concatenate(parts)
-    else:
-        rows = codec.parse(b"")
+    rows = np.concatenate(parts) if parts else codec.parse(b"")
     return codec.maxsim(query, rows, offsets, n_threads=n_threads)
