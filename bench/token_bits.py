@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ class Code:
                  seed: int = 0) -> None:
         self.name, self.dim, self.seed, self.n_centroids = name, dim, seed, centroids
         self.opq_niter = opq_niter
-        self.kind = name.rstrip("0123456789s") if name != "f16" else "f16"
+        self.kind = "f16" if name == "f16" else re.sub(r"[0-9]+s?$", "", name)
         if self.kind not in ("f16", "pq", "opq", "bin", "res"):
             raise ValueError(f"unknown code {name!r}")
 
