@@ -12,10 +12,13 @@ codes once, so the compiled loops can trust their input and run without the GIL.
   0.0 keeps the score finite so it can still be ranked (below any document with a positive score).
 * NaN or inf in any input is a ValueError naming the array (and the document, for tokens).
 * `n_threads=None` uses every core OpenMP sees; `n_threads=1` runs serially.
+* A build without OpenMP (`openmp_enabled()` is False) runs every kernel on one core; importing
+  this module then warns once (a RuntimeWarning), since rescoring latency grows with the cores.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -25,13 +28,24 @@ __all__ = [
     "hamming_distances",
     "max_threads",
     "maxsim",
+    "maxsim_bits",
     "maxsim_pq",
+    "openmp_enabled",
     "pq_adc",
     "pq_lookup_tables",
     "topk",
 ]
 
 max_threads = _kernels.max_threads
+openmp_enabled = _kernels.openmp_enabled
+
+if not openmp_enabled():
+    warnings.warn(
+        "osneural.cython_ext was built without OpenMP: rescoring kernels run on one core "
+        "(rebuild with an OpenMP-capable compiler and without OSNEURAL_NO_OPENMP)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 #: Largest set of PQ lookup tables (bytes) `maxsim_pq(method="auto")` scores by table lookups;
 #: beyond it the tables fall out of L2 and decoding to float32 is faster (bench/rescoring.py).
@@ -162,6 +176,79 @@ def maxsim(
             scores, bad = _kernels.maxsim_f32(q, docs, off, nt)
     if bad != -1:
         _raise_non_finite(bad, off, docs if docs.dtype != np.int8 else None)
+    return scores
+
+
+def bits_byte_table(weights: np.ndarray, nbits: int) -> np.ndarray:
+    """[256, 8 / nbits] float32: the bucket weights of the dimensions one code byte holds
+    (dimension j of a byte in bits j*nbits.., little-endian), so decoding is one copy per byte."""
+    if nbits not in (1, 2, 4):
+        raise ValueError(f"nbits must be 1, 2 or 4, got {nbits!r}")
+    w = _small_float("weights", weights, 1)
+    if w.shape[0] != 1 << nbits:
+        raise ValueError(f"weights must have 2**nbits = {1 << nbits} entries, got {w.shape[0]}")
+    per_byte = 8 // nbits
+    values = np.arange(256, dtype=np.int64)[:, None]
+    shifts = nbits * np.arange(per_byte, dtype=np.int64)[None, :]
+    return np.ascontiguousarray(w[(values >> shifts) & ((1 << nbits) - 1)])
+
+
+def maxsim_bits(
+    query: np.ndarray,
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    weights: np.ndarray,
+    nbits: int,
+    *,
+    scales: np.ndarray | None = None,
+    centroids: np.ndarray | None = None,
+    centroid_ids: np.ndarray | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """MaxSim over tokens coded with `nbits` (1, 2 or 4) bits per dimension.
+
+    codes [T, nb] uint8 with nb = ceil(D * nbits / 8), dimension d in bits (d*nbits) % 8.. of
+    byte d*nbits // 8 (little-endian; the last byte's spare bits are ignored); weights [2**nbits]
+    the value of each bucket. A token decodes to centroids[centroid_ids[t]] + scales[t] *
+    weights[code] (each part only when given): `scales` [T] alone is a binarized token with its
+    own magnitude, centroids [C, D] with centroid_ids [T] the ColBERTv2 residual layout. The
+    float query meets decoded tokens (asymmetric), so no query precision is lost.
+    """
+    q = _float_query(query)
+    dim = q.shape[1]
+    table = bits_byte_table(weights, nbits)
+    c = _array("codes", codes, 2, (np.uint8,))
+    nb = -(-dim * nbits // 8)
+    if c.shape[1] != nb:
+        raise ValueError(f"codes have {c.shape[1]} bytes per token; D={dim} at {nbits} bit(s) "
+                         f"needs {nb}")
+    off = _offsets(offsets, c.shape[0], "codes")
+    sc = np.zeros(0, dtype=np.float32)
+    if scales is not None:
+        sc = _small_float("scales", scales, 1)
+        if sc.shape[0] != c.shape[0]:
+            raise ValueError(f"scales has {sc.shape[0]} entries for {c.shape[0]} codes rows")
+    cents = np.zeros((0, dim), dtype=np.float32)
+    ids = np.zeros(0, dtype=np.int32)
+    if (centroids is None) != (centroid_ids is None):
+        raise ValueError("centroids and centroid_ids go together: give both or neither")
+    if centroids is not None:
+        cents = _small_float("centroids", centroids, 2)
+        if cents.shape[1] != dim or cents.shape[0] == 0:
+            raise ValueError(f"centroids must be [C >= 1, D={dim}], got {cents.shape}")
+        raw_ids = np.asarray(centroid_ids)
+        if raw_ids.ndim != 1 or not np.issubdtype(raw_ids.dtype, np.integer):
+            raise ValueError(f"centroid_ids must be 1-D integers, got {raw_ids.dtype} {raw_ids.shape}")
+        if raw_ids.shape[0] != c.shape[0]:
+            raise ValueError(f"centroid_ids has {raw_ids.shape[0]} entries for {c.shape[0]} codes rows")
+        if raw_ids.size and (raw_ids.min() < 0 or raw_ids.max() >= cents.shape[0]):
+            bad = int(np.argmax((raw_ids < 0) | (raw_ids >= cents.shape[0])))
+            raise ValueError(f"centroid_ids[{bad}] = {raw_ids[bad]} is out of range for "
+                             f"{cents.shape[0]} centroids")
+        ids = np.ascontiguousarray(raw_ids, dtype=np.int32)
+    scores, bad = _kernels.maxsim_bits(q, c, table, off, sc, cents, ids, _threads(n_threads))
+    if bad != -1:
+        _raise_non_finite(bad, off, None)
     return scores
 
 

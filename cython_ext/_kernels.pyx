@@ -20,278 +20,18 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <stdlib.h>
-    #include <string.h>
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int osn_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int osn_max_threads(void) { return 1; }
-    #endif
-
-    /* 64-byte aligned allocation without posix_memalign so it also builds on Windows. */
-    static void* osn_amalloc(size_t n) {
-        unsigned char* raw = (unsigned char*)malloc(n + 64 + sizeof(void*));
-        if (!raw) return NULL;
-        uintptr_t p = ((uintptr_t)(raw + sizeof(void*)) + 63) & ~(uintptr_t)63;
-        ((void**)p)[-1] = raw;
-        return (void*)p;
-    }
-    static void osn_afree(void* p) { if (p) free(((void**)p)[-1]); }
-
-    /* ---- half -> float ------------------------------------------------------------------ */
-    static inline float osn_half_bits_to_float(uint16_t h) {
-        uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-        uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
-        if (exp == 0) {
-            if (man == 0) { bits = sign; }
-            else { /* subnormal: renormalise */
-                int e = -1;
-                do { e++; man <<= 1; } while (!(man & 0x400u));
-                bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
-            }
-        } else if (exp == 31) { bits = sign | 0x7f800000u | (man << 13); }
-        else { bits = sign | ((exp + 112u) << 23) | (man << 13); }
-        float f; memcpy(&f, &bits, 4); return f;
-    }
-    static void osn_f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
-    #if defined(__FLT16_MAX__) && !defined(__cplusplus)
-        const _Float16* s = (const _Float16*)src;
-        for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i];
-    #else
-        for (int64_t i = 0; i < n; i++) dst[i] = osn_half_bits_to_float(src[i]);
-    #endif
-    }
-    /* int8 rows times a per-row scale: the scale commutes with the dot product. */
-    static void osn_i8_to_f32(const int8_t* src, const float* scale, float* dst, int64_t rows, int64_t D) {
-        for (int64_t r = 0; r < rows; r++) {
-            const float s = scale[r];
-            const int8_t* a = src + r * D; float* o = dst + r * D;
-            for (int64_t d = 0; d < D; d++) o[d] = s * (float)a[d];
-        }
-    }
-    static void osn_pq_decode(const uint8_t* codes, const float* cb, int64_t rows, int64_t M,
-                              int64_t K, int64_t dsub, float* dst) {
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t m = 0; m < M; m++)
-                memcpy(dst + (r * M + m) * dsub, cb + (m * K + codes[r * M + m]) * dsub,
-                       (size_t)dsub * sizeof(float));
-    }
-
-    /* ---- MaxSim microkernel --------------------------------------------------------------
-       qT: one query chunk, transposed and padded, [D][16*nv] floats, 64-byte aligned.
-       vmax: [16*nv] running max per query lane; bad: set when a dot product is not finite. */
-    #if (defined(__GNUC__) || defined(__clang__)) && !defined(OSN_NO_VECTOR_EXT)
-    typedef float osn_vf __attribute__((vector_size(64)));
-    typedef int32_t osn_vi __attribute__((vector_size(64)));
-    #if defined(__AVX512F__)
-    #define OSN_TB 8   /* 8 doc tokens x 2 query vectors = 16 of the 32 zmm registers */
-    #else
-    #define OSN_TB 3   /* 6 accumulators of 2 ymm each fit the 16 ymm registers */
-    #endif
-    #define OSN_INLINE static inline __attribute__((always_inline))
-
-    OSN_INLINE osn_vf osn_vmax(osn_vf a, osn_vf b) {
-        osn_vi m = a > b;
-        return (osn_vf)((m & (osn_vi)a) | (~m & (osn_vi)b));
-    }
-
-    OSN_INLINE void osn_tile(const float* __restrict qT, int64_t D, const float* __restrict t,
-                             const int tb, const int nv, osn_vf* __restrict vmax, osn_vi* bad) {
-        osn_vf acc[OSN_TB][2];
-        const osn_vf zero = {0};
-    #pragma GCC unroll 8
-        for (int u = 0; u < tb; u++) { acc[u][0] = zero; acc[u][1] = zero; }
-        for (int64_t d = 0; d < D; d++) {
-            const osn_vf* qd = (const osn_vf*)(qT + d * 16 * nv);
-            const osn_vf q0 = qd[0];
-            const osn_vf q1 = nv > 1 ? qd[1] : zero;
-    #pragma GCC unroll 8
-            for (int u = 0; u < tb; u++) {
-                const float b = t[u * D + d];
-                acc[u][0] += b * q0;
-                if (nv > 1) acc[u][1] += b * q1;
-            }
-        }
-    #pragma GCC unroll 8
-        for (int u = 0; u < tb; u++) {
-            for (int v = 0; v < nv; v++) {
-                vmax[v] = osn_vmax(vmax[v], acc[u][v]);
-                *bad |= ((acc[u][v] - acc[u][v]) != zero);  /* inf - inf and NaN are NaN */
-            }
-        }
-    }
-
-    /* Score tokens t[0..L) against one query chunk; vmax (16*nv floats, aligned) is updated. */
-    static void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,
-                                 float* vmax_f, int* bad_out) {
-        osn_vf vmax[2];
-        osn_vi bad = {0};
-        vmax[0] = ((osn_vf*)vmax_f)[0];
-        vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];
-        int64_t j = 0;
-        if (nv == 2) {
-            for (; j + OSN_TB <= L; j += OSN_TB) osn_tile(qT, D, t + j * D, OSN_TB, 2, vmax, &bad);
-            for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 2, vmax, &bad);
-        } else {
-            for (; j + OSN_TB <= L; j += OSN_TB) osn_tile(qT, D, t + j * D, OSN_TB, 1, vmax, &bad);
-            for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 1, vmax, &bad);
-        }
-        ((osn_vf*)vmax_f)[0] = vmax[0];
-        if (nv > 1) ((osn_vf*)vmax_f)[1] = vmax[1];
-        for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }
-    }
-
-    /* PQ MaxSim by lookup: lutT is [M][K][16*nv]; one token costs M*nv vector adds. */
-    OSN_INLINE void osn_pq_tile(const float* __restrict lutT, int64_t M, int64_t K,
-                                const uint8_t* __restrict c, const int tb, const int nv,
-                                osn_vf* __restrict vmax, osn_vi* bad) {
-        osn_vf acc[4][2];
-        const osn_vf zero = {0};
-        const int64_t W = 16 * nv;
-    #pragma GCC unroll 4
-        for (int u = 0; u < tb; u++) { acc[u][0] = zero; acc[u][1] = zero; }
-        for (int64_t m = 0; m < M; m++) {
-            const float* lm = lutT + m * K * W;
-    #pragma GCC unroll 4
-            for (int u = 0; u < tb; u++) {
-                const osn_vf* row = (const osn_vf*)(lm + (int64_t)c[u * M + m] * W);
-                acc[u][0] += row[0];
-                if (nv > 1) acc[u][1] += row[1];
-            }
-        }
-    #pragma GCC unroll 4
-        for (int u = 0; u < tb; u++)
-            for (int v = 0; v < nv; v++) {
-                vmax[v] = osn_vmax(vmax[v], acc[u][v]);
-                *bad |= ((acc[u][v] - acc[u][v]) != zero);
-            }
-    }
-
-    static void osn_pq_lut_chunk(const float* lutT, int64_t M, int64_t K, int nv,
-                                 const uint8_t* codes, int64_t L, float* vmax_f, int* bad_out) {
-        osn_vf vmax[2];
-        osn_vi bad = {0};
-        vmax[0] = ((osn_vf*)vmax_f)[0];
-        vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];
-        int64_t j = 0;
-        if (nv == 2) {
-            for (; j + 4 <= L; j += 4) osn_pq_tile(lutT, M, K, codes + j * M, 4, 2, vmax, &bad);
-            for (; j < L; j++) osn_pq_tile(lutT, M, K, codes + j * M, 1, 2, vmax, &bad);
-        } else {
-            for (; j + 4 <= L; j += 4) osn_pq_tile(lutT, M, K, codes + j * M, 4, 1, vmax, &bad);
-            for (; j < L; j++) osn_pq_tile(lutT, M, K, codes + j * M, 1, 1, vmax, &bad);
-        }
-        ((osn_vf*)vmax_f)[0] = vmax[0];
-        if (nv > 1) ((osn_vf*)vmax_f)[1] = vmax[1];
-        for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }
-    }
-    #else
-    /* Portable scalar fallback with the same contract (compilers without vector extensions). */
-    static void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,
-                                 float* vmax, int* bad_out) {
-        const int W = 16 * nv;
-        for (int64_t j = 0; j < L; j++) {
-            float acc[32] = {0};
-            for (int64_t d = 0; d < D; d++)
-                for (int i = 0; i < W; i++) acc[i] += t[j * D + d] * qT[d * W + i];
-            for (int i = 0; i < W; i++) {
-                if (acc[i] - acc[i] != 0.0f) *bad_out = 1;
-                if (acc[i] > vmax[i]) vmax[i] = acc[i];
-            }
-        }
-    }
-    static void osn_pq_lut_chunk(const float* lutT, int64_t M, int64_t K, int nv,
-                                 const uint8_t* codes, int64_t L, float* vmax, int* bad_out) {
-        const int W = 16 * nv;
-        for (int64_t j = 0; j < L; j++) {
-            float acc[32] = {0};
-            for (int64_t m = 0; m < M; m++) {
-                const float* row = lutT + (m * K + codes[j * M + m]) * W;
-                for (int i = 0; i < W; i++) acc[i] += row[i];
-            }
-            for (int i = 0; i < W; i++) {
-                if (acc[i] - acc[i] != 0.0f) *bad_out = 1;
-                if (acc[i] > vmax[i]) vmax[i] = acc[i];
-            }
-        }
-    }
-    #endif
-
-    /* ---- PQ asymmetric distance ---------------------------------------------------------- */
-    static void osn_pq_adc(const uint8_t* __restrict codes, const float* __restrict lut,
-                           int64_t n0, int64_t n1, int64_t M, int64_t K, float* __restrict out) {
-        for (int64_t n = n0; n < n1; n++) {
-            const uint8_t* c = codes + n * M;
-            float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
-            int64_t m = 0;
-            for (; m + 4 <= M; m += 4) {
-                s0 += lut[m * K + c[m]];
-                s1 += lut[(m + 1) * K + c[m + 1]];
-                s2 += lut[(m + 2) * K + c[m + 2]];
-                s3 += lut[(m + 3) * K + c[m + 3]];
-            }
-            for (; m < M; m++) s0 += lut[m * K + c[m]];
-            out[n] = (s0 + s1) + (s2 + s3);
-        }
-    }
-
-    /* ---- Hamming -------------------------------------------------------------------------- */
-    static void osn_hamming_words(const uint8_t* __restrict q, const uint8_t* __restrict codes,
-                                  int64_t n0, int64_t n1, int64_t nb, int32_t* __restrict out) {
-        const int64_t W = nb / 8;
-        uint64_t qw[64];
-        if (W <= 64) {
-            memcpy(qw, q, (size_t)nb);
-            if (W == 4) {  /* 256-bit codes: fully unrolled */
-                for (int64_t n = n0; n < n1; n++) {
-                    uint64_t c[4]; memcpy(c, codes + n * 32, 32);
-                    out[n] = __builtin_popcountll(c[0] ^ qw[0]) + __builtin_popcountll(c[1] ^ qw[1])
-                           + __builtin_popcountll(c[2] ^ qw[2]) + __builtin_popcountll(c[3] ^ qw[3]);
-                }
-                return;
-            }
-            for (int64_t n = n0; n < n1; n++) {
-                const uint8_t* row = codes + n * nb;
-                int32_t acc = 0;
-                for (int64_t w = 0; w < W; w++) {
-                    uint64_t c; memcpy(&c, row + 8 * w, 8);
-                    acc += __builtin_popcountll(c ^ qw[w]);
-                }
-                out[n] = acc;
-            }
-            return;
-        }
-        for (int64_t n = n0; n < n1; n++) {
-            const uint8_t* row = codes + n * nb;
-            int32_t acc = 0;
-            for (int64_t w = 0; w < W; w++) {
-                uint64_t c, a; memcpy(&c, row + 8 * w, 8); memcpy(&a, q + 8 * w, 8);
-                acc += __builtin_popcountll(c ^ a);
-            }
-            out[n] = acc;
-        }
-    }
-    static void osn_hamming_bytes(const uint8_t* __restrict q, const uint8_t* __restrict codes,
-                                  int64_t n0, int64_t n1, int64_t nb, int32_t* __restrict out) {
-        for (int64_t n = n0; n < n1; n++) {
-            const uint8_t* row = codes + n * nb;
-            int32_t acc = 0;
-            for (int64_t j = 0; j < nb; j++) acc += __builtin_popcount((unsigned)(row[j] ^ q[j]));
-            out[n] = acc;
-        }
-    }
-    """
+cdef extern from "_kernels_impl.h":
     int osn_max_threads() nogil
+    int osn_openmp_enabled() nogil
     void* osn_amalloc(size_t n) nogil
     void osn_afree(void* p) nogil
     void osn_f16_to_f32(const uint16_t* src, float* dst, int64_t n) nogil
     void osn_i8_to_f32(const int8_t* src, const float* scale, float* dst, int64_t rows, int64_t D) nogil
     void osn_pq_decode(const uint8_t* codes, const float* cb, int64_t rows, int64_t M,
                        int64_t K, int64_t dsub, float* dst) nogil
+    void osn_bits_decode(const uint8_t* bits, int64_t nb, const float* byte_lut, int per_byte,
+                         const float* cents, const int32_t* cids, const float* scales,
+                         int64_t rows, int64_t D, float* dst) nogil
     void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,
                           float* vmax, int* bad) nogil
     void osn_pq_lut_chunk(const float* lutT, int64_t M, int64_t K, int nv, const uint8_t* codes,
@@ -317,11 +57,27 @@ cdef enum DocKind:
     KIND_F16 = 1
     KIND_I8 = 2
     KIND_PQ_DECODE = 3
+    KIND_BITS = 4
+
+
+cdef struct BitsSpec:
+    # Bit-coded tokens (KIND_BITS): nb bytes per token, per_byte dimensions per byte, the bucket
+    # weights of every byte value, and optional centroids (cents [C][D], cids [T]).
+    int64_t nb
+    int per_byte
+    const float* byte_lut
+    const float* cents
+    const int32_t* cids
 
 
 def max_threads() -> int:
     """Threads a parallel kernel uses when `n_threads` is None (OpenMP's default, 1 if serial build)."""
     return osn_max_threads()
+
+
+def openmp_enabled() -> bool:
+    """Whether this build was compiled with OpenMP (False: every kernel runs on one core)."""
+    return bool(osn_openmp_enabled())
 
 
 cdef int _threads(object n_threads) except -1:
@@ -369,7 +125,7 @@ cdef void _finish_score(const float* vmax, int64_t Q, int64_t nch, float* score)
 cdef int _maxsim_impl(const float* qT, int64_t Q, int64_t D, int kind, const void* docs,
                       const float* scales, const int64_t* offsets, int64_t N,
                       const float* codebooks, int64_t M, int64_t K, int64_t dsub,
-                      float* out, int nthreads) noexcept nogil:
+                      const BitsSpec* bits, float* out, int nthreads) noexcept nogil:
     """Returns the index of a document with a non-finite dot product, -2 when scratch allocation
     failed, or -1."""
     cdef int64_t nch = (Q + 31) // 32
@@ -408,6 +164,12 @@ cdef int _maxsim_impl(const float* qT, int64_t Q, int64_t D, int kind, const voi
                     elif kind == KIND_I8:
                         osn_i8_to_f32((<const int8_t*>docs) + (start + p) * D, scales + start + p,
                                       buf, take, D)
+                    elif kind == KIND_BITS:
+                        osn_bits_decode((<const uint8_t*>docs) + (start + p) * bits.nb, bits.nb,
+                                        bits.byte_lut, bits.per_byte, bits.cents,
+                                        bits.cids + start + p if bits.cids != NULL else NULL,
+                                        scales + start + p if scales != NULL else NULL,
+                                        take, D, buf)
                     else:
                         osn_pq_decode((<const uint8_t*>docs) + (start + p) * M, codebooks, take,
                                       M, K, dsub, buf)
@@ -436,7 +198,7 @@ cdef float* _aligned_copy(const float[::1] src) except NULL:
 
 cdef _maxsim_dispatch(const float[:, ::1] query, int kind, const void* docs, const float* scales,
                       const int64_t[::1] offsets, const float* codebooks, int64_t M, int64_t K,
-                      int64_t dsub, int nthreads):
+                      int64_t dsub, int nthreads, const BitsSpec* bits=NULL):
     cdef int64_t Q = query.shape[0], D = query.shape[1], N = offsets.shape[0] - 1
     out = np.zeros(N, dtype=np.float32)
     if N == 0 or Q == 0:
@@ -447,7 +209,7 @@ cdef _maxsim_dispatch(const float[:, ::1] query, int kind, const void* docs, con
     try:
         with nogil:
             bad = _maxsim_impl(qT, Q, D, kind, docs, scales, &offsets[0], N, codebooks, M, K, dsub,
-                               &o[0], nthreads)
+                               bits, &o[0], nthreads)
     finally:
         osn_afree(qT)
     return out, bad
@@ -479,6 +241,22 @@ def maxsim_pq_decode(const float[:, ::1] query, const uint8_t[:, ::1] codes,
     return _maxsim_dispatch(query, KIND_PQ_DECODE, &codes[0, 0] if codes.shape[0] else NULL, NULL,
                             offsets, &codebooks[0, 0, 0], codebooks.shape[0], codebooks.shape[1],
                             codebooks.shape[2], nthreads)
+
+
+def maxsim_bits(const float[:, ::1] query, const uint8_t[:, ::1] codes, const float[:, ::1] byte_lut,
+                const int64_t[::1] offsets, const float[::1] scales, const float[:, ::1] centroids,
+                const int32_t[::1] cids, int nthreads):
+    """MaxSim over bit-coded tokens (codes [T, nb], byte_lut [256, 8 / nbits]); empty `scales`,
+    `centroids` or `cids` mean none. Decodes pieces of tokens, then the float32 microkernel."""
+    cdef BitsSpec spec
+    spec.nb = codes.shape[1]
+    spec.per_byte = byte_lut.shape[1]
+    spec.byte_lut = &byte_lut[0, 0]
+    spec.cents = &centroids[0, 0] if centroids.shape[0] else NULL
+    spec.cids = &cids[0] if cids.shape[0] else NULL
+    return _maxsim_dispatch(query, KIND_BITS, &codes[0, 0] if codes.shape[0] else NULL,
+                            &scales[0] if scales.shape[0] else NULL, offsets, NULL, 0, 0, 0,
+                            nthreads, &spec)
 
 
 def pack_lut(const float[:, :, ::1] lut):

@@ -56,6 +56,35 @@ def maxsim_pq(query: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
     return maxsim(query, pq_decode(codes, codebooks), offsets)
 
 
+def unpack_bits(codes: np.ndarray, nbits: int, dim: int) -> np.ndarray:
+    """[T, nb] packed codes -> [T, dim] bucket ids (dimension d at bits (d*nbits) % 8 of byte
+    d*nbits // 8, little-endian)."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    d = np.arange(dim)
+    return (codes[:, (d * nbits) // 8] >> ((d * nbits) % 8)) & ((1 << nbits) - 1)
+
+
+def bits_decode(codes: np.ndarray, nbits: int, dim: int, weights: np.ndarray,
+                scales: np.ndarray | None = None, centroids: np.ndarray | None = None,
+                centroid_ids: np.ndarray | None = None) -> np.ndarray:
+    """centroids[centroid_ids] + scales * weights[bucket], each part only when given."""
+    out = np.asarray(weights, dtype=np.float32)[unpack_bits(codes, nbits, dim)]
+    if scales is not None:
+        out = out * np.asarray(scales, dtype=np.float32)[:, None]
+    if centroids is not None:
+        out = out + np.asarray(centroids, dtype=np.float32)[np.asarray(centroid_ids)]
+    return out.astype(np.float32)
+
+
+def maxsim_bits(query: np.ndarray, codes: np.ndarray, offsets: np.ndarray, weights: np.ndarray,
+                nbits: int, scales: np.ndarray | None = None, centroids: np.ndarray | None = None,
+                centroid_ids: np.ndarray | None = None) -> np.ndarray:
+    """MaxSim over bit-coded tokens: decode to float32, then `maxsim`."""
+    dim = np.asarray(query).shape[1]
+    return maxsim(query, bits_decode(codes, nbits, dim, weights, scales, centroids, centroid_ids),
+                  offsets)
+
+
 def pq_lookup_table(query: np.ndarray, codebooks: np.ndarray, metric: str = "ip") -> np.ndarray:
     """[M, K] table: inner product (or squared L2) of each query sub-vector with each centroid."""
     m, k, dsub = codebooks.shape

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 from osneural.ingest.bulk import BulkWriter, ClusterUnavailable, is_retryable
-from osneural.codecs import code_tokens, pool_tokens
 from osneural.ingest.corpus import CorpusDocument
 from osneural.ingest.documents import EncodedBatch, build_documents, matryoshka
 from osneural.ingest.plan import BatchResult, CodecParams, DocFailure, IndexMismatch, IngestPlan
 from osneural.mappings import NEEDS_DENSE, NEEDS_TOKENS
+
+from osneural.codecs import code_tokens, pool_tokens
 
 # -- encoders ---------------------------------------------------------------------------------
 
@@ -187,7 +188,9 @@ def apply_codecs(raw: RawBatch, plan: IngestPlan) -> EncodedBatch:
         if "pq" in reps:
             enc.dense_pq = bundle.pq_dense.encode(raw.dense)
     if raw.tokens is not None and "multivector" in reps:
-        enc.mv_codes = [bundle.pq_tokens.encode(t) for t in raw.tokens]
+        # PQ codes are uint8 [t, M]; bit codes are fixed-width structured rows: both stored as bytes
+        enc.mv_codes = [np.ascontiguousarray(bundle.token_codec.encode(t)).view(np.uint8)
+                        for t in raw.tokens]
         enc.fde = bundle.fde.encode_documents(raw.tokens)
     if raw.tokens is not None and "float_tokens" in reps:
         enc.mv_f16 = [t.astype(np.float16) for t in raw.tokens]

@@ -10,11 +10,13 @@ nearest centroids, only codebook quality suffers, and the summary says so.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from osneural.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer
 from osneural.ingest.plan import CodecParams, IngestSummary
+
+from osneural.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer, ResidualCodec
 
 
 def _divisor_at_most(dim: int, m: int) -> int:
@@ -31,6 +33,21 @@ def _training_rows(x: np.ndarray, need: int, seed: int) -> tuple[np.ndarray, boo
     tiled = np.tile(x, (reps, 1))[:need]
     scale = 0.01 * (float(x.std()) or 1.0)
     return (tiled + rng.normal(0.0, scale, tiled.shape)).astype(np.float32), True
+
+
+def token_codec(code: str, n_tokens: int, params: CodecParams) -> ProductQuantizer | ResidualCodec:
+    """An unfitted token codec for `params.token_code` ("pq", "bin1[s]", "res1[s]", "res2[s]")
+    and a training sample of `n_tokens` tokens."""
+    if code == "pq":
+        return ProductQuantizer(1, seed=params.seed)  # M is set from the dimension by the caller
+    kind, digits = code[:3], code[3:].rstrip("s")
+    if kind not in ("bin", "res") or digits not in ("1", "2", "4"):
+        raise ValueError(f"token code {code!r}: use pq, bin1, bin1s, res1, res2, res1s or res2s")
+    centroids = 0
+    if kind == "res":
+        colbert = 2 ** int(math.log2(16 * math.sqrt(max(n_tokens, 1))))
+        centroids = max(1, min(params.token_centroids, colbert, n_tokens))
+    return ResidualCodec(int(digits), centroids, scale=code.endswith("s"), seed=params.seed)
 
 
 def train_codecs(
@@ -60,11 +77,14 @@ def train_codecs(
         if len(flat) > params.max_train_tokens:
             rng = np.random.default_rng(params.seed)
             flat = flat[np.sort(rng.choice(len(flat), params.max_train_tokens, replace=False))]
-        pq = ProductQuantizer(_divisor_at_most(flat.shape[1], params.token_pq_m), seed=params.seed)
-        rows, was_padded = _training_rows(flat, pq.ksub, params.seed + 1)
-        bundle.pq_tokens = pq.fit(rows)
-        if was_padded:
-            padded.append(f"token PQ ({len(flat)} vectors)")
+        if params.token_code == "pq":
+            pq = ProductQuantizer(_divisor_at_most(flat.shape[1], params.token_pq_m), seed=params.seed)
+            rows, was_padded = _training_rows(flat, pq.ksub, params.seed + 1)
+            bundle.pq_tokens = pq.fit(rows)
+            if was_padded:
+                padded.append(f"token PQ ({len(flat)} vectors)")
+        else:
+            bundle.res_tokens = token_codec(params.token_code, len(flat), params).fit(flat)
         bundle.fde = MuveraFDE(dim=flat.shape[1], seed=params.seed)
         if params.fde_dtype == "int8":
             bundle.fde.calibrate_int8(tokens)  # one scale from the training sample's FDEs
@@ -92,6 +112,8 @@ def codec_meta(bundle: CodecBundle) -> dict[str, Any]:
         pq = getattr(bundle, slot)
         if pq is not None:
             meta[slot] = {"kind": "pq", "M": pq.M, "nbits": pq.nbits, "dim": pq.dim}
+    if bundle.res_tokens is not None:
+        meta["res_tokens"] = bundle.res_tokens.describe()
     if bundle.fde is not None:
         f = bundle.fde
         meta["fde"] = {"kind": "muvera", "dim": f.dim, "k_sim": f.k_sim, "reps": f.reps,

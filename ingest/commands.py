@@ -54,6 +54,10 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
                         help="failure report path (default: <corpus folder>/<index>.failures.jsonl)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N sample documents")
     parser.add_argument("--pool-factor", type=float, default=2, help="token pooling factor (1 = off)")
+    parser.add_argument("--token-code", default=None,
+                        choices=("pq", "bin1", "bin1s", "res1", "res2", "res1s", "res2s"),
+                        help="how mv_codes codes a token (new index): pq (M=192), or 1-2 bits per "
+                             "dimension (bench/token_bits.py; default: CodecParams.token_code)")
     parser.add_argument("--train-docs", type=int, default=2000, help="codec training sample size")
     parser.add_argument("--fde-dtype", choices=("int8", "float32"), default="int8",
                         help="MUVERA FDE as a k-NN byte vector (default; 2 KB per document, same "
@@ -169,7 +173,8 @@ def run_ingest(args: argparse.Namespace) -> int:
         fields=fields,
         failure_report=args.failures, progress=not args.no_progress,
         codec_params=CodecParams(pool_factor=args.pool_factor, train_docs=args.train_docs,
-                                 fde_dtype=args.fde_dtype),
+                                 fde_dtype=args.fde_dtype,
+                                 **({"token_code": args.token_code} if args.token_code else {})),
         options=options, max_retries=args.max_retries, initial_backoff=args.retry_backoff,
     )
     client = config.client()

@@ -40,6 +40,14 @@ class CodecParams:
     # SciFact hybrid top 100 against float tokens, nDCG@10 points, two codebook draws each
     # (bench/maxsim_pq.py): M=48 -1.0, -0.9; M=96 -0.9, -0.6; M=192 -0.05, +0.05.
     token_pq_m: int = 192
+    #: how `mv_codes` codes a token: "pq" (PQ with `token_pq_m` sub-spaces) or bit codes
+    #: "bin1" / "bin1s" (sign bits, "s": with a per-token scale), "res1" / "res2" (a coarse
+    #: centroid id plus 1 or 2 residual bits per dimension, ColBERTv2's layout; "res1s"/"res2s"
+    #: add a per-token scale); see osneural.codecs.residual and bench/token_bits.py.
+    token_code: str = "pq"
+    #: coarse centroids of "res" codes at most (fewer when the training sample is small:
+    #: ColBERTv2's 2**floor(log2(16 sqrt(tokens))))
+    token_centroids: int = 4096
     pool_factor: float = 2
     # "int8" stores the MUVERA FDE as a k-NN byte vector: 2 KB instead of 8 KB per document;
     # fde+maxsim nDCG@10 equal to float32 on SciFact (0.7166 both) and NFCorpus (0.3342 against

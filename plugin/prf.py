@@ -189,12 +189,15 @@ def _dense_feedback(searcher, stage, enc, candidates, spec, timeout_s) -> list[t
 def _multivector_feedback(searcher, stage, enc, candidates, timeout_s) -> np.ndarray:
     from osneural.plugin import rescoring
 
-    pq = enc.res.codec("pq_tokens", "prf")
+    codec = enc.res.codecs.token_codec
+    if codec is None:
+        from osneural.plugin.resources import StageError
+
+        raise StageError(f"prf: index {searcher.index!r} has no token codec")
     ids = [d for d, _ in candidates[: max(stage.window, stage.fb_docs)]]
     raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, stage.field, timeout_s)
-    m = pq.codebooks.shape[0]
-    docs = [pq.decode(np.frombuffer(raw[i], np.uint8).reshape(-1, m)) if raw.get(i) else
-            np.zeros((0, pq.codebooks.shape[0] * pq.codebooks.shape[2]), np.float32) for i in ids]
+    docs = [codec.decode(codec.parse(raw.get(i, b""), f"{stage.field} of document {i!r}"))
+            for i in ids]
     extra, _ = expansion_tokens(docs[: stage.fb_docs], docs[stage.fb_docs:], stage.clusters,
                                 stage.expansion, stage.beta)
     return extra

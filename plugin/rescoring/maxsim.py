@@ -1,5 +1,5 @@
 """`maxsim`: late-interaction MaxSim of the query tokens against each document's stored tokens,
-PQ-coded (`mv_codes`, every multi-vector index) or float16 (`mv_f16`, the `float_tokens`
+coded (`mv_codes`, every multi-vector index: PQ or 1-2 bit codes, as the index's codecs say) or float16 (`mv_f16`, the `float_tokens`
 representation)."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from osneural.plugin.rescoring.base import RescoreSpec, RescoreType
 from osneural.plugin.rescoring.scores import fetch_codes, maxsim_float16_scores, maxsim_scores
 from osneural.plugin.stages.base import StageContext
 from pydantic import Field
+
+from osneural.errors import StageError
 
 #: field of each stored token form
 TOKEN_FIELDS = {"pq": "mv_codes", "float16": "mv_f16"}
@@ -44,5 +46,7 @@ class MaxSim(RescoreType):
         raw = fetch_codes(ctx.client, ctx.index, ids, field, timeout_s)
         if stage.tokens == "float16":
             return maxsim_float16_scores(q, raw, ids, field)
-        pq = ctx.res.codec("pq_tokens", ctx.where)
-        return maxsim_scores(q, raw, ids, pq.codebooks, field)
+        codec = ctx.res.codecs.token_codec  # PQ, or bit codes (osneural.codecs.residual)
+        if codec is None:
+            raise StageError(f"{ctx.where}: index {ctx.index!r} has no token codec")
+        return maxsim_scores(q, raw, ids, codec, field)

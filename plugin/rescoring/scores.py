@@ -113,17 +113,27 @@ def maxsim_scores(
     query_tokens: np.ndarray,
     raw: dict[str, bytes],
     ids: Sequence[str],
-    codebooks: np.ndarray,
+    codec: Any,
     field: str,
 ) -> np.ndarray:
-    """Late-interaction MaxSim of the query tokens against each document's PQ-coded tokens."""
-    from osneural.cython_ext import maxsim_pq
+    """Late-interaction MaxSim of the query tokens against each document's coded tokens.
 
-    m = codebooks.shape[0]
-    codes, offsets = _ragged(raw, ids, "u1", m, field, f"PQ codes with M={m}")
-    q = np.ascontiguousarray(query_tokens, dtype=np.float32)
-    books = np.ascontiguousarray(codebooks, dtype=np.float32)
-    return _nan_where_missing(maxsim_pq(q, codes, offsets, books), raw, ids)
+    `codec` is the index's token codec (`CodecBundle.token_codec`: PQ or bit codes), which parses
+    the stored bytes and scores them with its kernel; a bare [M, K, dsub] codebook array is read
+    as PQ codebooks."""
+    from osneural.codecs import maxsim_blobs
+
+    if isinstance(codec, np.ndarray):
+        from osneural.cython_ext import maxsim_pq
+
+        m = codec.shape[0]
+        codes, offsets = _ragged(raw, ids, "u1", m, field, f"PQ codes with M={m}")
+        q = np.ascontiguousarray(query_tokens, dtype=np.float32)
+        books = np.ascontiguousarray(codec, dtype=np.float32)
+        return _nan_where_missing(maxsim_pq(q, codes, offsets, books), raw, ids)
+    blobs = [raw.get(doc_id, b"") for doc_id in ids]
+    names = [f"{field} of document {doc_id!r}" for doc_id in ids]
+    return _nan_where_missing(maxsim_blobs(codec, query_tokens, blobs, names), raw, ids)
 
 
 def maxsim_float16_scores(

@@ -11,7 +11,9 @@ from osneural.codecs.mih import code_tokens, guaranteed_distance, query_tokens
 from osneural.codecs.muvera import MuveraFDE, chamfer
 from osneural.codecs.pooling import pool_tokens
 from osneural.codecs.pq import ProductQuantizer
+from osneural.codecs.residual import ResidualCodec
 from osneural.codecs.serialization import array_to_b64, b64_to_array
+from osneural.codecs.tokens import TokenCodec, maxsim_blobs
 
 __all__ = [
     "CODECS_INDEX",
@@ -19,6 +21,8 @@ __all__ = [
     "CodecBundle",
     "MuveraFDE",
     "ProductQuantizer",
+    "ResidualCodec",
+    "TokenCodec",
     "array_to_b64",
     "b64_to_array",
     "chamfer",
@@ -26,6 +30,7 @@ __all__ = [
     "guaranteed_distance",
     "hamming_distances",
     "load_bundle",
+    "maxsim_blobs",
     "pool_tokens",
     "query_tokens",
     "store_bundle",

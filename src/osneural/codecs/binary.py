@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from osneural.codecs.serialization import (
     array_to_b64,
     as_matrix,

@@ -14,13 +14,16 @@ from typing import Any
 from osneural.codecs.binary import BinaryQuantizer
 from osneural.codecs.muvera import MuveraFDE
 from osneural.codecs.pq import ProductQuantizer
+from osneural.codecs.residual import ResidualCodec
 from osneural.codecs.serialization import FORMAT_VERSION
 from osneural.errors import CodecError
 
 BUNDLE_KIND = "bundle"
 CODECS_INDEX = "osneural-codecs"
-_LOADERS = {"binary": BinaryQuantizer, "pq": ProductQuantizer, "muvera": MuveraFDE}
-_SLOTS = {"binary": "binary", "pq_dense": "pq", "pq_tokens": "pq", "fde": "muvera"}
+_LOADERS = {"binary": BinaryQuantizer, "pq": ProductQuantizer, "muvera": MuveraFDE,
+            "residual": ResidualCodec}
+_SLOTS = {"binary": "binary", "pq_dense": "pq", "pq_tokens": "pq", "res_tokens": "residual",
+          "fde": "muvera"}
 
 
 @dataclass
@@ -34,8 +37,17 @@ class CodecBundle:
     binary: BinaryQuantizer | None = None
     pq_dense: ProductQuantizer | None = None
     pq_tokens: ProductQuantizer | None = None
+    res_tokens: ResidualCodec | None = None
     fde: MuveraFDE | None = None
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def token_codec(self) -> ProductQuantizer | ResidualCodec | None:
+        """The codec of the stored token codes (`mv_codes`): bit codes, else PQ (indices built
+        before bit codes existed hold only `pq_tokens`), else None."""
+        if self.res_tokens is not None and self.pq_tokens is not None:
+            raise CodecError("codec bundle holds both res_tokens and pq_tokens; mv_codes has one codec")
+        return self.res_tokens if self.res_tokens is not None else self.pq_tokens
 
     def to_dict(self) -> dict[str, Any]:
         codecs = {

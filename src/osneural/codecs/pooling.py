@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from osneural.codecs.serialization import as_matrix
 
 

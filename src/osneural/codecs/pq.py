@@ -23,6 +23,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+
 from osneural.codecs.serialization import (
     array_to_b64,
     as_matrix,
@@ -198,6 +199,27 @@ class ProductQuantizer:
         if lut.shape != (self.M, self.ksub):
             raise ValueError(f"adc: lut shape {lut.shape}, expected {(self.M, self.ksub)}")
         return lut[np.arange(self.M)[None, :], codes.astype(np.intp)].sum(axis=1, dtype=np.float32)
+
+    # -- token codes (MaxSim) ---------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What the stored bytes mean, for an index's `_meta` (no trained arrays)."""
+        return {"kind": KIND, "M": self.M, "nbits": self.nbits, "dim": self.dim}
+
+    def parse(self, blob: bytes, what: str = "codes") -> np.ndarray:
+        """A document's stored token codes (M bytes per token) back to uint8 [t, M]."""
+        self._require_fitted()
+        if len(blob) % self.M:
+            raise ValueError(f"{what}: {len(blob)} bytes is not a multiple of {self.M} "
+                             f"(PQ codes with M={self.M})")
+        return np.frombuffer(bytes(blob), dtype=np.uint8).reshape(-1, self.M)
+
+    def maxsim(self, query: Any, codes: np.ndarray, offsets: Any, *,
+               n_threads: int | None = None) -> np.ndarray:
+        """MaxSim of float query tokens [Q, D] against PQ-coded document tokens (offsets [N + 1])."""
+        from osneural.cython_ext import maxsim_pq
+
+        self._require_fitted()
+        return maxsim_pq(query, codes, offsets, self.codebooks, n_threads=n_threads)
 
     def reconstruction_error(self, x: Any) -> float:
         """Mean squared L2 error of decode(encode(x)) per vector."""

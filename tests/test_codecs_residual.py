@@ -1,0 +1,125 @@
+"""ResidualCodec (binarized and ColBERTv2-style residual token codes): training, storage layout,
+JSON round trip, MaxSim against the decoded float tokens, and the bundle's token codec."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from osneural.cython_ext import reference as ref
+from osneural.ingest.codec_training import token_codec
+from osneural.ingest.plan import CodecParams
+
+from osneural.codecs import CodecBundle, ProductQuantizer, ResidualCodec, maxsim_blobs
+
+
+def _tokens(n=3000, dim=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32) * np.linspace(2, 0.2, dim, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("nbits", "centroids", "scale", "row_bytes"),
+                         [(1, 0, False, 6), (1, 0, True, 8), (1, 32, False, 8), (2, 32, True, 16)])
+def test_layout_and_round_trip(nbits, centroids, scale, row_bytes):
+    x = _tokens()
+    codec = ResidualCodec(nbits, centroids, scale=scale, niter=5).fit(x)
+    assert codec.row_bytes == row_bytes
+    rows = codec.encode(x[:50])
+    blob = rows.tobytes()
+    assert len(blob) == 50 * row_bytes
+    np.testing.assert_array_equal(codec.parse(blob), rows)
+    again = ResidualCodec.from_dict(json.loads(json.dumps(codec.to_dict())))
+    assert again.encode(x[:50]).tobytes() == blob
+    np.testing.assert_array_equal(again.decode(rows), codec.decode(rows))
+    assert codec.describe() == {"kind": "residual", "nbits": nbits, "n_centroids": centroids,
+                                "scale": scale, "dim": 48, "row_bytes": row_bytes}
+
+
+def test_more_bits_and_centroids_reconstruct_better():
+    x = _tokens()
+    errors = [ResidualCodec(b, c, scale=s, niter=5).fit(x).reconstruction_error(x[:500])
+              for b, c, s in ((1, 0, False), (1, 0, True), (1, 64, False), (2, 64, False))]
+    assert errors[1] < errors[0]  # a per-token scale keeps each token's magnitude
+    assert errors[2] < errors[0]  # a centroid leaves a smaller residual to code
+    assert errors[3] < errors[2] < 1.0  # 2 bits beat 1 bit; all beat coding nothing (|x| = 1)
+
+
+def test_binarized_tokens_are_sign_bits():
+    x = _tokens(500, 16)
+    codec = ResidualCodec(1, 0, scale=False).fit(x)
+    assert codec.cutoffs.tolist() == [0.0]
+    buckets = ref.unpack_bits(codec.encode(x)["bits"], 1, 16)
+    np.testing.assert_array_equal(buckets, (x >= 0).astype(np.uint8))
+    assert codec.weights[0] < 0 < codec.weights[1]
+
+
+def test_maxsim_matches_decoded_float_tokens_and_empty_documents():
+    x = _tokens()
+    codec = ResidualCodec(2, 16, scale=True, niter=5).fit(x)
+    q = _tokens(9, seed=3)
+    docs = [x[:40], x[40:41], x[41:41], x[41:300]]
+    blobs = [codec.encode(d).tobytes() for d in docs]
+    got = maxsim_blobs(codec, q, blobs)
+    decoded = [codec.decode(codec.parse(b)) for b in blobs]
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in decoded])])
+    want = ref.maxsim(q, np.concatenate(decoded), offsets)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert got[2] == 0.0
+    exact = ref.maxsim(q, np.concatenate(docs), offsets)
+    assert np.abs(got - exact).max() < 0.2 * np.abs(exact).max()
+
+
+def test_bad_blob_names_the_document():
+    codec = ResidualCodec(1, 0).fit(_tokens(300))
+    with pytest.raises(ValueError, match="mv_codes of document 'd7': 9 bytes is not a multiple"):
+        maxsim_blobs(codec, _tokens(2), [b"\x00" * 9], ["mv_codes of document 'd7'"])
+
+
+def test_constant_and_tiny_training_sets():
+    x = np.ones((40, 10), np.float32) / np.sqrt(10)
+    codec = ResidualCodec(2, 4, scale=True, niter=3).fit(x)
+    np.testing.assert_allclose(codec.decode(codec.encode(x)), x, atol=1e-3)
+    with pytest.raises(ValueError, match="need at least as many tokens"):
+        ResidualCodec(1, 64).fit(x)
+    with pytest.raises(ValueError, match="nbits must be 1, 2 or 4"):
+        ResidualCodec(3)
+    with pytest.raises(ValueError, match="not fitted"):
+        ResidualCodec().encode(x)
+
+
+def test_bundle_token_codec_and_training_choice():
+    x = _tokens(800)
+    res = ResidualCodec(1, 8, niter=3).fit(x)
+    bundle = CodecBundle.from_dict(json.loads(json.dumps(CodecBundle(res_tokens=res).to_dict())))
+    assert isinstance(bundle.token_codec, ResidualCodec)
+    assert bundle.token_codec.encode(x[:5]).tobytes() == res.encode(x[:5]).tobytes()
+    pq = ProductQuantizer(4, nbits=4, niter=3).fit(x)
+    assert CodecBundle(pq_tokens=pq).token_codec is pq  # indices built with PQ codes
+    with pytest.raises(ValueError, match="both res_tokens and pq_tokens"):
+        _ = CodecBundle(pq_tokens=pq, res_tokens=res).token_codec
+    params = CodecParams()
+    chosen = token_codec("res2s", 200_000, params)
+    assert (chosen.nbits, chosen.n_centroids, chosen.scale) == (2, min(4096, params.token_centroids), True)
+    assert token_codec("res1", 1000, params).n_centroids == 256  # 2**floor(log2(16 * 31.6))
+    assert token_codec("res1", 3, params).n_centroids == 3  # never more than the tokens
+    assert token_codec("bin1", 10, params).n_centroids == 0
+    with pytest.raises(ValueError, match="token code 'opq9'"):
+        token_codec("opq9", 10, params)
+
+
+def test_rescoring_scores_any_token_codec():
+    from osneural.plugin import rescoring
+
+    x = _tokens(1200)
+    q = _tokens(4, seed=5)
+    for codec in (ResidualCodec(1, 16, scale=True, niter=3).fit(x),
+                  ProductQuantizer(8, nbits=4, niter=3).fit(x)):
+        raw = {"a": codec.encode(x[:30]).tobytes(), "b": codec.encode(x[30:31]).tobytes()}
+        got = rescoring.maxsim_scores(q, raw, ["a", "missing", "b"], codec, "mv_codes")
+        want = maxsim_blobs(codec, q, [raw["a"], raw["b"]])
+        np.testing.assert_allclose(got[[0, 2]], want, rtol=1e-6)
+        assert np.isnan(got[1])  # no codes: sinks in the window instead of failing the query
+        with pytest.raises(ValueError, match="mv_codes of document 'a'"):
+            rescoring.maxsim_scores(q, {"a": raw["a"][:-1]}, ["a"], codec, "mv_codes")
