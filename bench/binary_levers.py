@@ -35,9 +35,10 @@ INDEX = "osneural-binary-levers"
 
 
 def _dense_corpus(n_docs: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
-    from osneural.encoders import load_default
     from osneural.eval.beir import load_qrels, load_queries
     from osneural.eval.benchkit import beir_dir
+
+    from osneural.encoders import load_default
 
     d = beir_dir("scifact")
     ids, texts = [], []
@@ -69,6 +70,7 @@ def _dense_corpus(n_docs: int, seed: int = 0) -> tuple[list[str], np.ndarray, np
 
 def build(client: Any, ids: list[str], dense: np.ndarray, bq: Any, ms: list[int]) -> None:
     from opensearchpy import helpers
+
     from osneural.codecs import mih
 
     codes = bq.encode(dense)
@@ -191,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
 
     def row(name: str, k: int, got: list[list[str]], times: list[float], **extra: Any) -> None:
-        rq = statistics.mean(len(set(g) & rel[q]) / len(rel[q]) for g, q in zip(got, qids))
-        rn = statistics.mean(len(set(g) & e) / 10 for g, e in zip(got, exact_ids))
+        rq = statistics.mean(len(set(g) & rel[q]) / len(rel[q]) for g, q in zip(got, qids, strict=True))
+        rn = statistics.mean(len(set(g) & e) / 10 for g, e in zip(got, exact_ids, strict=True))
         rows.append({"stage": name, "k": k, "p50_ms": round(pct(times, 50), 2),
                      "p95_ms": round(pct(times, 95), 2), "recall_qrels": round(rq, 4),
                      "recall_dense_top10": round(rn, 4), **extra})

@@ -62,8 +62,9 @@ def peak_rss_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from osneural.connection import ClusterConfig
     from osneural.ingest.indexer import index_corpus
+
+    from osneural.connection import ClusterConfig
 
     cluster = ClusterConfig.from_values(args.url)
     client = cluster.client()

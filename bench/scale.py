@@ -130,9 +130,10 @@ def distractor(real: RealCorpus, i: int, seed: int) -> dict[str, Any]:
 def encoded_actions(docs: list[dict[str, Any]], bundle: Any, index: str) -> list[dict[str, Any]]:
     """Bulk actions for documents given by their raw representations, through the ingestion's
     codecs and document builder."""
-    from osneural.codecs import code_tokens
     from osneural.ingest.corpus import CorpusDocument
     from osneural.ingest.documents import EncodedBatch, build_documents
+
+    from osneural.codecs import code_tokens
 
     dense = np.stack([d["dense"] for d in docs]).astype(np.float32)
     tokens = [np.asarray(d["tokens"], dtype=np.float32) for d in docs]

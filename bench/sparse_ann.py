@@ -30,9 +30,10 @@ INDEX = "osneural-sparse-ann-bench"
 
 
 def corpus(n_docs: int) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]], list[set[str]]]:
-    from osneural.encoders import load_default
     from osneural.eval.beir import load_qrels, load_queries
     from osneural.eval.benchkit import beir_dir
+
+    from osneural.encoders import load_default
 
     d = beir_dir("scifact")
     ids, texts = [], []
@@ -78,14 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from opensearchpy import helpers
-    from osneural.connection import ClusterConfig
-    from osneural.encoders import load_default
     from osneural.ingest.documents import sparse_features
     from osneural.ingest.sparse_ann import build_sparse_ann, sparse_vocab
     from osneural.mappings.sparse_ann import SeismicParams, companion_index
     from osneural.plugin.sparse_ann import seismic_query, token_ids
     from osneural.plugin.spec import SparseStage
     from osneural.plugin.stages import encode_body, sparse_query
+
+    from osneural.connection import ClusterConfig
+    from osneural.encoders import load_default
 
     ids, docs, qw, rel = corpus(args.docs)
     qw, rel = qw[: args.queries], rel[: args.queries]

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from opensearchpy.exceptions import NotFoundError
+
 from osneural.codecs.bundle import CODECS_INDEX, CodecBundle, load_bundle, store_bundle
 
 CODEC_INDEX = CODECS_INDEX

@@ -43,7 +43,6 @@ from osneural.ingest.batch import (
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, load_codecs, new_generation, save_codecs
 from osneural.ingest.codec_training import codec_meta, train_codecs
-from osneural.codecs import CodecBundle
 from osneural.ingest.corpus import CorpusDocument, FieldNames, Rejected, corpus_files, iter_corpus
 from osneural.ingest.plan import (
     BatchResult,
@@ -63,6 +62,8 @@ from osneural.mappings import (
     merge_app_mapping,
     normalize_representations,
 )
+
+from osneural.codecs import CodecBundle
 
 # -- cluster errors -----------------------------------------------------------------------------
 

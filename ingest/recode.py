@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from osneural.ingest.bulk import BulkWriter
 from osneural.ingest.codec_store import load_codecs, new_generation, save_codecs
-from osneural.codecs.mih import code_tokens
 from osneural.ingest.documents import b64, unb64
+
+from osneural.codecs.mih import code_tokens
 
 
 def recode_binary(client: Any, index: str, mih_m: int, *, batch_size: int = 500) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from osneural.codecs import CodecBundle
-from osneural.codecs.bundle import CODECS_INDEX, store_bundle
 from osneural.plugin import Searcher
 from osneural.plugin.resources import (
     EncoderCache,
@@ -24,6 +22,9 @@ from osneural.plugin.resources import (
     spec_needs_codecs,
 )
 from osneural.plugin.spec import load_spec, parse_spec
+
+from osneural.codecs import CodecBundle
+from osneural.codecs.bundle import CODECS_INDEX, store_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from osneural.codecs.binary import BinaryQuantizer, hamming_distances
 from osneural.codecs.mih import (
     code_tokens,

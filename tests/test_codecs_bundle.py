@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from osneural.codecs import (
     BinaryQuantizer,
     CodecBundle,

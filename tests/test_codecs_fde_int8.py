@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from osneural.codecs import MuveraFDE
 from osneural.codecs.bundle import CodecBundle
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from osneural.codecs.muvera import MuveraFDE, chamfer
 
 

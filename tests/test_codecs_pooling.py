@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from osneural.codecs.muvera import chamfer
 from osneural.codecs.pooling import pool_tokens, ward_clusters
 

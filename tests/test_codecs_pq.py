@@ -8,6 +8,7 @@ import warnings
 import faiss
 import numpy as np
 import pytest
+
 from osneural.codecs.pq import ProductQuantizer
 
 

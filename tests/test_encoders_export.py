@@ -107,6 +107,7 @@ def test_graphs_are_plain_and_sparse_pooling_never_masks_the_logits(exported) ->
                           "EmbedLayerNormalization"}, (kind, ops)
         assert read_manifest(exported[kind])["graph_fusion"] is None
     import onnxruntime as ort
+
     from osneural.encoders.runtime import SESSION_DISABLED_OPTIMIZERS
 
     assert "SkipLayerNormFusion" in SESSION_DISABLED_OPTIMIZERS
@@ -315,9 +316,10 @@ def test_int8_variant_is_close_and_loadable(exported) -> None:
 def test_query_encoders_in_int8_on_request(exported, tmp_path, monkeypatch) -> None:
     """`OSNEURAL_QUERY_PRECISION=int8` (or `EncoderCache(precision=...)`) loads the int8 variant
     of the default export; an export without one is refused with the command that makes it."""
+    from osneural.plugin.resources import EncoderCache, query_encoder_precision
+
     from osneural.encoders.defaults import DEFAULT_DIRS
     from osneural.encoders.errors import ModelNotFoundError
-    from osneural.plugin.resources import EncoderCache, query_encoder_precision
 
     models = tmp_path / "models"
     models.mkdir()
@@ -350,10 +352,10 @@ def test_int8_is_the_default_where_exported_and_fp32_one_setting_away(
     import shutil
 
     from osneural.ingest.batch import load_encoders
-    from osneural.encoders.defaults import DEFAULT_DIRS
     from osneural.plugin.resources import EncoderCache
 
     from osneural.cli import main
+    from osneural.encoders.defaults import DEFAULT_DIRS
 
     models = tmp_path / "models"
     models.mkdir()

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, load_codecs
-from osneural.codecs import code_tokens, pool_tokens
 from osneural.ingest.documents import sparse_features, unb64
 from osneural.ingest.indexer import (
     CodecParams,
@@ -24,6 +23,8 @@ from osneural.ingest.indexer import (
     index_corpus,
 )
 from test_ingest_fakes import FakeDense, fake_encoders
+
+from osneural.codecs import code_tokens, pool_tokens
 
 pytestmark = pytest.mark.integration
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, load_codecs
-from osneural.codecs import code_tokens, pool_tokens
 from osneural.ingest.documents import sparse_features, unb64
-from osneural.encoders import ensure_default_models, load_default
 from osneural.ingest.indexer import index_corpus
 from osneural.ingest.plan import CodecParams
 from osneural.ingest.sample import sample_corpus
 from test_ingest_indexer import _fetch, assert_nearest_codes
 
 from osneural.cli import main as cli_main
+from osneural.codecs import code_tokens, pool_tokens
+from osneural.encoders import ensure_default_models, load_default
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from osneural.ingest.codec_store import delete_codecs, load_codecs
-from osneural.codecs import code_tokens
 from osneural.ingest.documents import unb64
 from osneural.ingest.indexer import index_corpus
 from osneural.ingest.recode import recode_binary
 from test_ingest_fakes import fake_encoders
+
+from osneural.codecs import code_tokens
 
 pytestmark = pytest.mark.integration
 

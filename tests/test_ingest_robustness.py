@@ -18,13 +18,13 @@ import pytest
 from ingest_proxy import CuttingProxy, cut_first
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs, save_codecs
-from osneural.codecs import CodecBundle
-from osneural.codecs.bundle import CODECS_INDEX
 from osneural.ingest.indexer import IndexMismatch, IngestError, index_corpus
 from osneural.ingest.recode import recode_binary
 from test_ingest_fakes import FakeDense, fake_encoders
 
 from osneural.cli import main as cli_main
+from osneural.codecs import CodecBundle
+from osneural.codecs.bundle import CODECS_INDEX
 
 pytestmark = pytest.mark.integration
 

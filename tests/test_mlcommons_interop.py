@@ -160,7 +160,6 @@ def exports():
     from osneural.encoders.defaults import DEFAULT_DIRS, default_export_dir
     from osneural.encoders.manifest import read_manifest
     from osneural.encoders.mlcommons import export_mlcommons, read_info
-
     from osneural.paths import models_dir
 
     out = {}
@@ -193,9 +192,8 @@ def registered(ml_client, exports):
 @pytest.fixture(scope="module")
 def judged_index(ml_node, ml_client, registered, tmp_path_factory):
     """The judged corpus loaded by `osneural ingest` (dense + sparse), models recorded in its _meta."""
-    from osneural.encoders.registry import record_model
-
     from osneural.cli import main
+    from osneural.encoders.registry import record_model
 
     path = tmp_path_factory.mktemp("mlcorpus") / "corpus.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in _corpus()), encoding="utf-8")
@@ -375,9 +373,10 @@ def test_encode_cluster_ranks_like_local(ml_client, judged_index):
 def test_dot_tokens_agree_between_neural_search_and_osneural(ml_client, judged_index):
     """Documents hold '.' as the escaped feature '%2E'; neural-search ignores query tokens with
     '.', and on an interop index osneural's sparse stage drops them as well."""
-    from osneural.encoders import load_default
     from osneural.plugin import cluster_encoding
     from osneural.plugin.resources import describe_index
+
+    from osneural.encoders import load_default
 
     text = QUERIES["q-version"][0]
     weights = load_default("sparse", precision="fp32").encode_queries([text])[0]

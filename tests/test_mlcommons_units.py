@@ -62,6 +62,7 @@ def test_ort16_header_rewrite(tmp_path):
     and the rewritten graph still computes the same thing."""
     import onnx
     import onnxruntime as ort
+
     from osneural.encoders.mlcommons import make_ort16_compatible
 
     path = tmp_path / "m.onnx"
@@ -78,6 +79,7 @@ def test_ort16_header_rewrite(tmp_path):
 
 def test_ort16_header_refuses_new_default_opset(tmp_path):
     import onnx
+
     from osneural.encoders.errors import ExportError
     from osneural.encoders.mlcommons import make_ort16_compatible
 

@@ -17,14 +17,15 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from osneural.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer
-from osneural.codecs import code_tokens as mih_code_tokens
-from osneural.codecs.bundle import CODECS_INDEX, store_bundle
 from osneural.ingest.documents import b64, sparse_feature_name
 from osneural.mappings import compose_index_body
 from osneural.plugin import Searcher, SpecError, load_spec
 from osneural.plugin.resources import EncoderCache, ResourceCache, StageError
 from osneural.plugin.searcher import SearchError
+
+from osneural.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer
+from osneural.codecs import code_tokens as mih_code_tokens
+from osneural.codecs.bundle import CODECS_INDEX, store_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from osneural.ingest.bulk import FailureReport
 from osneural.ingest.codec_store import delete_codecs
-from osneural.codecs.bundle import CODECS_INDEX
 from osneural.ingest.indexer import CodecParams, IngestError, index_corpus
 from osneural.ingest.ray_ingest import ray_index_corpus
 from test_ingest_fakes import FakeDense, fake_encoders
 
+from osneural.codecs.bundle import CODECS_INDEX
 from osneural.connection import ClusterConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -200,9 +200,8 @@ def test_killed_worker_loses_nothing_after_resume(opensearch_client, opensearch_
 
 def test_cli_ray_with_the_default_encoders(opensearch_client, opensearch_url, local_ray, corpus,
                                            capsys) -> None:
-    from osneural.encoders import ensure_default_models
-
     from osneural.cli import main as cli_main
+    from osneural.encoders import ensure_default_models
 
     ensure_default_models(["dense"])
     name = f"test-ray-cli-{uuid.uuid4().hex[:8]}"

@@ -78,11 +78,7 @@ def test_spec_accepts_seismic_and_rejects_bad_knobs() -> None:
 
 # --------------------------------------------------------------------------- real nodes
 
-WORDS = ("heart insulin protein cancer tumor gene receptor blood pressure diabetes kidney "
-         "liver brain neuron vaccine virus infection immune cell membrane enzyme hormone "
-         "obesity diet exercise sleep memory stress inflammation antibody therapy drug dose "
-         "trial mortality risk children pregnancy bone muscle lung asthma smoking alcohol "
-         "vitamin calcium iron glucose lipid cholesterol artery stroke dementia depression").split()
+WORDS = ["heart", "insulin", "protein", "cancer", "tumor", "gene", "receptor", "blood", "pressure", "diabetes", "kidney", "liver", "brain", "neuron", "vaccine", "virus", "infection", "immune", "cell", "membrane", "enzyme", "hormone", "obesity", "diet", "exercise", "sleep", "memory", "stress", "inflammation", "antibody", "therapy", "drug", "dose", "trial", "mortality", "risk", "children", "pregnancy", "bone", "muscle", "lung", "asthma", "smoking", "alcohol", "vitamin", "calcium", "iron", "glucose", "lipid", "cholesterol", "artery", "stroke", "dementia", "depression"]
 N_DOCS = 400
 
 

@@ -60,7 +60,6 @@ def run_export(args: argparse.Namespace) -> int:
     from osneural.encoders.errors import EncoderError
     from osneural.encoders.export import export_model, quantize_int8
     from osneural.encoders.manifest import INT8_MODEL_NAME
-
     from osneural.paths import models_dir
 
     if getattr(args, "target", "osneural") == "ml-commons":
@@ -167,11 +166,11 @@ def configure_models(parser: argparse.ArgumentParser) -> None:
 
 def _run_register(args: argparse.Namespace) -> int:
     from opensearchpy.exceptions import TransportError
+
+    from osneural.connection import ClusterConfig
     from osneural.encoders.defaults import DEFAULT_DIRS
     from osneural.encoders.errors import EncoderError
     from osneural.encoders.registry import MLCommonsSettingsError, register_model
-
-    from osneural.connection import ClusterConfig
     from osneural.paths import models_dir
 
     if args.path is None and args.kind is None:

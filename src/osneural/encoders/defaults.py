@@ -21,7 +21,6 @@ from osneural.encoders.manifest import (
     MODEL_NAME,
     read_manifest,
 )
-
 from osneural.paths import models_dir
 
 DEFAULT_DIRS = {"dense": "minilm-dense", "sparse": "splade-tiny", "multivector": "minilm-multivector"}

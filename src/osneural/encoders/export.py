@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from osneural.encoders.checkpoint import CheckpointInfo, inspect_checkpoint
 from osneural.encoders.errors import CheckpointError, ExportError
 from osneural.encoders.manifest import (

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from osneural.encoders.errors import CheckpointError, ExportError
 from osneural.encoders.manifest import MODEL_NAME, TOKENIZER_NAME
 
@@ -265,7 +266,6 @@ def export_mlcommons(
         _write_tokenizer,
     )
     from osneural.encoders.manifest import read_manifest, sha256_files
-
     from osneural.paths import models_dir
 
     torch, _ = _require_torch()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from osneural.encoders.errors import EncoderError, EncoderInputError, ModelNotFoundError
 from osneural.encoders.idf import IdfTable, document_frequencies, idf_from_counts
 from osneural.encoders.manifest import (
