@@ -36,17 +36,14 @@ INDEX = "osneural-binary-levers"
 
 def _dense_corpus(n_docs: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
     from osneural.eval.beir import load_qrels, load_queries
-    from osneural.eval.benchkit import beir_dir
+    from osneural.eval.benchkit import beir_dir, corpus_records, passage
 
     from osneural.encoders import load_default
 
     d = beir_dir("scifact")
-    ids, texts = [], []
-    with open(d / "corpus.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            ids.append(rec["_id"])
-            texts.append(((rec.get("title") or "") + "\n" + (rec.get("text") or "")).strip())
+    records = corpus_records(d)
+    ids = [str(r["_id"]) for r in records]
+    texts = [passage(r) for r in records]
     enc = load_default("dense")
     real = np.asarray(enc.encode_documents(texts), dtype=np.float32)
     qrels = load_qrels(d / "qrels" / "test.tsv")

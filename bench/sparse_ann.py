@@ -31,17 +31,14 @@ INDEX = "osneural-sparse-ann-bench"
 
 def corpus(n_docs: int) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]], list[set[str]]]:
     from osneural.eval.beir import load_qrels, load_queries
-    from osneural.eval.benchkit import beir_dir
+    from osneural.eval.benchkit import beir_dir, corpus_records, passage
 
     from osneural.encoders import load_default
 
     d = beir_dir("scifact")
-    ids, texts = [], []
-    with open(d / "corpus.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            ids.append(rec["_id"])
-            texts.append(((rec.get("title") or "") + "\n" + (rec.get("text") or "")).strip())
+    records = corpus_records(d)
+    ids = [str(r["_id"]) for r in records]
+    texts = [passage(r) for r in records]
     enc = load_default("sparse")
     real = [dict(w) for w in enc.encode_documents(texts)]
     qrels = load_qrels(d / "qrels" / "test.tsv")
