@@ -40,7 +40,7 @@ from osneural.ingest.corpus import CorpusDocument, FieldNames
 from osneural.ingest.plan import BatchResult, CodecParams, IndexOptions, IngestPlan, IngestSummary
 from osneural.ingest.prepare import CorpusReader, IngestRun, prepare, restore_settings
 from osneural.ingest.source_index import finish_source, plan_source
-from osneural.ingest.spool import BatchSpool, spool_datasource
+from osneural.ingest.spool import BatchSpool, read_batch
 
 #: Small enough for a laptop or CI box; the payloads are a few MB of JSON per thousand documents.
 DEFAULT_OBJECT_STORE_BYTES = 200 * 1024 * 1024
@@ -50,18 +50,19 @@ class IngestActor:
     """One Ray actor: its encoders, its client, and the shared per-batch step."""
 
     def __init__(self, plan: IngestPlan, cluster: Any, encoders: Mapping[str, Any] | None,
-                 threads: int) -> None:
+                 threads: int, spool: str) -> None:
         # numpy's BLAS sees only small matrices here; keep it from spinning against onnxruntime.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.client = cluster.client(pool_maxsize=4)
         encs = load_encoders(plan.representations, encoders,
                              intra_op_threads=threads, inter_op_threads=1)
         self.step = BatchStep(plan, encs, self.client)
+        self.spool = spool
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
-        for payload in batch["batch"]:
-            docs = [CorpusDocument(**d) for d in json.loads(payload)]
+        for lo, hi in zip(batch["lo"], batch["hi"], strict=True):
+            docs = [CorpusDocument(**d) for d in read_batch(self.spool, int(lo), int(hi))]
             out.append(json.dumps(self.step(docs).to_dict()))
         return {"result": np.array(out, dtype=object)}
 
@@ -173,20 +174,20 @@ def ray_index_corpus(
             loop_start = time.perf_counter()
             started = _start_ray(address, workers, ray_init_kwargs)
             ray.data.DataContext.get_current().enable_progress_bars = False
-            # One block per corpus batch (read lazily from the spool) and one task in flight per
-            # actor: an actor still loading its encoders does not queue up work others could do.
-            ds = ray.data.read_datasource(
-                spool_datasource(spool.path, bounds),
-                override_num_blocks=min(spool.batches, max(4 * workers, spool.batches // 64)),
-                # reading the spool is a file read: no CPU slot (or the read tasks would wait
-                # forever for the CPUs the actors hold), and one read task at a time (a
-                # zero-CPU task is otherwise unbounded: Ray started dozens of worker processes)
-                num_cpus=0, concurrency=1)
+            # The dataset holds only each batch's byte range in the spool (16 bytes a batch),
+            # one block per batch: every block exists from the start, so each free actor takes
+            # the next one (a source that produced blocks one by one let the first free actor
+            # take them all). Actors read their batch from the spool file themselves.
+            ranges = [{"lo": int(lo), "hi": int(hi)} for lo, hi in zip(bounds[:-1], bounds[1:],
+                                                                      strict=True)]
+            ds = ray.data.from_items(ranges, override_num_blocks=min(len(ranges), 10_000))
+            del ranges
             pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
             results = ds.map_batches(
                 IngestActor, batch_size=1, batch_format="numpy", compute=pool, num_cpus=1,
                 fn_constructor_kwargs={"plan": plan, "cluster": cluster, "encoders": encoders,
-                                       "threads": threads_per_worker},
+                                       "threads": threads_per_worker,
+                                       "spool": str(spool.path)},
                 **dict(ray_remote_args or {}))
             try:
                 for row in results.iter_rows():

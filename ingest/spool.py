@@ -5,9 +5,10 @@ duplicate check need one reader, in file order), yet the pool of actors must not
 driver to hold the whole corpus in memory. The driver reads the corpus once, exactly as the
 single-process loop does (`CorpusReader`), and appends each batch as one JSON line to a scratch
 file, keeping only the byte offset where each batch starts (8 bytes a batch: 2.5 MB for ten
-million documents in batches of 32). `SpoolDatasource` then hands Ray Data read tasks that each
-cover a run of batches and yield one block per batch, so Ray's streaming executor reads the spool
-lazily, with its own backpressure, and every batch is still one task on one actor.
+million documents in batches of 32). The Ray dataset then holds only each batch's byte range,
+one block per batch from the start (so every free actor takes the next batch), and each actor
+reads its batch from the spool itself (`read_batch`): the spool must sit on a filesystem the
+actors see, which a local Ray always does.
 
 The spool costs disk (about the corpus's own size, in the system temp folder or `spool_dir`),
 not memory, and is deleted when the run ends.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -89,47 +90,8 @@ class _Int64List:
         return np.concatenate([*self._chunks, self._buf[: self._n]])
 
 
-def _read_batches(path: str, bounds: np.ndarray) -> Iterator[Any]:
-    """One single-row block (`{"batch": <json>}`) per spooled batch between the bounds."""
-    import pyarrow as pa
-
+def read_batch(path: str | Path, lo: int, hi: int) -> list[dict[str, Any]]:
+    """The documents of the spooled batch stored between byte offsets `lo` and `hi`."""
     with open(path, "rb") as fh:
-        fh.seek(int(bounds[0]))
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            payload = fh.read(int(end - start)).rstrip(b"\n").decode("utf-8")
-            yield pa.table({"batch": [payload]})
-
-
-def spool_datasource(path: str | Path, bounds: np.ndarray) -> Any:
-    """A Ray Data `Datasource` over a finished spool (`bounds` from `BatchSpool.finish`)."""
-    import pyarrow as pa
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    class SpoolDatasource(Datasource):
-        """Read tasks over runs of spooled batches, one block per batch."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.path, self.bounds = str(path), bounds
-
-        def estimate_inmemory_data_size(self) -> int:
-            return int(self.bounds[-1] - self.bounds[0])
-
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                           data_context: Any = None) -> list[ReadTask]:
-            n = len(self.bounds) - 1
-            if n <= 0:
-                return []
-            cuts = np.linspace(0, n, min(max(parallelism, 1), n) + 1).astype(int)
-            tasks = []
-            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-                bounds = self.bounds[lo:hi + 1].copy()
-                meta = BlockMetadata(num_rows=int(hi - lo),
-                                     size_bytes=int(bounds[-1] - bounds[0]),
-                                     input_files=(self.path,), exec_stats=None)
-                tasks.append(ReadTask(lambda p=self.path, b=bounds: _read_batches(p, b), meta,
-                                      schema=pa.schema([("batch", pa.string())])))
-            return tasks
-
-    return SpoolDatasource()
+        fh.seek(lo)
+        return json.loads(fh.read(hi - lo))
