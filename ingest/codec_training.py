@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 import numpy as np
-from osneural.ingest.plan import CodecParams, IngestSummary
+from osneural.ingest.plan import CodecParams, IngestSummary, parse_token_code
 
 from osneural.codecs import BinaryQuantizer, CodecBundle, MuveraFDE, ProductQuantizer, ResidualCodec
 
@@ -40,14 +40,12 @@ def token_codec(code: str, n_tokens: int, params: CodecParams) -> ProductQuantiz
     and a training sample of `n_tokens` tokens."""
     if code == "pq":
         return ProductQuantizer(1, seed=params.seed)  # M is set from the dimension by the caller
-    kind, digits = code[:3], code[3:].rstrip("s")
-    if kind not in ("bin", "res") or digits not in ("1", "2", "4"):
-        raise ValueError(f"token code {code!r}: use pq, bin1, bin1s, res1, res2, res1s or res2s")
+    kind, digits, scale = parse_token_code(code)
     centroids = 0
     if kind == "res":
         colbert = 2 ** int(math.log2(16 * math.sqrt(max(n_tokens, 1))))
         centroids = max(1, min(params.token_centroids, colbert, n_tokens))
-    return ResidualCodec(int(digits), centroids, scale=code.endswith("s"), seed=params.seed)
+    return ResidualCodec(digits, centroids, scale=scale, seed=params.seed)
 
 
 def train_codecs(

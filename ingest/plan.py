@@ -9,6 +9,7 @@ only, never a client, an encoder session or a file handle.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -25,6 +26,19 @@ IndexMismatch = IndexMismatchError
 
 class EmptyCorpus(IngestError):
     """The corpus holds no valid document at all."""
+
+
+_TOKEN_CODE = re.compile(r"(bin|res)([124])(s?)")
+
+
+def parse_token_code(code: str) -> tuple[str, int, bool]:
+    """A bit token code's (kind, bits per dimension, per-token scale): `bin1` -> ("bin", 1,
+    False), `res2s` -> ("res", 2, True). Anything else (`pq` included) is a ValueError naming it."""
+    match = _TOKEN_CODE.fullmatch(code) if isinstance(code, str) else None
+    if match is None:
+        raise ValueError(f"token code {code!r}: use pq, bin1, bin1s, res1, res2, res1s or res2s "
+                         "(4 bits: bin4, res4)")
+    return match[1], int(match[2]), match[3] == "s"
 
 
 @dataclass
@@ -56,6 +70,11 @@ class CodecParams:
     train_docs: int = 2000
     max_train_tokens: int = 50_000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # a misspelt token code fails here, before a document is read or encoded
+        if self.token_code != "pq":
+            parse_token_code(self.token_code)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,11 @@ def test_bundle_token_codec_and_training_choice():
     chosen = token_codec("res2s", 200_000, params)
     assert (chosen.nbits, chosen.n_centroids, chosen.scale) == (2, min(4096, params.token_centroids), True)
     assert token_codec("res1", 1000, params).n_centroids == 256  # 2**floor(log2(16 * 31.6))
+    for bad in ("res2ss", "bin3", "res", "binary1", "RES1", ""):
+        with pytest.raises(ValueError, match=f"token code {bad!r}"):
+            CodecParams(token_code=bad)
+        with pytest.raises(ValueError, match=f"token code {bad!r}"):
+            token_codec(bad, 1000, params)
     assert token_codec("res1", 3, params).n_centroids == 3  # never more than the tokens
     assert token_codec("bin1", 10, params).n_centroids == 0
     with pytest.raises(ValueError, match="token code 'opq9'"):
