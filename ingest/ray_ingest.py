@@ -174,7 +174,7 @@ def ray_index_corpus(
             loop_start = time.perf_counter()
             started = _start_ray(address, workers, ray_init_kwargs)
             ray.data.DataContext.get_current().enable_progress_bars = False
-            # The dataset holds only each batch's byte range in the spool (16 bytes a batch),
+            # The dataset holds only each batch's byte range in the spool (two ints a batch),
             # one block per batch: every block exists from the start, so each free actor takes
             # the next one (a source that produced blocks one by one let the first free actor
             # take them all). Actors read their batch from the spool file themselves.

@@ -1,4 +1,4 @@
-"""The Ray driver's corpus batches, spooled to disk and streamed back as a Ray Data source.
+"""The Ray driver's corpus batches, spooled to disk and read back by the actors.
 
 Why a spool: reading must stay in one process (line numbers, rejected lines and the first-wins
 duplicate check need one reader, in file order), yet the pool of actors must not wait for the
