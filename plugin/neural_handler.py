@@ -18,6 +18,7 @@ waits longer than `Limits.queue_timeout_s` for a slot is answered 503.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import dataclasses
 import functools
 import json
@@ -114,11 +115,21 @@ class NeuralHandler:
         self.passthrough_auth = passthrough_auth
         self.slots = asyncio.Semaphore(limits.max_concurrent)
         self.limiter: Any = None  # the neural thread budget, made at startup (in the event loop)
+        # One stage pool for every request of this process, sized so that `max_concurrent`
+        # searches never wait for each other's threads: a stage pool per request started and
+        # stopped threads on every query, costing thread starts and, over an hour, memory.
+        self.pool = cf.ThreadPoolExecutor(
+            max_workers=limits.max_concurrent * (limits.max_first_stages + limits.max_rescore_stages),
+            thread_name_prefix="osneural-stage")
 
     def start(self) -> None:
         import anyio
 
         self.limiter = anyio.CapacityLimiter(self.limits.max_concurrent)
+
+    def close(self) -> None:
+        """Stop the stage pool (the app is shutting down; in-flight searches have drained)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def search(self, index: str | None, body: dict[str, Any], who: Any, rid: str,
                      t0: float) -> tuple[int, dict[str, Any]]:
@@ -164,7 +175,7 @@ class NeuralHandler:
 
     async def _run(self, req: NeuralRequest, index: str, who: Any) -> dict[str, Any]:
         """The pipeline in a worker thread, as the caller (`who`)."""
-        searcher = Searcher(who, index, cache=self.cache, max_workers=self.limits.max_first_stages)
+        searcher = Searcher(who, index, cache=self.cache, executor=self.pool)
         try:
             return await in_thread(self.limiter, functools.partial(
                 searcher.search, req.text, req.spec, req.options, spec_name=req.spec_name))

@@ -56,9 +56,9 @@ class Limits:
     max_rescore_stages: int = 8
     max_query_chars: int = 4096
     max_json_depth: int = 64
-    # Neural searches running at once; each gets its own pool of `max_first_stages` threads, so
-    # the searcher never holds more than max_concurrent * max_first_stages threads and no request
-    # waits for threads another request took.
+    # Neural searches running at once. They share one stage pool of
+    # max_concurrent * (max_first_stages + max_rescore_stages) threads, so no request waits for
+    # threads another request took and the server never holds more.
     max_concurrent: int = 8
     # How long a request may wait for a free slot before it is answered 503.
     queue_timeout_s: float = 10.0

@@ -171,23 +171,32 @@ class Searcher:
         index: str,
         cache: ResourceCache | None = None,
         max_workers: int = 32,
+        executor: cf.ThreadPoolExecutor | None = None,
     ) -> None:
         # One Searcher is shared by every thread of an application: each concurrent query runs
         # its first listed stage itself and puts the others (its rescoring stages, the index
         # check it leads) on this pool, so 8 callers of a 3-stage hybrid need 16 workers or
         # their stages queue behind each other while the CPU waits on OpenSearch (seen in
         # bench/peer.py at 8 clients with an 8-worker pool: 27 ms of a 67 ms p50 spent queued).
-        # Threads start lazily, so an idle large pool costs nothing.
+        # Threads start lazily, so an idle large pool costs nothing. A server that makes one
+        # Searcher per request (each with the caller's own client) passes one long-lived
+        # `executor` instead: a pool per request would start and stop threads on every query,
+        # and each new thread that allocates can take a fresh malloc arena, whose freed pages a
+        # long-running worker keeps (seen as RSS growth over an hour of `serve`).
         self.client = client
         self.index = index
         self.cache = cache or default_cache()
-        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="osneural")
+        self._owns_pool = executor is None
+        self._pool = executor or cf.ThreadPoolExecutor(max_workers=max_workers,
+                                                       thread_name_prefix="osneural")
         # the per-query index check, shared by concurrent queries (osneural.plugin.index_check)
         self._check: SharedCheck[IndexFingerprint] = SharedCheck(
             lambda: current_fingerprint(self.client, self.index))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop this searcher's own pool; a pool passed in as `executor` belongs to the caller."""
+        if self._owns_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def rescore_ids(self, text: str, stage: Any, ids: list[str], timeout_s: float = 60.0) -> np.ndarray:
         """One rescoring stage's raw scores for `ids` (NaN where a document has no value): what

@@ -127,6 +127,7 @@ class Service:
             log_event("warm", kind=kind, ms=round((time.perf_counter() - t0) * 1e3, 1))
 
     async def shutdown(self) -> None:
+        self.neural.close()
         self.upstream.close()
 
     @contextlib.asynccontextmanager
