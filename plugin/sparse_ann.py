@@ -14,8 +14,6 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from osneural.errors import OsneuralError, StageError
 
 #: neural-search added the sparse_vector field and SEISMIC in 3.3
@@ -65,11 +63,10 @@ def token_ids(weights: Mapping[str, float], vocab: Mapping[str, int],
 
     A token outside the vocabulary cannot come from the encoder that wrote the index; it is an
     error (naming it) rather than a silently dropped term."""
+    from osneural.plugin.stages.sparse import positive_weights
+
     out: dict[str, float] = {}
-    for token, weight in weights.items():
-        w = float(weight)
-        if not np.isfinite(w) or w <= 0:
-            continue
+    for token, w in positive_weights(weights):
         tid = vocab.get(token)
         if tid is None:
             raise ValueError(f"{where}: token {token!r} is not in the sparse encoder's vocabulary")

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -31,6 +31,15 @@ class SparseStage(StageSpec):
     heap_factor: float | None = Field(None, gt=0)
 
 
+def positive_weights(weights: Mapping[str, float]) -> Iterator[tuple[str, float]]:
+    """The query terms a sparse dot product can use: finite, positive weights (SPLADE's ReLU
+    output is never negative; a zero or NaN weight would only add a clause that scores nothing)."""
+    for token, weight in weights.items():
+        w = float(weight)
+        if np.isfinite(w) and w > 0:
+            yield token, w
+
+
 def sparse_query(
     stage: SparseStage, weights: Mapping[str, float], filter_clause: dict | None = None
 ) -> dict:
@@ -44,10 +53,7 @@ def sparse_query(
     from osneural.ingest.documents import sparse_feature_name
 
     merged: dict[str, float] = {}
-    for token, weight in weights.items():
-        w = float(weight)
-        if not np.isfinite(w) or w <= 0:
-            continue
+    for token, w in positive_weights(weights):
         name = sparse_feature_name(token)
         merged[name] = merged.get(name, 0.0) + w
     top = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[: stage.max_terms]
