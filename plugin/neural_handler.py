@@ -175,7 +175,10 @@ class NeuralHandler:
 
     async def _run(self, req: NeuralRequest, index: str, who: Any) -> dict[str, Any]:
         """The pipeline in a worker thread, as the caller (`who`)."""
-        searcher = Searcher(who, index, cache=self.cache, executor=self.pool)
+        # Cached doc values are shared by every caller of the process: with callers' own
+        # credentials (document- or field-level security) each query reads its own.
+        searcher = Searcher(who, index, cache=self.cache, executor=self.pool,
+                            code_cache=not self.passthrough_auth)
         try:
             return await in_thread(self.limiter, functools.partial(
                 searcher.search, req.text, req.spec, req.options, spec_name=req.spec_name))

@@ -332,7 +332,10 @@ class ResourceCache:
     """Index descriptions keyed by (cluster, index); encoders shared across indices."""
 
     def __init__(self, encoders: EncoderCache | None = None) -> None:
+        from osneural.plugin.code_cache import CodeCache
+
         self.encoders = encoders or EncoderCache()
+        self.codes = CodeCache()  # doc-value bytes rescoring stages read, version-checked
         self._indices: dict[tuple[str, str], IndexResources] = {}
         self._lock = threading.Lock()
 

@@ -18,6 +18,7 @@ reloaded and the query runs again from the start.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from osneural.plugin.page import Ranked, refused
 from osneural.plugin.page import compare as _compare  # noqa: F401 - importable from here
 from osneural.plugin.query_encodings import QueryEncodings  # noqa: F401 - importable from here
 from osneural.plugin.rescoring import RESCORERS
+from osneural.plugin.rescoring.base import RescoreType
 from osneural.plugin.resources import (
     IndexFingerprint,
     IndexResources,
@@ -61,6 +63,12 @@ def _is_timeout(exc: BaseException) -> bool:
     from opensearchpy.exceptions import ConnectionTimeout
 
     return isinstance(exc, (ConnectionTimeout, TimeoutError))
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    """`fn(*args)` for its side effect only; an error is met again where the result is used."""
+    with contextlib.suppress(Exception):  # the stage that needs the result reports it
+        fn(*args)
 
 
 class _IndexChanged(Exception):
@@ -172,6 +180,7 @@ class Searcher:
         cache: ResourceCache | None = None,
         max_workers: int = 32,
         executor: cf.ThreadPoolExecutor | None = None,
+        code_cache: bool = True,
     ) -> None:
         # One Searcher is shared by every thread of an application: each concurrent query runs
         # its first listed stage itself and puts the others (its rescoring stages, the index
@@ -186,6 +195,9 @@ class Searcher:
         self.client = client
         self.index = index
         self.cache = cache or default_cache()
+        # Rescoring reads doc values through the cache's `CodeCache` (osneural.plugin.code_cache)
+        # unless told not to: a server whose callers bring their own credentials turns it off.
+        self.code_cache = code_cache
         self._owns_pool = executor is None
         self._pool = executor or cf.ThreadPoolExecutor(max_workers=max_workers,
                                                        thread_name_prefix="osneural")
@@ -236,7 +248,8 @@ class Searcher:
     # ------------------------------------------------------------ first stages
 
     def _context(self, enc: QueryEncodings, where: str, flt: dict[str, Any] | None = None) -> StageContext:
-        return StageContext(self.client, self.index, enc, flt, where)
+        return StageContext(self.client, self.index, enc, flt, where,
+                            self.cache.codes if self.code_cache else None)
 
     def _first_stage(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float
@@ -400,6 +413,7 @@ class Searcher:
                 self._pool.submit(self._timed, self._first_stage, s, n, q.enc, q.spec, q.budget): i
                 for i, (s, n) in enumerate(zip(q.spec.first_stages, q.names, strict=True)) if i > 0
             }
+            self._prepare_rescoring(q)
             matched: cf.Future | None = None
             if q.opts.needs_matched_set:
                 matched = self._pool.submit(self._timed, self._matched_set, q.enc, q.spec, q.names,
@@ -432,6 +446,15 @@ class Searcher:
         runs = self._answered(q, outcomes)
         q.timings["first_stages"] = (time.perf_counter() - t0) * 1e3
         return runs, matched
+
+    def _prepare_rescoring(self, q: _Query) -> None:
+        """Start the windowed rescoring stages' query encodings on the pool now: the token pass
+        of a MaxSim stage then runs while the first stages wait on OpenSearch, not after them."""
+        for j, stage in enumerate(q.spec.rescore):
+            kind = RESCORERS.of(stage)
+            if not kind.reranks and type(kind).prepare is not RescoreType.prepare:
+                ctx = self._context(q.enc, f"rescore[{j}] ({stage.type})")
+                self._pool.submit(_quietly, kind.prepare, stage, ctx)
 
     def _answered(self, q: _Query, outcomes: dict[int, _Outcome]) -> dict[int, list[tuple[str, float]]]:
         """The runs of the first stages that answered; the others become warnings. A spec or

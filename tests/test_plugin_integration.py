@@ -246,6 +246,31 @@ def test_fde_stage_and_maxsim_rescoring(searcher, plugin_index):
         assert h["_score"] == pytest.approx(exact[h["_id"]], rel=1e-4)
 
 
+def test_rescoring_from_the_code_cache_answers_as_a_plain_fetch(opensearch_client, plugin_index):
+    """Warm queries score cached codes (only versions are read); the answer is the one a
+    searcher without the cache gives, for every rescoring stage that reads doc values."""
+    spec = {"first_stages": [{"type": "bm25", "k": 40}, {"type": "dense", "k": 40}],
+            "rescore": [{"type": "hamming", "window": 40}, {"type": "pq", "window": 30},
+                        {"type": "maxsim", "window": 20, "combine": "linear", "weight": 0.3}],
+            "size": 10}
+    enc = EncoderCache()
+    for kind, e in (("dense", DenseEnc()), ("sparse", SparseEnc()), ("multivector", MultiEnc())):
+        enc.put(kind, e)
+    cached_res = ResourceCache(enc)
+    with_cache = Searcher(opensearch_client, plugin_index["name"], cache=cached_res)
+    without = Searcher(opensearch_client, plugin_index["name"], cache=ResourceCache(enc),
+                       code_cache=False)
+    try:
+        for q in ("vaccine immune virus", "insulin glucose", "vaccine immune virus"):
+            a, b = with_cache.search(q, spec), without.search(q, spec)
+            assert [(h["_id"], h["_score"]) for h in a["hits"]["hits"]] == \
+                [(h["_id"], h["_score"]) for h in b["hits"]["hits"]]
+        assert cached_res.codes.hits > 0 and len(cached_res.codes) > 0
+    finally:
+        with_cache.close()
+        without.close()
+
+
 def test_maxsim_over_float16_tokens_is_exact(searcher, plugin_index):
     q = "vaccine immune virus"
     resp = searcher.search(q, {"first_stages": [{"type": "fde", "k": 80, "num_candidates": 80}],

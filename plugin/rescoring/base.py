@@ -43,6 +43,12 @@ class RescoreType(StageType):
         depth counts them); a windowed stage only re-orders."""
         return 0
 
+    def prepare(self, stage: Any, ctx: StageContext) -> None:
+        """Compute what the stage needs from the query alone (its query encoding), so that the
+        `Searcher` can run it beside the first stages, which mostly wait on OpenSearch, instead
+        of after them. The result is memoised in `ctx.enc`; a failure here is ignored and met
+        again, and reported, when the stage itself runs."""
+
     def score(self, stage: Any, ctx: StageContext, ids: list[str], timeout_s: float) -> np.ndarray:
         """One score per id of the window, NaN where the document has no value."""
         raise SpecError(f"rescoring stage {self.type_name()!r} scores no window")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 from osneural.plugin.rescoring.base import RescoreSpec, RescoreType
-from osneural.plugin.rescoring.scores import fetch_codes, hamming_scores
+from osneural.plugin.rescoring.scores import hamming_scores
 from osneural.plugin.stages.base import StageContext
 from pydantic import Field
 
@@ -31,5 +31,5 @@ class Hamming(RescoreType):
     def score(self, stage: Any, ctx: StageContext, ids: list[str], timeout_s: float) -> np.ndarray:
         bq = ctx.res.codec("binary", ctx.where)
         code = ctx.enc.binary_code(ctx.where)
-        raw = fetch_codes(ctx.client, ctx.index, ids, "bin_code", timeout_s)
+        raw = ctx.fetch_codes(ids, "bin_code", timeout_s)
         return hamming_scores(code, raw, ids, bq.n_bits, "bin_code")

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 from osneural.plugin.rescoring.base import RescoreSpec, RescoreType
-from osneural.plugin.rescoring.scores import fetch_codes, maxsim_float16_scores, maxsim_scores
+from osneural.plugin.rescoring.scores import maxsim_float16_scores, maxsim_scores
 from osneural.plugin.stages.base import StageContext
 from pydantic import Field
 
@@ -39,11 +39,14 @@ class MaxSim(RescoreType):
     def index_field(self, stage: MaxSimRescore) -> str:
         return TOKEN_FIELDS[stage.tokens]
 
+    def prepare(self, stage: MaxSimRescore, ctx: StageContext) -> None:
+        ctx.enc.tokens(ctx.where)  # a whole model pass: worth overlapping with the first stages
+
     def score(self, stage: MaxSimRescore, ctx: StageContext, ids: list[str],
               timeout_s: float) -> np.ndarray:
         q = ctx.enc.tokens(ctx.where)
         field = self.index_field(stage)
-        raw = fetch_codes(ctx.client, ctx.index, ids, field, timeout_s)
+        raw = ctx.fetch_codes(ids, field, timeout_s)
         if stage.tokens == "float16":
             return maxsim_float16_scores(q, raw, ids, field)
         codec = ctx.res.codecs.token_codec  # PQ, or bit codes (osneural.codecs.residual)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 from osneural.plugin.rescoring.base import RescoreSpec, RescoreType
-from osneural.plugin.rescoring.scores import fetch_codes, pq_scores
+from osneural.plugin.rescoring.scores import pq_scores
 from osneural.plugin.stages.base import StageContext
 from pydantic import Field
 
@@ -31,5 +31,5 @@ class PQ(RescoreType):
     def score(self, stage: Any, ctx: StageContext, ids: list[str], timeout_s: float) -> np.ndarray:
         pq = ctx.res.codec("pq_dense", ctx.where)
         lut = pq.lookup_table(ctx.enc.dense(ctx.where), metric="ip")
-        raw = fetch_codes(ctx.client, ctx.index, ids, "dense_pq", timeout_s)
+        raw = ctx.fetch_codes(ids, "dense_pq", timeout_s)
         return pq_scores(lut, raw, ids, "dense_pq")

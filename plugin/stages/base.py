@@ -79,6 +79,8 @@ class StageContext:
     enc: Any
     filter: dict[str, Any] | None
     where: str
+    #: the process's `CodeCache` for doc-value fetches, None where it must not be used
+    codes: Any = None
 
     @property
     def text(self) -> str:
@@ -88,6 +90,17 @@ class StageContext:
     def res(self) -> Any:
         """The index's `IndexResources` (fields, `_meta`, codecs)."""
         return self.enc.res
+
+    def fetch_codes(self, ids: list[str], field: str, timeout_s: float | None) -> dict[str, bytes]:
+        """Raw bytes of the binary doc-values `field` per id that has it: through the code
+        cache when the context has one (`osneural.plugin.code_cache`), else one search."""
+        from osneural.plugin.rescoring.scores import fetch_codes
+
+        if self.codes is not None and self.codes.enabled:
+            fp = self.res.fingerprint
+            build = (fp.uuid, fp.generation if fp.generation is not None else repr(fp.codec_version))
+            return self.codes.fetch(self.client, self.index, build, ids, field, timeout_s)
+        return fetch_codes(self.client, self.index, ids, field, timeout_s)
 
 
 class FirstStageType(StageType):

@@ -1,0 +1,186 @@
+"""`CodeCache`: a per-process cache of the binary doc values rescoring stages fetch.
+
+Why: a MaxSim stage over 100 candidates reads about 2 MB of token codes from doc values, and
+OpenSearch spends most of the stage's time reading, decompressing and base64-formatting them
+(`took` of that fetch alone is several times the kernel's time). Candidates repeat across
+queries: popular documents come back query after query. So the query layer keeps the bytes it
+has fetched, and later queries fetch only the documents' versions.
+
+It never answers with stale bytes. An entry is keyed by the index's build (uuid and codec
+generation, `osneural.plugin.resources.IndexFingerprint`: a rebuilt or re-coded index shares
+nothing with the old one), the field and the document id, and holds the document's
+`_seq_no` / `_primary_term` from the request that read it. A cached document is served only
+after a request sent for this query returned the same `_seq_no` and `_primary_term` for it, so a
+document re-indexed in place (new text, new codes, new sequence number) is read again, and a
+deleted one is missing, as without a cache. The versions and the bytes of the documents not
+cached travel in one `_msearch` round trip.
+
+The query layer stays stateless: the cache is an optimisation that a restart empties, bounded in
+bytes (`OSNEURAL_CODE_CACHE_MB`, default 256 per process, 0 turns it off), least recently used
+first out. A server whose callers search with their own credentials does not use it (see
+`osneural.plugin.neural_handler`): bytes one caller could read are never scored for another.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+#: (index uuid, codec generation, field, document id)
+Key = tuple[str | None, str | None, str, str]
+#: (seq_no, primary_term)
+Version = tuple[int, int]
+
+
+def cache_budget_from_env() -> int:
+    """Bytes per process from `OSNEURAL_CODE_CACHE_MB` (default 256; 0 turns the cache off)."""
+    raw = os.environ.get("OSNEURAL_CODE_CACHE_MB", "").strip()
+    if not raw:
+        return 256 << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"OSNEURAL_CODE_CACHE_MB={raw!r}: expected a number of MiB >= 0") from None
+    if mb < 0 or mb != mb:
+        raise ValueError(f"OSNEURAL_CODE_CACHE_MB={raw!r}: expected a number of MiB >= 0")
+    return int(mb * (1 << 20))
+
+
+def _version(hit: dict[str, Any]) -> Version | None:
+    seq, term = hit.get("_seq_no"), hit.get("_primary_term")
+    if isinstance(seq, int) and isinstance(term, int) and seq >= 0:
+        return seq, term
+    return None
+
+
+class CodeCache:
+    """Doc-value bytes by (index build, field, id), checked against each document's version."""
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = cache_budget_from_env() if max_bytes is None else int(max_bytes)
+        if self.max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
+        self._entries: OrderedDict[Key, tuple[Version, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: Key) -> tuple[Version, bytes] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: Key, version: Version, blob: bytes) -> None:
+        size = len(blob) + 64  # the key and tuple, roughly
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1]) + 64
+            self._entries[key] = (version, blob)
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._entries:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= len(dropped) + 64
+
+    def discard(self, key: Key) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1]) + 64
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def fetch(
+        self, client: Any, index: str, build: tuple[str | None, str | None], ids: Sequence[str],
+        field: str, timeout_s: float | None = None,
+    ) -> dict[str, bytes]:
+        """Raw bytes of `field` for each id that has it, as `fetch_codes` answers, reading from
+        OpenSearch only the bytes this cache does not hold at the documents' current versions."""
+        from osneural.plugin.rescoring.scores import decode_doc_value
+        from osneural.plugin.stages.request import complete
+
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        keys = {doc_id: (build[0], build[1], field, doc_id) for doc_id in ids}
+        cached = {doc_id: e for doc_id in ids if (e := self.get(keys[doc_id])) is not None}
+        missing = [doc_id for doc_id in ids if doc_id not in cached]
+        params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
+
+        def codes_body(which: list[str]) -> dict[str, Any]:
+            return {"size": len(which), "query": {"ids": {"values": which}}, "_source": False,
+                    "docvalue_fields": [field], "seq_no_primary_term": True,
+                    "track_total_hits": False}
+
+        if not cached:
+            resps = [complete(client.search(index=index, body=codes_body(missing), **params),
+                              f"fetch of {field!r}")]
+        else:
+            # one round trip: the cached documents' versions, and the others' bytes
+            lines: list[dict[str, Any]] = [
+                {"index": index},
+                {"size": len(cached), "query": {"ids": {"values": list(cached)}},
+                 "_source": False, "seq_no_primary_term": True,
+                 "track_total_hits": False},
+            ]
+            if missing:
+                lines += [{"index": index}, codes_body(missing)]
+            out = client.msearch(body=lines, **params)
+            resps = []
+            for item in out.get("responses") or []:
+                if "error" in item:
+                    from osneural.errors import StageError
+
+                    raise StageError(f"fetch of {field!r}: {item['error']}")
+                resps.append(complete(item, f"fetch of {field!r}"))
+        result: dict[str, bytes] = {}
+        if cached:
+            for hit in resps[0]["hits"]["hits"]:
+                doc_id = hit["_id"]
+                entry = cached.get(doc_id)
+                if entry is not None and _version(hit) == entry[0]:
+                    result[doc_id] = entry[1]
+            stale = [doc_id for doc_id in cached if doc_id not in result]
+            resps = resps[1:]
+        else:
+            stale = []
+        for resp in resps:
+            for hit in resp["hits"]["hits"]:
+                values = (hit.get("fields") or {}).get(field)
+                if not values:
+                    continue
+                blob = decode_doc_value(values[0])
+                result[hit["_id"]] = blob
+                version = _version(hit)
+                if version is not None:
+                    self.put(keys[hit["_id"]], version, blob)
+        with self._lock:
+            self.hits += len(cached) - len(stale)
+            self.misses += len(missing)
+        if stale:  # re-indexed or deleted since cached: dropped, then read like any other miss
+            for doc_id in stale:
+                self.discard(keys[doc_id])
+            result.update(self.fetch(client, index, build, stale, field, timeout_s))
+        return result
