@@ -15,10 +15,16 @@ document re-indexed in place (new text, new codes, new sequence number) is read 
 deleted one is missing, as without a cache. The versions and the bytes of the documents not
 cached travel in one `_msearch` round trip.
 
+Access is checked as without a cache. The versions are read with the caller's own client and
+only for documents that have the field (an `exists` filter), so a document the caller may not
+see, or whose field is hidden from them (field-level security), comes back from neither request.
+And a server whose callers bring their own credentials keeps one partition per credential (the
+`scope` of `fetch`, see `osneural.plugin.neural_handler`): bytes read by one caller are never
+scored for another.
+
 The query layer stays stateless: the cache is an optimisation that a restart empties, bounded in
 bytes (`OSNEURAL_CODE_CACHE_MB`, default 256 per process, 0 turns it off), least recently used
-first out. A server whose callers search with their own credentials does not use it (see
-`osneural.plugin.neural_handler`): bytes one caller could read are never scored for another.
+first out.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-#: (index uuid, codec generation, field, document id)
-Key = tuple[str | None, str | None, str, str]
+#: (index uuid, codec generation, scope, field, document id)
+Key = tuple[str | None, str | None, str, str, str]
 #: (seq_no, primary_term)
 Version = tuple[int, int]
 
@@ -114,17 +120,18 @@ class CodeCache:
 
     def fetch(
         self, client: Any, index: str, build: tuple[str | None, str | None], ids: Sequence[str],
-        field: str, timeout_s: float | None = None,
+        field: str, timeout_s: float | None = None, scope: str = "",
     ) -> dict[str, bytes]:
         """Raw bytes of `field` for each id that has it, as `fetch_codes` answers, reading from
-        OpenSearch only the bytes this cache does not hold at the documents' current versions."""
+        OpenSearch only the bytes this cache does not hold at the documents' current versions.
+        `build` is the index's (uuid, codec generation); `scope` the caller's partition."""
         from osneural.plugin.rescoring.scores import decode_doc_value
         from osneural.plugin.stages.request import complete
 
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
-        keys = {doc_id: (build[0], build[1], field, doc_id) for doc_id in ids}
+        keys = {doc_id: (build[0], build[1], scope, field, doc_id) for doc_id in ids}
         cached = {doc_id: e for doc_id in ids if (e := self.get(keys[doc_id])) is not None}
         missing = [doc_id for doc_id in ids if doc_id not in cached]
         params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
@@ -141,7 +148,9 @@ class CodeCache:
             # one round trip: the cached documents' versions, and the others' bytes
             lines: list[dict[str, Any]] = [
                 {"index": index},
-                {"size": len(cached), "query": {"ids": {"values": list(cached)}},
+                {"size": len(cached),
+                 "query": {"bool": {"filter": [{"ids": {"values": list(cached)}},
+                                               {"exists": {"field": field}}]}},
                  "_source": False, "seq_no_primary_term": True,
                  "track_total_hits": False},
             ]
@@ -182,5 +191,5 @@ class CodeCache:
         if stale:  # re-indexed or deleted since cached: dropped, then read like any other miss
             for doc_id in stale:
                 self.discard(keys[doc_id])
-            result.update(self.fetch(client, index, build, stale, field, timeout_s))
+            result.update(self.fetch(client, index, build, stale, field, timeout_s, scope))
         return result

@@ -99,6 +99,17 @@ def spec_from_body(body: dict[str, Any], limits: Limits | None = None) -> Neural
     return NeuralRequest(text, spec, name, options)
 
 
+def caller_scope(who: Any) -> str:
+    """The code cache partition of the caller: a digest of the credential it forwards (callers
+    who send none share one), so doc values read for one credential are never scored for
+    another's query (osneural.plugin.code_cache)."""
+    import hashlib
+
+    headers = getattr(who, "_headers", None) or {}
+    auth = headers.get("authorization", "")
+    return hashlib.sha256(auth.encode("utf-8")).hexdigest()[:32] if auth else ""
+
+
 async def in_thread(limiter: Any, fn: Any, *args: Any) -> Any:
     """`fn(*args)` in a worker thread, within `limiter`'s budget (anyio's default without one)."""
     import anyio
@@ -175,10 +186,8 @@ class NeuralHandler:
 
     async def _run(self, req: NeuralRequest, index: str, who: Any) -> dict[str, Any]:
         """The pipeline in a worker thread, as the caller (`who`)."""
-        # Cached doc values are shared by every caller of the process: with callers' own
-        # credentials (document- or field-level security) each query reads its own.
         searcher = Searcher(who, index, cache=self.cache, executor=self.pool,
-                            code_cache=not self.passthrough_auth)
+                            code_cache_scope=caller_scope(who))
         try:
             return await in_thread(self.limiter, functools.partial(
                 searcher.search, req.text, req.spec, req.options, spec_name=req.spec_name))

@@ -181,6 +181,7 @@ class Searcher:
         max_workers: int = 32,
         executor: cf.ThreadPoolExecutor | None = None,
         code_cache: bool = True,
+        code_cache_scope: str = "",
     ) -> None:
         # One Searcher is shared by every thread of an application: each concurrent query runs
         # its first listed stage itself and puts the others (its rescoring stages, the index
@@ -196,8 +197,10 @@ class Searcher:
         self.index = index
         self.cache = cache or default_cache()
         # Rescoring reads doc values through the cache's `CodeCache` (osneural.plugin.code_cache)
-        # unless told not to: a server whose callers bring their own credentials turns it off.
+        # unless told not to, in the partition `code_cache_scope` (one per caller's credential
+        # on a server that forwards them).
         self.code_cache = code_cache
+        self.code_cache_scope = code_cache_scope
         self._owns_pool = executor is None
         self._pool = executor or cf.ThreadPoolExecutor(max_workers=max_workers,
                                                        thread_name_prefix="osneural")
@@ -249,7 +252,7 @@ class Searcher:
 
     def _context(self, enc: QueryEncodings, where: str, flt: dict[str, Any] | None = None) -> StageContext:
         return StageContext(self.client, self.index, enc, flt, where,
-                            self.cache.codes if self.code_cache else None)
+                            self.cache.codes if self.code_cache else None, self.code_cache_scope)
 
     def _first_stage(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float

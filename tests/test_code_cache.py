@@ -68,7 +68,9 @@ def test_cached_fetch_equals_plain_fetch_and_reads_only_versions_when_warm(opens
     assert kind == "msearch"
     versions = lines[1]
     assert "docvalue_fields" not in versions and versions["seq_no_primary_term"] is True
-    assert sorted(versions["query"]["ids"]["values"]) == sorted(blobs)
+    ids_clause, exists = versions["query"]["bool"]["filter"]
+    assert sorted(ids_clause["ids"]["values"]) == sorted(blobs)
+    assert exists == {"exists": {"field": FIELD}}  # a field hidden from the caller matches nothing
     assert lines[3]["query"]["ids"]["values"] == ["empty-field", "no-such-doc"]
 
 
@@ -90,7 +92,7 @@ def test_reindexed_and_deleted_documents_are_never_served_from_the_cache(opensea
     assert again == {"d3": new}
 
 
-def test_another_build_of_the_index_shares_nothing(opensearch_client, coded_index):
+def test_another_build_or_caller_shares_nothing(opensearch_client, coded_index):
     index, blobs = coded_index
     cache = CodeCache(max_bytes=1 << 20)
     cache.fetch(opensearch_client, index, BUILD, sorted(blobs), FIELD)
@@ -98,9 +100,10 @@ def test_another_build_of_the_index_shares_nothing(opensearch_client, coded_inde
     cache.fetch(rec, index, ("uuid-b", "gen-1"), ["d1", "d2"], FIELD)
     (kind, body), = rec.calls
     assert kind == "search" and body["docvalue_fields"] == [FIELD]  # a full read, nothing reused
-    rec.calls.clear()
-    cache.fetch(rec, index, ("uuid-a", "gen-2"), ["d1"], FIELD)
-    assert rec.calls[0][0] == "search"
+    for build, scope in ((("uuid-a", "gen-2"), ""), (BUILD, "another-caller")):
+        rec.calls.clear()
+        cache.fetch(rec, index, build, ["d1"], FIELD, scope=scope)
+        assert rec.calls[0][0] == "search"  # another codec generation or caller: a full read
 
 
 def test_the_byte_budget_evicts_least_recently_used(opensearch_client, coded_index):
@@ -117,7 +120,7 @@ def test_the_byte_budget_evicts_least_recently_used(opensearch_client, coded_ind
 
 def test_least_recently_used_goes_first():
     cache = CodeCache(max_bytes=3 * (100 + 64))
-    keys = [(*BUILD, FIELD, f"d{i}") for i in range(4)]
+    keys = [(*BUILD, "", FIELD, f"d{i}") for i in range(4)]
     for k in keys[:3]:
         cache.put(k, (1, 1), bytes(100))
     assert cache.get(keys[0]) is not None  # d0 is now the most recently used
@@ -127,8 +130,9 @@ def test_least_recently_used_goes_first():
     assert cache.nbytes == 3 * (100 + 64)
     cache.put(keys[0], (2, 1), bytes(10))  # a newer version replaces the entry and its bytes
     assert cache.get(keys[0]) == ((2, 1), bytes(10)) and cache.nbytes == 2 * 164 + 74
-    cache.put((*BUILD, FIELD, "huge"), (1, 1), bytes(10_000))  # larger than the budget: skipped
-    assert cache.get((*BUILD, FIELD, "huge")) is None and len(cache) == 3
+    huge = (*BUILD, "", FIELD, "huge")
+    cache.put(huge, (1, 1), bytes(10_000))  # larger than the budget: skipped
+    assert cache.get(huge) is None and len(cache) == 3
 
 
 def test_budget_from_the_environment(monkeypatch):
@@ -142,3 +146,13 @@ def test_budget_from_the_environment(monkeypatch):
         monkeypatch.setenv("OSNEURAL_CODE_CACHE_MB", bad)
         with pytest.raises(ValueError, match="OSNEURAL_CODE_CACHE_MB"):
             cache_budget_from_env()
+
+
+def test_callers_get_partitions_by_credential():
+    from osneural.plugin.neural_handler import caller_scope
+    from osneural.plugin.passthrough import CallerClient
+
+    a = caller_scope(CallerClient(object(), {"authorization": "Basic YTph"}))
+    b = caller_scope(CallerClient(object(), {"authorization": "Basic Yjpi"}))
+    assert a != b and len(a) == 32 and "YTph" not in a
+    assert caller_scope(CallerClient(object(), {})) == caller_scope(object()) == ""

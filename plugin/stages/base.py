@@ -79,8 +79,10 @@ class StageContext:
     enc: Any
     filter: dict[str, Any] | None
     where: str
-    #: the process's `CodeCache` for doc-value fetches, None where it must not be used
+    #: the process's `CodeCache` for doc-value fetches (None: not used), and the caller's
+    #: partition of it
     codes: Any = None
+    codes_scope: str = ""
 
     @property
     def text(self) -> str:
@@ -99,7 +101,8 @@ class StageContext:
         if self.codes is not None and self.codes.enabled:
             fp = self.res.fingerprint
             build = (fp.uuid, fp.generation if fp.generation is not None else repr(fp.codec_version))
-            return self.codes.fetch(self.client, self.index, build, ids, field, timeout_s)
+            return self.codes.fetch(self.client, self.index, build, ids, field, timeout_s,
+                                    self.codes_scope)
         return fetch_codes(self.client, self.index, ids, field, timeout_s)
 
 
