@@ -23,7 +23,7 @@ And a server whose callers bring their own credentials keeps one partition per c
 scored for another.
 
 The query layer stays stateless: the cache is an optimisation that a restart empties, bounded in
-bytes (`OSNEURAL_CODE_CACHE_MB`, default 256 per process, 0 turns it off), least recently used
+bytes (`OSNEURAL_CODE_CACHE_MB`, default 128 per process, 0 turns it off), least recently used
 first out.
 """
 
@@ -42,10 +42,10 @@ Version = tuple[int, int]
 
 
 def cache_budget_from_env() -> int:
-    """Bytes per process from `OSNEURAL_CODE_CACHE_MB` (default 256; 0 turns the cache off)."""
+    """Bytes per process from `OSNEURAL_CODE_CACHE_MB` (default 128; 0 turns the cache off)."""
     raw = os.environ.get("OSNEURAL_CODE_CACHE_MB", "").strip()
     if not raw:
-        return 256 << 20
+        return 128 << 20
     try:
         mb = float(raw)
     except ValueError:

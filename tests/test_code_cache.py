@@ -141,7 +141,7 @@ def test_budget_from_the_environment(monkeypatch):
     monkeypatch.setenv("OSNEURAL_CODE_CACHE_MB", "0")
     assert cache_budget_from_env() == 0
     monkeypatch.delenv("OSNEURAL_CODE_CACHE_MB")
-    assert cache_budget_from_env() == 256 << 20
+    assert cache_budget_from_env() == 128 << 20
     for bad in ("lots", "-1", "nan"):
         monkeypatch.setenv("OSNEURAL_CODE_CACHE_MB", bad)
         with pytest.raises(ValueError, match="OSNEURAL_CODE_CACHE_MB"):
