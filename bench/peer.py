@@ -357,12 +357,13 @@ def serve_target(url: str, index: str, spec: dict, body: dict | None = None) -> 
 #: environment variables that change osneural's query or document settings: removed for the
 #: `serve` processes so the rows measure what a user gets with no configuration
 SETTING_VARIABLES = ("OSNEURAL_QUERY_PRECISION", "OSNEURAL_DOCUMENT_PRECISION",
-                     "OSNEURAL_QUERY_THREADS")
+                     "OSNEURAL_QUERY_THREADS", "OSNEURAL_CODE_CACHE_MB")
 
 
-def start_serve(url: str, workers: int, workdir: Path,
-                allow: tuple[str, ...] = ("peer-*",)) -> tuple[Any, str]:
-    """`osneural serve --workers N` in front of the node, default settings; (process, base)."""
+def start_serve(url: str, workers: int, workdir: Path, allow: tuple[str, ...] = ("peer-*",),
+                settings: dict[str, str] | None = None) -> tuple[Any, str]:
+    """`osneural serve --workers N` in front of the node, default settings unless `settings`
+    names some; (process, base)."""
     import subprocess
 
     import httpx
@@ -372,7 +373,8 @@ def start_serve(url: str, workers: int, workdir: Path,
     port = free_port_block(1, start=spread_port_start(base=12000, span=5000))
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k not in SETTING_VARIABLES}
-    log_path = workdir / "serve.log"
+    env.update(settings or {})
+    log_path = workdir / f"serve-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "osneural.cli", "serve", "--url", url, "--port", str(port),
          "--workers", str(workers), *(a for pattern in allow for a in ("--allow-index", pattern))],
@@ -390,7 +392,7 @@ def start_serve(url: str, workers: int, workdir: Path,
                 pids.add(r.headers.get("x-osneural-worker", ""))
         except httpx.HTTPError:
             time.sleep(0.5)
-    log(f"osneural serve --workers {workers} up on {base} (default settings)")
+    log(f"osneural serve --workers {workers} up on {base} ({settings or 'default settings'})")
     return proc, base
 
 
@@ -612,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     node_url = args.url.split(",")[0] if args.url else cluster.url
     client.transport.timeout = 600
     serve = pool = None
+    serve_cold: list[Any] = []
     models: dict[str, dict] = {}
     names_all: list[str] = []
     try:
@@ -764,6 +767,14 @@ def main(argv: list[str] | None = None) -> int:
                 text = (resources.files("osneural.plugin") / "specs" / f"{spec_name}.json").read_text()
                 spec = dict(json.loads(text), _source=False)
                 multi.append((f"multi-stage {spec_name}.json", "osneural", osn(full, spec)))
+                if spec_name == "hybrid" and http:
+                    # the same flagship through a serve group whose code cache is off: every
+                    # query reads its candidates' token codes from OpenSearch (a cold cache)
+                    cold, cold_url = start_serve(node_url, args.serve_workers, workdir,
+                                                 settings={"OSNEURAL_CODE_CACHE_MB": "0"})
+                    serve_cold.append(cold)
+                    multi.append(("multi-stage hybrid.json, code cache off", "osneural",
+                                  serve_target(cold_url, full, spec, None)))
             compare(multi, queries, qrels, [1, args.clients], args.passes, rows, pool)
             best = f"{best} (phase B)"
         result = snapshot("done")
@@ -772,12 +783,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pool is not None:
             pool.close()
-        if serve is not None:
-            serve.terminate()
+        for proc in [serve, *serve_cold]:
+            if proc is None:
+                continue
+            proc.terminate()
             try:
-                serve.wait(timeout=60)
+                proc.wait(timeout=60)
             except Exception:  # noqa: BLE001 - stuck: kill it, the node goes next
-                serve.kill()
+                proc.kill()
         if cluster is None:  # a user's node: leave it as we found it
             for n in names_all:
                 client.indices.delete(index=n, ignore_unavailable=True)
