@@ -136,17 +136,26 @@ def test_bit_token_code_ingest_meta_rows_and_maxsim(opensearch_client, index_nam
     delete_codecs(client, index_name)
 
 
-def test_default_pq_index_still_answers(opensearch_client, index_name, tmp_path) -> None:
-    """An index built with PQ token codes (the bundle names its codec) answers the same spec."""
+def test_pq_index_keeps_its_code_and_answers(opensearch_client, index_name, tmp_path) -> None:
+    """An index built with PQ token codes (the code of earlier versions; the bundle names it)
+    keeps PQ when documents are added under the bit-code default, and answers the same spec."""
     client = opensearch_client
     texts = _corpus(tmp_path / "corpus.jsonl")
     encs = fake_encoders()
     encs["multivector"] = QueryMulti()
-    summary = index_corpus(client, tmp_path / "corpus.jsonl", index_name, batch_size=8,
-                           encoders=encs, representations="multivector", progress=False,
+    first = dict(list(texts.items())[:30])
+    summary = index_corpus(client, [{"_id": i, "title": "", "text": t} for i, t in first.items()],
+                           index_name, batch_size=8, encoders=encs, progress=False,
+                           representations="multivector",
                            failure_report=tmp_path / "failures.jsonl",
                            codec_params=CodecParams(token_code="pq", pool_factor=2))
-    assert summary.indexed == len(texts)
+    assert summary.indexed == len(first)
+    assert CodecParams().token_code != "pq"
+    again = index_corpus(client, tmp_path / "corpus.jsonl", index_name, batch_size=8,
+                         encoders=encs, progress=False, resume=True,
+                         failure_report=tmp_path / "failures.jsonl")  # default CodecParams
+    assert (again.indexed, again.skipped) == (len(texts) - len(first), len(first))
+    assert not again.codecs_trained
     meta = client.indices.get_mapping(index=index_name)[index_name]["mappings"]["_meta"]
     assert meta["osneural"]["codecs"]["pq_tokens"]["kind"] == "pq"
     assert "res_tokens" not in meta["osneural"]["codecs"]
