@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         build_mvfloat_index(client, args.index, side, {d for ids in fused.values() for d in ids}, pool)
         mv = searcher.cache.encoders.get("multivector")
         qtok = {q: mv.encode_queries([t])[0] for q, t in mq.items()}
-        books = res.codec("pq_tokens", "bench").codebooks
+        codec = res.codecs.token_codec  # PQ or bit codes, as the index's bundle says
         from osneural.plugin import rescoring
 
         def rescorer(field, score):
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 return [d for d, _ in rescoring.reorder([(d, 0.0) for d in fused[q]], 100, s)][:10]
             return run
 
-        mine = [("osneural (PQ tokens)", rescorer(
-            "mv_codes", lambda q, raw, ids, f: rescoring.maxsim_scores(q, raw, ids, books, f)))]
+        mine = [("osneural (coded tokens)", rescorer(
+            "mv_codes", lambda q, raw, ids, f: rescoring.maxsim_scores(q, raw, ids, codec, f)))]
         if res.has_field("mv_f16"):
             mine.append(("osneural (float16 tokens)",
                          rescorer("mv_f16", rescoring.maxsim_float16_scores)))

@@ -142,7 +142,8 @@ def encoded_actions(docs: list[dict[str, Any]], bundle: Any, index: str) -> list
         dense=dense, sparse=[d["sparse"] for d in docs], bin_code=codes,
         bin_tokens=code_tokens(codes, int(bundle.params["mih_m"]), n_bits=bundle.binary.n_bits),
         dense_pq=bundle.pq_dense.encode(dense),
-        mv_codes=[bundle.pq_tokens.encode(t) for t in tokens],
+        mv_codes=[np.ascontiguousarray(bundle.token_codec.encode(t)).view(np.uint8)
+                  for t in tokens],  # PQ [t, M] or bit-code rows, as ingestion stores them
         fde=bundle.fde.encode_documents(tokens),
     )
     corpus_docs = [CorpusDocument(id=d["id"], title=d["title"], text=d["text"]) for d in docs]

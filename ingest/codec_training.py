@@ -2,7 +2,8 @@
 
 The codec stage uses the codecs package defaults, chosen for MiniLM: 1 bit per dense dimension cut
 into `mih_m` = 64 MIH substrings (6 bits each: near codes share many terms), dense PQ M = 48,
-token PQ M = 192, token pooling factor 2, MUVERA defaults. Training uses at most `train_docs`
+tokens coded at 2 bits per dimension (`CodecParams.token_code`, "pq" for token PQ M = 192), token
+pooling factor 2, MUVERA defaults. Training uses at most `train_docs`
 documents and `max_train_tokens` token vectors. PQ needs at least 256 training vectors; a smaller
 corpus (tests, demos) is padded with jittered copies of its own vectors -- codes stay exact
 nearest centroids, only codebook quality suffers, and the summary says so.
@@ -36,7 +37,8 @@ def _training_rows(x: np.ndarray, need: int, seed: int) -> tuple[np.ndarray, boo
 
 
 def token_codec(code: str, n_tokens: int, params: CodecParams) -> ProductQuantizer | ResidualCodec:
-    """An unfitted token codec for `params.token_code` ("pq", "bin1[s]", "res1[s]", "res2[s]")
+    """An unfitted token codec for `params.token_code` ("pq", "bin1[s]", "bin2[s]", "res1[s]",
+    "res2[s]")
     and a training sample of `n_tokens` tokens."""
     if code == "pq":
         return ProductQuantizer(1, seed=params.seed)  # M is set from the dimension by the caller

@@ -55,9 +55,12 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N sample documents")
     parser.add_argument("--pool-factor", type=float, default=2, help="token pooling factor (1 = off)")
     parser.add_argument("--token-code", default=None,
-                        choices=("pq", "bin1", "bin1s", "res1", "res2", "res1s", "res2s"),
-                        help="how mv_codes codes a token (new index): pq (M=192), or 1-2 bits per "
-                             "dimension (bench/token_bits.py; default: CodecParams.token_code)")
+                        choices=("pq", "bin1", "bin1s", "bin2", "bin2s", "res1", "res2", "res1s",
+                                 "res2s"),
+                        help="how mv_codes codes a token (new index): bin2 (default: 2 bits "
+                             "per dimension, 96 B per 384-d token), pq (PQ M=192, 192 B, the "
+                             "code of earlier versions), or the other bit codes of "
+                             "bench/token_bits.py")
     parser.add_argument("--train-docs", type=int, default=2000, help="codec training sample size")
     parser.add_argument("--fde-dtype", choices=("int8", "float32"), default="int8",
                         help="MUVERA FDE as a k-NN byte vector (default; 2 KB per document, same "

@@ -36,8 +36,8 @@ def parse_token_code(code: str) -> tuple[str, int, bool]:
     False), `res2s` -> ("res", 2, True). Anything else (`pq` included) is a ValueError naming it."""
     match = _TOKEN_CODE.fullmatch(code) if isinstance(code, str) else None
     if match is None:
-        raise ValueError(f"token code {code!r}: use pq, bin1, bin1s, res1, res2, res1s or res2s "
-                         "(4 bits: bin4, res4)")
+        raise ValueError(f"token code {code!r}: use pq, bin1, bin1s, bin2, bin2s, res1, res2, "
+                         "res1s or res2s (4 bits: bin4, res4)")
     return match[1], int(match[2]), match[3] == "s"
 
 
@@ -55,10 +55,15 @@ class CodecParams:
     # (bench/maxsim_pq.py): M=48 -1.0, -0.9; M=96 -0.9, -0.6; M=192 -0.05, +0.05.
     token_pq_m: int = 192
     #: how `mv_codes` codes a token: "pq" (PQ with `token_pq_m` sub-spaces) or bit codes
-    #: "bin1" / "bin1s" (sign bits, "s": with a per-token scale), "res1" / "res2" (a coarse
+    #: "bin1" / "bin1s" (sign bits, "s": with a per-token scale), "bin2" / "bin2s" (2 bits per
+    #: dimension, 4 buckets cut at the training values' quartiles), "res1" / "res2" (a coarse
     #: centroid id plus 1 or 2 residual bits per dimension, ColBERTv2's layout; "res1s"/"res2s"
     #: add a per-token scale); see osneural.codecs.residual and bench/token_bits.py.
-    token_code: str = "pq"
+    #: Default "bin2": 96 bytes per 384-d token, half of PQ M=192, trained in seconds instead of
+    #: minutes. MaxSim alone / the `hybrid` blend against float16 tokens, nDCG@10 points
+    #: (docs/results.md, bench/token_bits.py): SciFact +0.23 / -0.07, NFCorpus -0.14 / +0.01;
+    #: PQ M=192 +0.08 / -0.13 and +0.10 / +0.07. An index keeps the code its bundle names.
+    token_code: str = "bin2"
     #: coarse centroids of "res" codes at most (fewer when the training sample is small:
     #: ColBERTv2's 2**floor(log2(16 sqrt(tokens))))
     token_centroids: int = 4096

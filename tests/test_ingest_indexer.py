@@ -90,7 +90,10 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
                                         "dim": 384}
     assert osn["representations"] == ["text", "dense", "sparse", "binary", "pq", "multivector"]
     assert osn["codecs"]["pq_dense"]["M"] == 48
-    assert osn["codecs"]["pq_tokens"]["M"] == _divisor_at_most(64, CodecParams().token_pq_m) == 64
+    # the default token code: 2 bits per dimension, no centroid, no scale (64-d: 16 B per token)
+    assert CodecParams().token_code == "bin2" and "pq_tokens" not in osn["codecs"]
+    assert osn["codecs"]["res_tokens"] == {"kind": "residual", "nbits": 2, "n_centroids": 0,
+                                           "scale": False, "dim": 64, "row_bytes": 16}
     assert osn["fields"]["matryoshka"] == [64]
 
     bundle = load_codecs(opensearch_client, index_name)
@@ -120,9 +123,8 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
         assert np.array_equal(unb64(hit["fields"]["bin_code"][0]), codes[k])
         pq = unb64(hit["fields"]["dense_pq"][0])
         assert_nearest_codes(bundle.pq_dense, dense[k : k + 1], pq[None, :])
-        mv = unb64(hit["fields"]["mv_codes"][0], bundle.pq_tokens.M)
-        assert mv.shape == (len(tokens[k]), bundle.pq_tokens.M)
-        assert_nearest_codes(bundle.pq_tokens, tokens[k], mv)
+        mv = unb64(hit["fields"]["mv_codes"][0]).tobytes()
+        assert mv == bundle.token_codec.encode(tokens[k]).tobytes()  # len(tokens[k]) rows of 16 B
         np.testing.assert_allclose(src["fde"], bundle.fde.encode_document(tokens[k]), atol=1e-6)
 
     # second run with resume: nothing new, the same rejections

@@ -99,7 +99,9 @@ def test_real_encoders_every_field_failures_and_resume(
         assert src["bin_tokens"] == code_tokens(stored[None, :], 64, n_bits=384)[0]
         assert_nearest_codes(bundle.pq_dense, np.asarray([src["dense"]], np.float32),
                              unb64(fields["dense_pq"][0])[None, :])
-        mv = unb64(fields["mv_codes"][0], bundle.pq_tokens.M)
+        # the default token code: 2 bits per dimension, 96 B per 384-d token
+        assert bundle.token_codec.describe()["row_bytes"] == 96 and bundle.pq_tokens is None
+        mv = bundle.token_codec.parse(unb64(fields["mv_codes"][0]).tobytes(), doc_id)
         assert abs(len(mv) - len(tokens[k])) <= 1 and len(mv) > 0
         assert "mv_codes" not in src
         assert len(src["fde"]) == bundle.fde.fde_dim and np.isfinite(src["fde"]).all()

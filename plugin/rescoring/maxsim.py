@@ -14,13 +14,15 @@ from pydantic import Field
 
 from osneural.errors import StageError
 
-#: field of each stored token form
+#: field of each stored token form ("pq" names the coded tokens, whatever their codec)
 TOKEN_FIELDS = {"pq": "mv_codes", "float16": "mv_f16"}
 
 
 class MaxSimRescore(RescoreSpec):
-    """`tokens` picks the stored token form: the PQ codes every multi-vector index has, or the
-    float16 copies an index built with the `float_tokens` representation also holds."""
+    """`tokens` picks the stored token form: "pq", the coded tokens every multi-vector index
+    has (`mv_codes`: 2-bit codes by default, PQ codes in indices built with `--token-code pq` or
+    by earlier versions; the name predates bit codes), or "float16", the copies an index built
+    with the `float_tokens` representation also holds."""
 
     type: Literal["maxsim"] = "maxsim"
     window: int = Field(100, ge=1, le=10_000)
