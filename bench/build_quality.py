@@ -67,19 +67,19 @@ def _encode(enc: Any, texts: list[str]) -> tuple[list[np.ndarray], np.ndarray, f
     return tokens, np.concatenate(pooled), time.perf_counter() - start
 
 
-def _corpus_tokens(dataset: str, cache: Path | None) -> dict[str, Any]:
+def _corpus_tokens(dataset: str, cache: Path | None, limit: int | None) -> dict[str, Any]:
     from osneural.ingest.batch import joined_text
     from osneural.ingest.corpus import CorpusDocument, iter_corpus
 
     from osneural.encoders import load_default
     from osneural.encoders.runtime import load_encoder
 
-    path = cache / f"{dataset}-tokens.npz" if cache else None
+    path = cache / f"{dataset}-{limit or 'all'}-tokens.npz" if cache else None
     if path is not None and path.is_file():
         data = np.load(path, allow_pickle=True)
         return {k: data[k] for k in data.files}
     docs = [d for d in iter_corpus(beir_dir(dataset) / "corpus.jsonl")
-            if isinstance(d, CorpusDocument)]
+            if isinstance(d, CorpusDocument)][:limit]
     texts = [joined_text(d) for d in docs]
     out: dict[str, Any] = {"ids": np.array([d.id for d in docs])}
     with tempfile.TemporaryDirectory(prefix="osneural-mv-int8-") as tmp:
@@ -121,7 +121,7 @@ def _rerank_ndcg(qids: list[str], qtok: list[np.ndarray], cands: np.ndarray, ids
 
 
 def measure(dataset: str, cache: Path | None, train_docs: int, max_train_tokens: int,
-            top: int) -> dict[str, Any]:
+            top: int, limit: int | None = None) -> dict[str, Any]:
     from osneural.cython_ext import maxsim, maxsim_pq
     from osneural.eval.beir import load_beir
     from osneural.ingest.codec_training import token_pq
@@ -130,10 +130,15 @@ def measure(dataset: str, cache: Path | None, train_docs: int, max_train_tokens:
     from osneural.codecs import ProductQuantizer
     from osneural.encoders import load_default
 
-    data = _corpus_tokens(dataset, cache)
+    data = _corpus_tokens(dataset, cache, limit)
     ids = data["ids"]
     collection = load_beir(beir_dir(dataset), "test")
-    qids = list(collection.queries)
+    qrels = collection.qrels
+    if limit:  # the first documents only: queries with a relevant one among them
+        kept = {str(i) for i in ids}
+        qrels = {q: {d: g for d, g in rel.items() if d in kept} for q, rel in qrels.items()}
+        qrels = {q: rel for q, rel in qrels.items() if any(g > 0 for g in rel.values())}
+    qids = [q for q in collection.queries if q in qrels]
     qtexts = [collection.queries[q] for q in qids]
     qenc = load_default("multivector", precision="fp32")
     qtok = [np.ascontiguousarray(t, np.float32) for t in qenc.encode_queries(qtexts)]
@@ -154,7 +159,7 @@ def measure(dataset: str, cache: Path | None, train_docs: int, max_train_tokens:
             return maxsim(q, flat, offs)
 
         rows.append({"tokens": prec, "codes": "float", "train_s": 0.0,
-                     "ndcg10": _rerank_ndcg(qids, qtok, cands, ids, float_score, collection.qrels)})
+                     "ndcg10": _rerank_ndcg(qids, qtok, cands, ids, float_score, qrels)})
         sample = _train_sample(tokens, offsets, train_docs, max_train_tokens)
         niter, ppc = FORMER_TRAINING
         former = ProductQuantizer(192, seed=0, niter=niter, max_points_per_centroid=ppc)
@@ -172,7 +177,7 @@ def measure(dataset: str, cache: Path | None, train_docs: int, max_train_tokens:
             rows.append({"tokens": prec, "codes": label, "train_s": train_s,
                          "niter": pq.niter, "points_per_centroid": pq.max_points_per_centroid,
                          "train_tokens": len(sample), "ndcg10": _rerank_ndcg(
-                             qids, qtok, cands, ids, pq_score, collection.qrels)})
+                             qids, qtok, cands, ids, pq_score, qrels)})
             print(f"{dataset}: {prec} {label}: nDCG@10 {rows[-1]['ndcg10']:.4f} "
                   f"(trained in {train_s:.1f} s)", file=sys.stderr, flush=True)
     return {"dataset": dataset, "documents": len(ids), "queries": len(qids), "candidates": top,
@@ -187,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for the encoded tokens (reused when present)")
     ap.add_argument("--train-docs", type=int, default=2000)
     ap.add_argument("--max-train-tokens", type=int, default=50_000)
+    ap.add_argument("--docs", type=int, default=None,
+                    help="the first N documents only, and the test queries with a relevant one "
+                         "among them (default: the whole corpus)")
     ap.add_argument("--top", type=int, default=100, help="candidates per query (dense top-k)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    report = measure(args.dataset, args.cache, args.train_docs, args.max_train_tokens, args.top)
+    report = measure(args.dataset, args.cache, args.train_docs, args.max_train_tokens, args.top,
+                     args.docs)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
