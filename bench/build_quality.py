@@ -121,7 +121,7 @@ def _rerank_ndcg(qids: list[str], qtok: list[np.ndarray], cands: np.ndarray, ids
 
 
 def measure(dataset: str, cache: Path | None, train_docs: int, max_train_tokens: int,
-            top: int, limit: int | None = None) -> dict[str, Any]:
+            top: int, limit: int | None = None, with_former: bool = True) -> dict[str, Any]:
     from osneural.cython_ext import maxsim, maxsim_pq
     from osneural.eval.beir import load_beir
     from osneural.ingest.codec_training import token_pq
@@ -163,8 +163,9 @@ def measure(dataset: str, cache: Path | None, train_docs: int, max_train_tokens:
         sample = _train_sample(tokens, offsets, train_docs, max_train_tokens)
         niter, ppc = FORMER_TRAINING
         former = ProductQuantizer(192, seed=0, niter=niter, max_points_per_centroid=ppc)
-        for label, pq in (("pq, former training", former),
-                          ("pq, current training", token_pq(sample.shape[1], CodecParams()))):
+        trainings = [("pq, former training", former)] if with_former else []
+        trainings.append(("pq, current training", token_pq(sample.shape[1], CodecParams())))
+        for label, pq in trainings:
             start = time.perf_counter()
             pq.fit(sample)
             train_s = time.perf_counter() - start
@@ -196,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="the first N documents only, and the test queries with a relevant one "
                          "among them (default: the whole corpus)")
     ap.add_argument("--top", type=int, default=100, help="candidates per query (dense top-k)")
+    ap.add_argument("--no-former", action="store_true",
+                    help="skip the former training's rows (its k-means takes most of the run)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     report = measure(args.dataset, args.cache, args.train_docs, args.max_train_tokens, args.top,
-                     args.docs)
+                     args.docs, not args.no_former)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
