@@ -47,8 +47,8 @@ def load_encoders(reps: Sequence[str], given: Mapping[str, Any] | None = None,
 
     `load_kwargs` go to the default loader (e.g. `intra_op_threads=1` for a Ray actor that
     shares its cores with others). Default encoders load in OSNEURAL_DOCUMENT_PRECISION
-    (`auto` unless set: int8 for dense and sparse when exported, see
-    `osneural.encoders.defaults.INT8_DEFAULT_KINDS` for the measured quality)."""
+    (`auto` unless set: int8 for dense, sparse and multivector when exported, see
+    `osneural.encoders.defaults.INT8_DOCUMENT_KINDS` for the measured quality)."""
     if "precision" not in load_kwargs:
         from osneural.encoders.defaults import precision_from_env
 
@@ -60,7 +60,7 @@ def load_encoders(reps: Sequence[str], given: Mapping[str, Any] | None = None,
             continue
         from osneural.encoders import load_default
 
-        out[kind] = load_default(kind, **load_kwargs)
+        out[kind] = load_default(kind, documents=True, **load_kwargs)
     return out
 
 
@@ -371,8 +371,14 @@ class BatchStep:
                 return kept, actions
 
     def write(self, docs: list[CorpusDocument], raw: RawBatch, result: BatchResult) -> None:
-        """Codecs -> documents -> bulk for encoded documents (the head sample enters here)."""
+        """Codecs -> documents -> bulk for encoded documents."""
         docs, actions = self.build(docs, raw, result)
+        self.send(docs, actions, result)
+
+    def send(self, docs: list[CorpusDocument], actions: list[dict[str, Any]],
+             result: BatchResult) -> None:
+        """Bulk-write built actions (`build`'s output), counting outcomes into `result`; apart
+        from `build` so the head sample can build batch i+1 while batch i is in flight."""
         if not actions:
             return
         by_id = {d.id: d for d in docs}

@@ -36,6 +36,14 @@ def _training_rows(x: np.ndarray, need: int, seed: int) -> tuple[np.ndarray, boo
     return (tiled + rng.normal(0.0, scale, tiled.shape)).astype(np.float32), True
 
 
+def token_pq(dim: int, params: CodecParams) -> ProductQuantizer:
+    """The unfitted token PQ of `dim`-wide tokens: `token_pq_m` sub-spaces (the largest divisor
+    of `dim` not above it) with the params' k-means budget."""
+    return ProductQuantizer(_divisor_at_most(dim, params.token_pq_m), seed=params.seed,
+                            niter=params.token_pq_niter,
+                            max_points_per_centroid=params.token_pq_points_per_centroid)
+
+
 def token_codec(code: str, n_tokens: int, params: CodecParams) -> ProductQuantizer | ResidualCodec:
     """An unfitted token codec for `params.token_code` ("pq", "bin1[s]", "bin2[s]", "res1[s]",
     "res2[s]")
@@ -78,7 +86,7 @@ def train_codecs(
             rng = np.random.default_rng(params.seed)
             flat = flat[np.sort(rng.choice(len(flat), params.max_train_tokens, replace=False))]
         if params.token_code == "pq":
-            pq = ProductQuantizer(_divisor_at_most(flat.shape[1], params.token_pq_m), seed=params.seed)
+            pq = token_pq(flat.shape[1], params)
             rows, was_padded = _training_rows(flat, pq.ksub, params.seed + 1)
             bundle.pq_tokens = pq.fit(rows)
             if was_padded:

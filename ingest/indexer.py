@@ -134,12 +134,7 @@ def index_corpus(
         restore = prep.restore_settings
         step = BatchStep(prep.plan, prep.encoders, client)
         run.merge(prep.head_result)
-        for docs, raw in prep.head:
-            result = BatchResult()  # docs=0: the head was counted when it was read
-            step.write(docs, raw, result)
-            run.merge(result)
-            if result.unavailable:
-                raise run.stop(result.unavailable)
+        _write_head(step, prep.head, run)
         pending = prep.pending
         del prep
         loop_start = time.perf_counter()
@@ -156,6 +151,31 @@ def index_corpus(
             run.summary.aborted = f"{run.summary.aborted}; {note}" if run.summary.aborted else note
         run.close()
     return run.finish()
+
+
+def _write_head(step: BatchStep, head: list[tuple[list[Any], Any]], run: IngestRun) -> None:
+    """Write the encoded head sample, building batch i+1's documents (codecs) while batch i's
+    bulk request is in flight; one write in flight, results merged in corpus order as in
+    `_pipelined`. Without the overlap a small corpus, which is all head, waited for every bulk
+    request with nothing else to do."""
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="osneural-bulk") as writer:
+        in_flight: tuple[cf.Future, BatchResult] | None = None
+
+        def finish(write: cf.Future, result: BatchResult) -> None:
+            write.result()
+            run.merge(result)
+            if result.unavailable:
+                raise run.stop(result.unavailable)
+
+        for docs, raw in head:
+            result = BatchResult()  # docs=0: the head was counted when it was read
+            docs, actions = step.build(docs, raw, result)
+            if in_flight is not None:
+                (write, written), in_flight = in_flight, None
+                finish(write, written)
+            in_flight = (writer.submit(step.send, docs, actions, result), result)
+        if in_flight is not None:
+            finish(*in_flight)
 
 
 def _pipelined(step: BatchStep, reader: Iterable[Any], run: IngestRun) -> None:

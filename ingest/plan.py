@@ -54,6 +54,12 @@ class CodecParams:
     # SciFact hybrid top 100 against float tokens, nDCG@10 points, two codebook draws each
     # (bench/maxsim_pq.py): M=48 -1.0, -0.9; M=96 -0.9, -0.6; M=192 -0.05, +0.05.
     token_pq_m: int = 192
+    #: k-means of each token PQ sub-space (256 centroids in 2 dimensions): iterations, and
+    #: training points per centroid at most (faiss draws them, seeded). 25 and 256 (faiss's
+    #: defaults) made training most of a small build's time; MaxSim nDCG@10 with these, against
+    #: them: docs/scale.md, "Default build speed" (`bench/build_quality.py`).
+    token_pq_niter: int = 10
+    token_pq_points_per_centroid: int = 64
     #: how `mv_codes` codes a token: "pq" (PQ with `token_pq_m` sub-spaces) or bit codes
     #: "bin1" / "bin1s" (sign bits, "s": with a per-token scale), "bin2" / "bin2s" (2 bits per
     #: dimension, 4 buckets cut at the training values' quartiles), "res1" / "res2" (a coarse

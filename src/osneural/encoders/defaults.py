@@ -43,9 +43,14 @@ DEFAULT_PACKAGES = {
 #: in the same run (`python bench/int8_quality.py --dataset scifact --encode-fp32` and `--dataset
 #: nfcorpus`, docs/peer-bench.md): int8 documents and int8 queries together cost -0.07 (dense)
 #: and -0.26 (sparse) nDCG@10 points on SciFact, -0.02 and -0.14 on NFCorpus; int8 queries alone
-#: at most -0.26. Each halves its encoder's CPU. The multivector encoder was not measured in int8
-#: and stays fp32.
+#: at most -0.26. Each halves its encoder's CPU.
 INT8_DEFAULT_KINDS = ("dense", "sparse")
+#: kinds whose DOCUMENT encoders (`osneural ingest`) run in int8 under `auto`: the query side's
+#: INT8_DEFAULT_KINDS plus the multivector (token) encoder. Its int8 pass gives the dense vector
+#: and the tokens of a default build at once (`MultiVectorEncoder.shares_dense_pass`), where the
+#: fp32 token pass cost about twice the CPU; query tokens stay fp32. Quality of the stored
+#: PQ-coded tokens: docs/scale.md, "Default build speed".
+INT8_DOCUMENT_KINDS = (*INT8_DEFAULT_KINDS, "multivector")
 #: what OSNEURAL_QUERY_PRECISION / OSNEURAL_DOCUMENT_PRECISION and `precision=` accept; `auto`
 #: is int8 for INT8_DEFAULT_KINDS when the export has its int8 file, else fp32
 PRECISIONS = ("auto", "fp32", "int8")
@@ -65,18 +70,19 @@ def precision_from_env(variable: str) -> str:
 
 def default_quantize(kind: str) -> str | None:
     """The variant `osneural export` writes beside the fp32 model by default for `kind`."""
-    return "int8" if kind in INT8_DEFAULT_KINDS else None
+    return "int8" if kind in INT8_DOCUMENT_KINDS else None
 
 
-def resolve_precision(kind: str, requested: str, folder: Path) -> str:
-    """The precision to load `kind` from `folder` with. `auto` never fails: an export without
-    its int8 file (made before int8 was the default, or with `--quantize none`) runs in fp32,
-    and says so once per process."""
+def resolve_precision(kind: str, requested: str, folder: Path, *, documents: bool = False) -> str:
+    """The precision to load `kind` from `folder` with (`documents`: for ingestion, where
+    INT8_DOCUMENT_KINDS apply). `auto` never fails: an export without its int8 file (made
+    before int8 was the default, or with `--quantize none`) runs in fp32, and says so once per
+    process."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested
-    if kind not in INT8_DEFAULT_KINDS:
+    if kind not in (INT8_DOCUMENT_KINDS if documents else INT8_DEFAULT_KINDS):
         return "fp32"
     if (Path(folder) / INT8_MODEL_NAME).is_file():
         return "int8"
@@ -153,9 +159,10 @@ def ensure_default_models(kinds: list[str] | None = None, *, quantize: str | Non
     return result
 
 
-def load_default(kind: str, precision: str = "auto", **kwargs: Any):
+def load_default(kind: str, precision: str = "auto", *, documents: bool = False, **kwargs: Any):
     """Open the exported default for `kind` (no torch needed), in `precision` (`auto`: int8 for
-    INT8_DEFAULT_KINDS when exported, see `resolve_precision`)."""
+    INT8_DEFAULT_KINDS when exported, INT8_DOCUMENT_KINDS with `documents`, see
+    `resolve_precision`)."""
     from osneural.encoders.runtime import load_encoder
 
     out = default_export_dir(kind)
@@ -163,7 +170,8 @@ def load_default(kind: str, precision: str = "auto", **kwargs: Any):
         raise ModelNotFoundError(
             f"the default {kind} encoder is not exported at {out}; run `osneural export --kind {kind}`"
         )
-    return load_encoder(out, precision=resolve_precision(kind, precision, out), **kwargs)
+    return load_encoder(out, precision=resolve_precision(kind, precision, out, documents=documents),
+                        **kwargs)
 
 
 def list_models() -> list[dict[str, Any]]:

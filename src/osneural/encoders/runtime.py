@@ -459,9 +459,10 @@ class MultiVectorEncoder(OnnxEncoder):
     def shares_dense_pass(self, dense: DenseEncoder) -> bool:
         """Whether this graph's pooled output can stand for `dense`'s vectors, so one pass serves
         both: same weights, tokenizer limits, prefix and pooling, at full dimension, and the same
-        precision or a finer one here. An fp32 pass standing in for an int8 dense encoder (the
-        defaults: dense runs int8, multivector fp32) gives the fp32 vector, which int8 only
-        approximates, at no extra cost; two passes would cost an extra int8 run."""
+        precision or a finer one here. With the document defaults both run int8 (one int8 pass);
+        an fp32 token pass standing in for an int8 dense encoder (`OSNEURAL_DOCUMENT_PRECISION`
+        unset with an export lacking the token int8 file) gives the fp32 vector, which int8
+        only approximates, at no extra cost; two passes would cost an extra int8 run."""
         return (self.has_pooled_output and dense.sha256 == self.sha256
                 and dense.max_length == self.max_length
                 and dense.document_prefix == self.document_prefix
