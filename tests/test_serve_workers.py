@@ -148,3 +148,35 @@ def test_sigterm_lets_the_request_in_flight_finish(opensearch_url: str, docs: st
     finally:
         _stop(proc)
         proxy.close()
+
+
+def test_worker_sockets_send_without_nagle_delay() -> None:
+    """A connection accepted on a worker's SO_REUSEPORT socket has TCP_NODELAY, so a response's
+    body never waits for the client's delayed ACK of its headers (40 ms per answer otherwise)."""
+    import asyncio
+    import socket
+
+    from osneural.plugin.workers import reuse_port_socket
+
+    sock = reuse_port_socket("127.0.0.1", 0)  # the kernel picks a free port: no race
+    assert sock.proto == socket.IPPROTO_TCP
+
+    async def accepted_nodelay() -> int:
+        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = writer.get_extra_info("socket")
+            got.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(got, 60)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_nodelay()) != 0
