@@ -220,6 +220,14 @@ def run_dataset(client: Any, dataset: str, args: argparse.Namespace) -> list[dic
     all_ids, tokens, offsets = corpus_tokens(client, index, cache)
     fused, qtok = fused_windows(client, index, queries, cache, args.window)
     fused = {q: c for q, c in fused.items() if c}
+    query_tokens = {"fp32": qtok}
+    for precision in args.query_precisions.split(","):
+        if precision.strip() != "fp32":  # the cached tokens are the fp32 encoder's
+            from osneural.encoders import load_default
+
+            mv = load_default("multivector", precision=precision.strip())
+            query_tokens[precision.strip()] = {
+                q: np.asarray(mv.encode_queries([queries[q]])[0], np.float32) for q in qtok}
     dim = tokens.shape[1]
     position = {d: i for i, d in enumerate(all_ids)}
     cand = sorted({d for c in fused.values() for d, _ in c})
@@ -253,19 +261,21 @@ def run_dataset(client: Any, dataset: str, args: argparse.Namespace) -> list[dic
             train_s = time.perf_counter() - t0
             if code.kind == "res" and had_coarse:
                 train_s += coarse["seconds"]  # the shared k-means counts in every res code
-            r = evaluate(code, fused, qtok, docs, qrels, args.timed_queries)
-            if reference is None:  # the first row (f16 at today's pooling) is the reference
-                reference = dict(r)
-            bpt = code.bytes_per_token()
-            rows.append({"dataset": dataset, "pool": pool, "code": name, "bytes_per_token": bpt,
-                         "tokens_per_doc": tokens_per_doc, "bytes_per_doc": bpt * tokens_per_doc,
-                         "train_s": train_s, **r, "d_alone": r["alone"] - reference["alone"],
-                         "d_blend": r["blend"] - reference["blend"]})
-            x = rows[-1]
-            print(f"{dataset:<9} x{pool:<3g} {name:<6} {bpt:>4} B/tok {x['bytes_per_doc']:>7.0f} B/doc "
-                  f"alone {x['alone']:.4f} ({x['d_alone']:+.4f}) blend {x['blend']:.4f} "
-                  f"({x['d_blend']:+.4f}) kernel {x['kernel_ms']:.2f} ms train {train_s:.1f} s",
-                  file=sys.stderr, flush=True)
+            for precision, qt in query_tokens.items():
+                r = evaluate(code, fused, qt, docs, qrels, args.timed_queries)
+                if reference is None:  # the first row (f16, fp32 queries, today's pooling)
+                    reference = dict(r)
+                bpt = code.bytes_per_token()
+                rows.append({"dataset": dataset, "pool": pool, "code": name,
+                             "query_precision": precision, "bytes_per_token": bpt,
+                             "tokens_per_doc": tokens_per_doc, "bytes_per_doc": bpt * tokens_per_doc,
+                             "train_s": train_s, **r, "d_alone": r["alone"] - reference["alone"],
+                             "d_blend": r["blend"] - reference["blend"]})
+                x = rows[-1]
+                print(f"{dataset:<9} x{pool:<3g} {name:<6} q:{precision:<4} {bpt:>4} B/tok "
+                      f"{x['bytes_per_doc']:>7.0f} B/doc alone {x['alone']:.4f} ({x['d_alone']:+.4f}) "
+                      f"blend {x['blend']:.4f} ({x['d_blend']:+.4f}) kernel {x['kernel_ms']:.2f} ms "
+                      f"train {train_s:.1f} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -281,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opq-niter", type=int, default=20, help="OPQ rotation iterations (faiss: 50)")
     ap.add_argument("--timed-queries", type=int, default=30,
                     help="queries whose kernel call is also timed on one thread")
+    ap.add_argument("--query-precisions", default="fp32",
+                    help="query token encoders to score with, e.g. fp32,int8 (int8: the export's "
+                         "model.int8.onnx)")
     ap.add_argument("--window", type=int, default=100, help="candidates MaxSim rescores")
     ap.add_argument("--queries", type=int, help="first N judged test queries only")
     ap.add_argument("--cache", default="/work/cache-24", help="where tokens and windows are kept")

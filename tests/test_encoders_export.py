@@ -346,7 +346,7 @@ def test_int8_is_the_default_where_exported_and_fp32_one_setting_away(
         exported, tmp_path, monkeypatch, caplog) -> None:
     """With no setting, dense and sparse encoders (queries and documents) run in int8 when the
     export has its int8 file; an export without it runs in fp32 with one log line, never an
-    error; multivector runs int8 for documents only (queries stay fp32); `fp32` restores the
+    error; multivector too, queries and documents; `fp32` restores the
     old behaviour. `osneural export` on an fp32-only default export adds the int8 variant."""
     import logging
     import shutil
@@ -370,18 +370,20 @@ def test_int8_is_the_default_where_exported_and_fp32_one_setting_away(
         assert cache.precision == "auto"
         assert cache.get("dense").precision == "int8"
         assert cache.get("sparse").precision == "fp32"  # no int8 file: fp32, not an error
-        assert cache.get("multivector").precision == "fp32"  # queries: int8 not measured
+        assert cache.get("multivector").precision == "fp32"  # no int8 file yet
     assert any("has no model.int8.onnx" in r.getMessage() and "sparse" in r.getMessage()
                for r in caplog.records)
     docs = load_encoders(["dense", "sparse", "multivector"])
     assert docs["dense"].precision == "int8" and docs["sparse"].precision == "fp32"
     assert docs["multivector"].precision == "fp32"  # no int8 file yet
-    # the default export adds the multivector's int8 variant; documents use it, queries do not
+    # the default export adds the multivector's int8 variant; documents and queries use it
     assert main(["export", "--kind", "multivector"]) == 0
     docs = load_encoders(["dense", "multivector"])
     assert docs["multivector"].precision == "int8"
     assert docs["multivector"].shares_dense_pass(docs["dense"])  # one int8 pass serves both
-    assert EncoderCache().get("multivector").precision == "fp32"
+    queries = EncoderCache()
+    assert queries.get("multivector").precision == "int8"
+    assert queries.get("multivector").shares_query_pass(queries.get("dense"))
     monkeypatch.setenv("OSNEURAL_DOCUMENT_PRECISION", "fp32")
     assert load_encoders(["dense"])["dense"].precision == "fp32"
     monkeypatch.setenv("OSNEURAL_QUERY_PRECISION", "fp32")

@@ -93,7 +93,7 @@ def test_one_pass_gives_the_dense_query_vector():
     length gets no stand-in (the dense encoder would see more of it)."""
     from osneural.encoders import load_default
 
-    dense, mv = load_default("dense", precision="fp32"), load_default("multivector")
+    dense, mv = load_default("dense", precision="fp32"), load_default("multivector", precision="fp32")
     assert mv.shares_query_pass(dense)
     tokens, pooled = mv.encode_queries_and_pooled(QUERIES + [LONG_QUERY], dense)
     want = dense.encode_queries(QUERIES)
@@ -104,15 +104,29 @@ def test_one_pass_gives_the_dense_query_vector():
     assert mv.encode_queries_and_pooled(QUERIES, None)[1] == [None] * len(QUERIES)
 
 
+def test_the_default_int8_passes_give_the_same_dense_query_vector():
+    """With the defaults (dense and multivector int8) the token pass's pooled output is the int8
+    dense encoder's vector, so a dense + MaxSim query takes one model pass and its dense vector
+    does not depend on which encoder computed it."""
+    from osneural.encoders import load_default
+
+    dense, mv = load_default("dense"), load_default("multivector")
+    assert dense.precision == mv.precision == "int8" and mv.shares_query_pass(dense)
+    _tokens, pooled = mv.encode_queries_and_pooled(QUERIES, dense)
+    want = dense.encode_queries(QUERIES)
+    for i in range(len(QUERIES)):
+        np.testing.assert_allclose(pooled[i], want[i], atol=1e-5)
+
+
 def test_an_fp32_token_pass_stands_in_for_int8_dense_documents_never_queries():
-    """With the defaults (dense int8, multivector fp32) a document build with both takes one
-    model pass: the fp32 pooled output stands in for the int8 dense vector (the fp32 vector,
+    """With an fp32 token encoder beside the int8 dense one a document build with both takes
+    one model pass: the fp32 pooled output stands in for the int8 dense vector (the fp32 vector,
     which int8 approximates). A query does not share the pass: its dense vector must not depend
     on whether some earlier spec loaded the token encoder, so it is always the int8 one."""
     from osneural.encoders import load_default
 
     dense8, dense32 = load_default("dense", precision="int8"), load_default("dense", precision="fp32")
-    mv = load_default("multivector")
+    mv = load_default("multivector", precision="fp32")
     assert mv.precision == "fp32" and mv.shares_dense_pass(dense8)
     assert not mv.shares_query_pass(dense8) and mv.shares_query_pass(dense32)
     _tokens, pooled = mv.encode_documents_and_pooled(QUERIES)

@@ -43,14 +43,15 @@ DEFAULT_PACKAGES = {
 #: in the same run (`python bench/int8_quality.py --dataset scifact --encode-fp32` and `--dataset
 #: nfcorpus`, docs/peer-bench.md): int8 documents and int8 queries together cost -0.07 (dense)
 #: and -0.26 (sparse) nDCG@10 points on SciFact, -0.02 and -0.14 on NFCorpus; int8 queries alone
-#: at most -0.26. Each halves its encoder's CPU.
-INT8_DEFAULT_KINDS = ("dense", "sparse")
-#: kinds whose DOCUMENT encoders (`osneural ingest`) run in int8 under `auto`: the query side's
-#: INT8_DEFAULT_KINDS plus the multivector (token) encoder. Its int8 pass gives the dense vector
-#: and the tokens of a default build at once (`MultiVectorEncoder.shares_dense_pass`), where the
-#: fp32 token pass cost about twice the CPU; query tokens stay fp32. Quality of the stored
-#: PQ-coded tokens: docs/scale.md, "Default build speed".
-INT8_DOCUMENT_KINDS = (*INT8_DEFAULT_KINDS, "multivector")
+#: at most -0.26. Each halves its encoder's CPU. The multivector (token) encoder: int8 document
+#: tokens docs/scale.md ("Quality of the stored tokens"), int8 query tokens within 0.3 point of
+#: fp32 on both sets, MaxSim alone and blended (`bench/token_bits.py --query-precisions
+#: fp32,int8`, docs/results.md). Its int8 pass also gives the int8 dense vector (the pooled
+#: output equals the dense encoder's to 1e-7), so a dense + MaxSim document or query needs one
+#: model pass (`MultiVectorEncoder.shares_dense_pass` / `shares_query_pass`).
+INT8_DEFAULT_KINDS = ("dense", "sparse", "multivector")
+#: kinds whose DOCUMENT encoders (`osneural ingest`) run in int8 under `auto`: the same kinds
+INT8_DOCUMENT_KINDS = INT8_DEFAULT_KINDS
 #: what OSNEURAL_QUERY_PRECISION / OSNEURAL_DOCUMENT_PRECISION and `precision=` accept; `auto`
 #: is int8 for INT8_DEFAULT_KINDS when the export has its int8 file, else fp32
 PRECISIONS = ("auto", "fp32", "int8")
