@@ -39,6 +39,8 @@ from typing import Any
 Key = tuple[str | None, str | None, str, str, str]
 #: (seq_no, primary_term)
 Version = tuple[int, int]
+#: bytes an entry costs beyond its blob (key and tuple, roughly)
+ENTRY_OVERHEAD = 64
 
 
 def cache_budget_from_env() -> int:
@@ -94,29 +96,24 @@ class CodeCache:
             return entry
 
     def put(self, key: Key, version: Version, blob: bytes) -> None:
-        size = len(blob) + 64  # the key and tuple, roughly
+        size = len(blob) + ENTRY_OVERHEAD
         if size > self.max_bytes:
             return
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old[1]) + 64
+            self._pop_locked(key)
             self._entries[key] = (version, blob)
             self._bytes += size
             while self._bytes > self.max_bytes and self._entries:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self._bytes -= len(dropped) + 64
+                self._pop_locked(next(iter(self._entries)))
 
     def discard(self, key: Key) -> None:
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old[1]) + 64
+            self._pop_locked(key)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+    def _pop_locked(self, key: Key) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1]) + ENTRY_OVERHEAD
 
     def fetch(
         self, client: Any, index: str, build: tuple[str | None, str | None], ids: Sequence[str],
@@ -125,7 +122,7 @@ class CodeCache:
         """Raw bytes of `field` for each id that has it, as `fetch_codes` answers, reading from
         OpenSearch only the bytes this cache does not hold at the documents' current versions.
         `build` is the index's (uuid, codec generation); `scope` the caller's partition."""
-        from osneural.plugin.rescoring.scores import decode_doc_value
+        from osneural.plugin.rescoring.scores import coded_hits, codes_body
         from osneural.plugin.stages.request import complete
 
         ids = list(dict.fromkeys(ids))
@@ -135,15 +132,9 @@ class CodeCache:
         cached = {doc_id: e for doc_id in ids if (e := self.get(keys[doc_id])) is not None}
         missing = [doc_id for doc_id in ids if doc_id not in cached]
         params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
-
-        def codes_body(which: list[str]) -> dict[str, Any]:
-            return {"size": len(which), "query": {"ids": {"values": which}}, "_source": False,
-                    "docvalue_fields": [field], "seq_no_primary_term": True,
-                    "track_total_hits": False}
-
         if not cached:
-            resps = [complete(client.search(index=index, body=codes_body(missing), **params),
-                              f"fetch of {field!r}")]
+            resps = [complete(client.search(index=index, body=codes_body(missing, field, True),
+                                            **params), f"fetch of {field!r}")]
         else:
             # one round trip: the cached documents' versions, and the others' bytes
             lines: list[dict[str, Any]] = [
@@ -155,7 +146,7 @@ class CodeCache:
                  "track_total_hits": False},
             ]
             if missing:
-                lines += [{"index": index}, codes_body(missing)]
+                lines += [{"index": index}, codes_body(missing, field, True)]
             out = client.msearch(body=lines, **params)
             resps = []
             for item in out.get("responses") or []:
@@ -176,11 +167,7 @@ class CodeCache:
         else:
             stale = []
         for resp in resps:
-            for hit in resp["hits"]["hits"]:
-                values = (hit.get("fields") or {}).get(field)
-                if not values:
-                    continue
-                blob = decode_doc_value(values[0])
+            for hit, blob in coded_hits(resp, field):
                 result[hit["_id"]] = blob
                 version = _version(hit)
                 if version is not None:

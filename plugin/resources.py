@@ -265,8 +265,8 @@ def query_encoder_threads() -> int | None:
 #: `auto` runs dense and sparse query encoders in int8 (the `model.int8.onnx` variant of the same
 #: export, which `osneural export` writes by default, so the index's encoder check still holds)
 #: and falls back to fp32, with a log line, for an export without it; the multivector encoder
-#: too, whose int8 pass then gives the dense vector as well. int8 halves the encoder's CPU per query, which is what bounds a saturated query
-#: node; on whole corpora (exact search, `bench/int8_quality.py`) int8 query encoders cost at
+#: too, whose int8 pass then gives the dense vector as well. int8 halves the encoder's CPU per
+#: query, which is what bounds a saturated query node; on whole corpora (exact search, `bench/int8_quality.py`) int8 query encoders cost at
 #: most 0.26 nDCG@10 point against fp32 (docs/peer-bench.md). `fp32` keeps the old behaviour.
 def query_encoder_precision() -> str:
     from osneural.encoders.defaults import precision_from_env

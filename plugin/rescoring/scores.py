@@ -25,27 +25,41 @@ def decode_doc_value(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def fetch_codes(
-    client: Any, index: str, ids: Sequence[str], field: str, timeout_s: float | None = None
-) -> dict[str, bytes]:
-    """Raw bytes of one binary doc-values field for each id that has it."""
-    if not ids:
-        return {}
-    body = {
+def codes_body(ids: Sequence[str], field: str, versions: bool = False) -> dict[str, Any]:
+    """The search that reads one binary doc-values field of `ids` (and, with `versions`, each
+    document's `_seq_no` / `_primary_term`, which `osneural.plugin.code_cache` keys on)."""
+    body: dict[str, Any] = {
         "size": len(ids),
         "query": {"ids": {"values": list(ids)}},
         "_source": False,
         "docvalue_fields": [field],
         "track_total_hits": False,
     }
-    params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
-    resp = complete(client.search(index=index, body=body, **params), f"fetch of {field!r}")
-    out: dict[str, bytes] = {}
+    if versions:
+        body["seq_no_primary_term"] = True
+    return body
+
+
+def coded_hits(resp: dict[str, Any], field: str) -> list[tuple[dict[str, Any], bytes]]:
+    """(hit, raw bytes of `field`) for each hit of a `codes_body` search that has the field."""
+    out = []
     for hit in resp["hits"]["hits"]:
         values = (hit.get("fields") or {}).get(field)
         if values:
-            out[hit["_id"]] = decode_doc_value(values[0])
+            out.append((hit, decode_doc_value(values[0])))
     return out
+
+
+def fetch_codes(
+    client: Any, index: str, ids: Sequence[str], field: str, timeout_s: float | None = None
+) -> dict[str, bytes]:
+    """Raw bytes of one binary doc-values field for each id that has it."""
+    if not ids:
+        return {}
+    params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
+    resp = complete(client.search(index=index, body=codes_body(ids, field), **params),
+                    f"fetch of {field!r}")
+    return {hit["_id"]: blob for hit, blob in coded_hits(resp, field)}
 
 
 def _rows(raw: dict[str, bytes], ids: Sequence[str], width: int, field: str) -> np.ndarray:
