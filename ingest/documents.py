@@ -137,6 +137,9 @@ def build_documents(
     actions: list[dict[str, Any]] = []
     for i, doc in enumerate(docs):
         src: dict[str, Any] = {} if in_place else dict(doc.fields)
+        # the id again, as doc values: first stages read their hits' ids from it
+        # (osneural.plugin.stages.request.ID_FIELD says why)
+        src["osneural_id"] = doc.id
         src["title"] = doc.title
         src["text"] = doc.text
         if enc.dense is not None:

@@ -56,6 +56,9 @@ from osneural.ingest.plan import (
 )
 from osneural.mappings import (
     DEFAULT_TEXT_ANALYZER,
+    ID_FIELD,
+    ID_PIPELINE,
+    ID_PIPELINE_BODY,
     LEGACY_METADATA,
     SCHEMA_VERSION,
     compose_index_body,
@@ -581,6 +584,7 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
         "codec_store": {"index": "osneural-codecs", "id": plan.index},
     }
     settings = {k.removeprefix("index."): v for k, v in options.settings}
+    _id_pipeline(client, plan.index, state, settings, run.summary.notes)
     restore: dict[str, Any] = {}
     if options.bulk_refresh_interval is not None:
         restore["index.refresh_interval"] = settings.get("refresh_interval")
@@ -622,6 +626,35 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
     plan = dataclasses.replace(plan, bundle=bundle, generation=generation)
     run.summary.codec_generation = generation
     return Preparation(plan, encs, head, head_result, restore, pending)
+
+
+def _id_pipeline(client: Any, index: str, state: IndexState | None, settings: dict[str, Any],
+                 notes: list[str]) -> None:
+    """Make `ID_PIPELINE` the index's final pipeline (in `settings`), so that `ID_FIELD` holds
+    each document's id whoever writes it, and the query side reads ids from its doc values.
+
+    Left out, with a note, where the user's settings or the existing index name another final
+    pipeline, or where the cluster refuses the pipeline (no permission, no ingest node): the
+    query side then reads `_id`, as for any index without it."""
+    from opensearchpy.exceptions import TransportError
+
+    theirs = settings.get("final_pipeline")
+    if theirs is None and state is not None:
+        theirs = state.settings.get("index.final_pipeline")
+    if theirs is not None and theirs != ID_PIPELINE:
+        notes.append(f"index {index!r} keeps its final pipeline {theirs!r}: first stages read "
+                     f"hits' ids from _id, not from {ID_FIELD!r} doc values (slower)")
+        return
+    try:
+        client.ingest.put_pipeline(id=ID_PIPELINE, body=ID_PIPELINE_BODY)
+    except TransportError as exc:
+        if not isinstance(exc.status_code, int):
+            raise
+        notes.append(f"the ingest pipeline {ID_PIPELINE!r} could not be stored "
+                     f"({transport_reason(exc)}): first stages of {index!r} read hits' ids "
+                     f"from _id, not from {ID_FIELD!r} doc values (slower)")
+        return
+    settings["final_pipeline"] = ID_PIPELINE
 
 
 def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],

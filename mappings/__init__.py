@@ -52,6 +52,23 @@ TEXT_ANALYZERS = ("english", "standard")
 #: English beat standard on SciFact BM25 (nDCG@10 measured by bench/ingest.py --analyzers).
 DEFAULT_TEXT_ANALYZER = "english"
 
+#: Each document's `_id` again, as keyword doc values (text.json): first stages read their hits'
+#: ids from it instead of `_id`, a stored field whose every read decompresses the stored block
+#: around the hit (osneural.plugin.stages.request says what that costs).
+ID_FIELD = "osneural_id"
+#: The ingest pipeline an osneural index runs as its `index.final_pipeline`: it writes
+#: `ID_FIELD` from the request's `_id` on every write, whoever makes it (an app that copies a
+#: document under a new id included), and removes it where the id is not known yet (an
+#: auto-generated one). The query side trusts `ID_FIELD` only on an index that has it.
+ID_PIPELINE = "osneural-id"
+ID_PIPELINE_BODY: dict[str, Any] = {
+    "description": f"osneural: copy each document's _id into {ID_FIELD} (keyword doc values)",
+    "processors": [
+        {"remove": {"field": ID_FIELD, "ignore_missing": True}},
+        {"set": {"field": ID_FIELD, "value": "{{{_id}}}", "ignore_empty_value": True}},
+    ],
+}
+
 
 def load_template(name: str) -> dict[str, Any]:
     """One JSON template by name (`text`, `dense`, ..., `settings`, `default`), freshly parsed."""

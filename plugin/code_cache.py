@@ -117,13 +117,28 @@ class CodeCache:
 
     def fetch(
         self, client: Any, index: str, build: tuple[str | None, str | None], ids: Sequence[str],
-        field: str, timeout_s: float | None = None, scope: str = "",
+        field: str, timeout_s: float | None = None, scope: str = "", *,
+        id_field: str | None = None,
     ) -> dict[str, bytes]:
         """Raw bytes of `field` for each id that has it, as `fetch_codes` answers, reading from
         OpenSearch only the bytes this cache does not hold at the documents' current versions.
-        `build` is the index's (uuid, codec generation); `scope` the caller's partition."""
+        `build` is the index's (uuid, codec generation); `scope` the caller's partition; hits'
+        ids come from `id_field`'s doc values when given (from `_id` should a hit lack one)."""
+        from osneural.plugin.stages.request import MissingIdError
+
+        if id_field is not None:
+            try:
+                return self._fetch(client, index, build, ids, field, timeout_s, scope, id_field)
+            except MissingIdError:
+                pass
+        return self._fetch(client, index, build, ids, field, timeout_s, scope, None)
+
+    def _fetch(
+        self, client: Any, index: str, build: tuple[str | None, str | None], ids: Sequence[str],
+        field: str, timeout_s: float | None, scope: str, id_field: str | None,
+    ) -> dict[str, bytes]:
         from osneural.plugin.rescoring.scores import coded_hits, codes_body
-        from osneural.plugin.stages.request import complete
+        from osneural.plugin.stages.request import MissingIdError, complete, hit_id, with_ids
 
         ids = list(dict.fromkeys(ids))
         if not ids:
@@ -133,20 +148,21 @@ class CodeCache:
         missing = [doc_id for doc_id in ids if doc_id not in cached]
         params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
         if not cached:
-            resps = [complete(client.search(index=index, body=codes_body(missing, field, True),
+            resps = [complete(client.search(index=index,
+                                            body=codes_body(missing, field, True, id_field),
                                             **params), f"fetch of {field!r}")]
         else:
             # one round trip: the cached documents' versions, and the others' bytes
             lines: list[dict[str, Any]] = [
                 {"index": index},
-                {"size": len(cached),
-                 "query": {"bool": {"filter": [{"ids": {"values": list(cached)}},
-                                               {"exists": {"field": field}}]}},
-                 "_source": False, "seq_no_primary_term": True,
-                 "track_total_hits": False},
+                with_ids({"size": len(cached),
+                          "query": {"bool": {"filter": [{"ids": {"values": list(cached)}},
+                                                        {"exists": {"field": field}}]}},
+                          "_source": False, "seq_no_primary_term": True,
+                          "track_total_hits": False}, id_field),
             ]
             if missing:
-                lines += [{"index": index}, codes_body(missing, field, True)]
+                lines += [{"index": index}, codes_body(missing, field, True, id_field)]
             out = client.msearch(body=lines, **params)
             resps = []
             for item in out.get("responses") or []:
@@ -158,7 +174,7 @@ class CodeCache:
         result: dict[str, bytes] = {}
         if cached:
             for hit in resps[0]["hits"]["hits"]:
-                doc_id = hit["_id"]
+                doc_id = hit_id(hit, id_field)
                 entry = cached.get(doc_id)
                 if entry is not None and _version(hit) == entry[0]:
                     result[doc_id] = entry[1]
@@ -167,16 +183,19 @@ class CodeCache:
         else:
             stale = []
         for resp in resps:
-            for hit, blob in coded_hits(resp, field):
-                result[hit["_id"]] = blob
+            for doc_id, hit, blob in coded_hits(resp, field, id_field):
+                if doc_id not in keys:  # an id field that does not hold the document's id
+                    raise MissingIdError(f"{id_field!r} {doc_id!r} is not a requested id")
+                result[doc_id] = blob
                 version = _version(hit)
                 if version is not None:
-                    self.put(keys[hit["_id"]], version, blob)
+                    self.put(keys[doc_id], version, blob)
         with self._lock:
             self.hits += len(cached) - len(stale)
             self.misses += len(missing)
         if stale:  # re-indexed or deleted since cached: dropped, then read like any other miss
             for doc_id in stale:
                 self.discard(keys[doc_id])
-            result.update(self.fetch(client, index, build, stale, field, timeout_s, scope))
+            result.update(self._fetch(client, index, build, stale, field, timeout_s, scope,
+                                      id_field))
         return result

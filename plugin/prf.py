@@ -160,7 +160,8 @@ def _dense_vectors(searcher: Any, res: Any, ids: list[str], field: str, timeout_
         from osneural.plugin import rescoring
 
         pq = res.codec("pq_dense", "prf")
-        raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, "dense_pq", timeout_s)
+        raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, "dense_pq", timeout_s,
+                                    res.id_field)
         rows = [i for i in ids if i in raw]
         return pq.decode(np.stack([np.frombuffer(raw[i], np.uint8) for i in rows])) if rows else \
             np.zeros((0, 0), np.float32)
@@ -180,7 +181,7 @@ def _dense_feedback(searcher, stage, enc, candidates, spec, timeout_s) -> list[t
     q = rocchio(enc.dense("prf"), fb, stage.alpha, stage.beta)
     knn = DenseStage(k=stage.k, num_candidates=stage.num_candidates, field=stage.field)
     body = stages.search_body(stages.dense_query(knn, q, spec.filter), stage.k)
-    second = stages.run_query(searcher.client, searcher.index, body, timeout_s)
+    second = stages.run_query(searcher.client, searcher.index, body, timeout_s, enc.res.id_field)
     return fusion_mod.fuse(
         [list(candidates), second], stage.fusion, weights=[1.0 - stage.weight, stage.weight],
         rank_constant=stage.rank_constant, normalization="minmax")
@@ -195,7 +196,8 @@ def _multivector_feedback(searcher, stage, enc, candidates, timeout_s) -> np.nda
 
         raise StageError(f"prf: index {searcher.index!r} has no token codec")
     ids = [d for d, _ in candidates[: max(stage.window, stage.fb_docs)]]
-    raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, stage.field, timeout_s)
+    raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, stage.field, timeout_s,
+                                enc.res.id_field)
     docs = [codec.decode(codec.parse(raw.get(i, b""), f"{stage.field} of document {i!r}"))
             for i in ids]
     extra, _ = expansion_tokens(docs[: stage.fb_docs], docs[stage.fb_docs:], stage.clusters,

@@ -87,11 +87,14 @@ class IndexResources:
     meta: dict[str, Any]
     codec_data: dict[str, Any] | None = None
     fingerprint: IndexFingerprint = field(default_factory=lambda: IndexFingerprint(None, None))
+    #: the doc-values field hits' ids are read from (`id_field_of`); None: `_id`
+    id_field: str | None = None
     _bundle: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def has_field(self, name: str) -> bool:
         return name in self.fields
+
 
     def field_type(self, name: str) -> str | None:
         spec = self.fields.get(name)
@@ -149,6 +152,18 @@ def _index_fingerprint_parts(body: dict[str, Any]) -> tuple[str | None, str | No
     return uuid, str(generation) if generation else None
 
 
+def id_field_of(body: dict[str, Any]) -> str | None:
+    """`ID_FIELD` when an index (its `indices.get` body) maps it as keyword doc values and
+    keeps it right on every write (`ID_PIPELINE` is its final pipeline), else None."""
+    from osneural.mappings import ID_FIELD, ID_PIPELINE
+
+    spec = _flatten_properties((body.get("mappings") or {}).get("properties", {})).get(ID_FIELD)
+    index_settings = (body.get("settings") or {}).get("index") or {}
+    if (spec or {}).get("type") != "keyword" or (spec or {}).get("doc_values") is False:
+        return None
+    return ID_FIELD if index_settings.get("final_pipeline") == ID_PIPELINE else None
+
+
 def describe_index(client: Any, index: str) -> IndexResources:
     """Read the mapping, uuid and codec document of `index` (NotFoundError passes through as 404).
 
@@ -169,7 +184,7 @@ def describe_index(client: Any, index: str) -> IndexResources:
         if generation is None or codec_data is None or doc_generation == generation:
             fingerprint = IndexFingerprint(uuid, generation, None if generation else version)
             return IndexResources(index=index, fields=fields, meta=meta, codec_data=codec_data,
-                                  fingerprint=fingerprint)
+                                  fingerprint=fingerprint, id_field=id_field_of(body))
         if attempt == 1:
             raise StaleCodecsError(
                 f"index {index!r} has codec generation {generation!r} but its codec document in "

@@ -102,7 +102,8 @@ def test_in_place_documents_are_partial_updates_of_osneural_fields_only() -> Non
     docs = [CorpusDocument("d1", "T1", "x1", {"price": 3, "category": "a"})]
     (action,) = build_documents(docs, EncodedBatch(sparse=[{"a": 1.0}]), in_place=True)
     assert action["_op_type"] == "update" and action["_id"] == "d1" and "_source" not in action
-    assert action["doc"] == {"title": "T1", "text": "x1", "sparse": {"a": 1.0}}
+    assert action["doc"] == {"osneural_id": "d1", "title": "T1", "text": "x1",
+                          "sparse": {"a": 1.0}}
 
 
 def test_build_documents_rejects_row_count_mismatch() -> None:

@@ -60,7 +60,7 @@ def assert_nearest_codes(pq, x: np.ndarray, codes: np.ndarray) -> None:
 def _fetch(client, index: str, ids: list[str]) -> dict[str, dict]:
     resp = client.search(index=index, body={
         "size": len(ids), "query": {"ids": {"values": ids}},
-        "docvalue_fields": ["bin_code", "dense_pq", "mv_codes"],
+        "docvalue_fields": ["bin_code", "dense_pq", "mv_codes", "osneural_id"],
     })
     return {h["_id"]: h for h in resp["hits"]["hits"]}
 
@@ -179,7 +179,7 @@ def test_text_and_sparse_only_index(opensearch_client, index_name, tmp_path: Pat
                      encoders=fake_encoders(), progress=False, failure_report=tmp_path / "r.jsonl")
     assert s.indexed == 2 and s.failure_report is None
     props = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]["properties"]
-    assert set(props) == {"title", "text", "sparse"}
+    assert set(props) == {"title", "text", "osneural_id", "sparse"}
     hits = opensearch_client.search(index=index_name, body={
         "query": {"rank_feature": {"field": "sparse.json%2Eloads"}}})["hits"]["hits"]
     assert [h["_id"] for h in hits] == ["a"]

@@ -1,4 +1,4 @@
-"""The issue's acceptance test: real default encoders, real node, a small corpus with malformed
+"""Ingestion end to end: real default encoders, real node, a small corpus with malformed
 lines and one over-long document; every field of every good document is checked, the failure
 report too, and a second `osneural ingest --resume` indexes nothing new."""
 
@@ -15,6 +15,8 @@ from osneural.ingest.documents import sparse_features, unb64
 from osneural.ingest.indexer import index_corpus
 from osneural.ingest.plan import CodecParams
 from osneural.ingest.sample import sample_corpus
+from osneural.mappings import ID_FIELD, ID_PIPELINE
+from osneural.plugin.resources import describe_index
 from test_ingest_indexer import _fetch, assert_nearest_codes
 
 from osneural.cli import main as cli_main
@@ -107,6 +109,12 @@ def test_real_encoders_every_field_failures_and_resume(
         assert len(src["fde"]) == bundle.fde.fde_dim and np.isfinite(src["fde"]).all()
     np.testing.assert_allclose(  # the FDE is the codec applied to the stored token set
         hits[ids[0]]["_source"]["fde"], bundle.fde.encode_document(tokens[0]), atol=5e-3)
+    # every id is in the id field's doc values, which the index's final pipeline keeps right,
+    # so the query side reads hits' ids from there
+    assert all(hits[i]["fields"]["osneural_id"] == [i] for i in ids)
+    settings = opensearch_client.indices.get_settings(index=index_name)[index_name]["settings"]
+    assert settings["index"]["final_pipeline"] == ID_PIPELINE
+    assert describe_index(opensearch_client, index_name).id_field == ID_FIELD
 
     # second run through the CLI with --resume: nothing new, same rejections
     out = tmp_path / "second.jsonl"

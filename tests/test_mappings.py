@@ -63,12 +63,12 @@ def test_only_chosen_fields_and_matryoshka() -> None:
     body = compose_index_body(["dense"], dense_dim=64, matryoshka_dims=[32, 16],
                               space_type="innerproduct", engine="faiss")
     props = _props(body)
-    assert set(props) == {"title", "text", "dense", "dense_16", "dense_32"}
+    assert set(props) == {"title", "text", "osneural_id", "dense", "dense_16", "dense_32"}
     assert props["dense_16"]["dimension"] == 16 and props["dense"]["dimension"] == 64
     assert props["dense_32"]["space_type"] == "innerproduct"
     assert props["dense_32"]["method"]["engine"] == "faiss"
     assert "_source" not in body["mappings"]
-    assert field_names(["dense"], [16]) == ["title", "text", "dense", "dense_16"]
+    assert field_names(["dense"], [16]) == ["title", "text", "osneural_id", "dense", "dense_16"]
 
 
 @pytest.mark.parametrize(

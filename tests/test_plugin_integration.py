@@ -102,11 +102,9 @@ def cache() -> ResourceCache:
     return ResourceCache(enc)
 
 
-@pytest.fixture(scope="module")
-def plugin_index(opensearch_client, cache):
-    """A small index with every representation, its codec bundle stored beside it."""
-    client = opensearch_client
-    name = f"test-plugin-{uuid.uuid4().hex[:8]}"
+def build_plugin_index(client, name: str, settings: dict | None = None) -> dict:
+    """A small index with every representation, its codec bundle stored beside it; its
+    documents are written without `osneural_id` (`settings` may name a final pipeline)."""
     docs = _corpus()
     dense_enc, sparse_enc, mv_enc = DenseEnc(), SparseEnc(), MultiEnc()
     texts = [d["text"] for d in docs]
@@ -129,7 +127,7 @@ def plugin_index(opensearch_client, cache):
                          (("dense", dense_enc), ("sparse", sparse_enc), ("multivector", mv_enc))}}
     body = compose_index_body(["text", "dense", "sparse", "binary", "pq", "multivector",
                                "float_tokens"],
-                              dense_dim=DIM, fde_dim=fdes.shape[1], meta=meta)
+                              dense_dim=DIM, fde_dim=fdes.shape[1], meta=meta, settings=settings)
     body["mappings"]["properties"]["year"] = {"type": "integer"}
     client.indices.create(index=name, body=body)
     lines = []
@@ -147,8 +145,16 @@ def plugin_index(opensearch_client, cache):
     resp = client.bulk(body="\n".join(lines) + "\n", refresh=True)
     assert not resp["errors"], resp
     store_bundle(client, name, bundle)
-    yield {"name": name, "docs": {d["id"]: d for d in docs}, "dense": dense, "tokens": tokens,
-           "bundle": bundle, "codes": codes}
+    return {"name": name, "docs": {d["id"]: d for d in docs}, "dense": dense, "tokens": tokens,
+            "bundle": bundle, "codes": codes}
+
+
+@pytest.fixture(scope="module")
+def plugin_index(opensearch_client, cache):
+    """`build_plugin_index`: hits' ids read from `_id` (no id pipeline)."""
+    client = opensearch_client
+    name = f"test-plugin-{uuid.uuid4().hex[:8]}"
+    yield build_plugin_index(client, name)
     client.indices.delete(index=name, ignore_unavailable=True)
     client.delete(index=CODECS_INDEX, id=name, ignore=404)
 

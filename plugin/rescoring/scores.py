@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from osneural.plugin.stages.request import complete
+from osneural.plugin.stages.request import MissingIdError, complete, hit_id, with_ids
 
 
 def decode_doc_value(text: str) -> bytes:
@@ -25,9 +25,11 @@ def decode_doc_value(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def codes_body(ids: Sequence[str], field: str, versions: bool = False) -> dict[str, Any]:
+def codes_body(ids: Sequence[str], field: str, versions: bool = False,
+               id_field: str | None = None) -> dict[str, Any]:
     """The search that reads one binary doc-values field of `ids` (and, with `versions`, each
-    document's `_seq_no` / `_primary_term`, which `osneural.plugin.code_cache` keys on)."""
+    document's `_seq_no` / `_primary_term`, which `osneural.plugin.code_cache` keys on), the
+    hits' ids from `id_field`'s doc values when given (`request.with_ids`)."""
     body: dict[str, Any] = {
         "size": len(ids),
         "query": {"ids": {"values": list(ids)}},
@@ -37,29 +39,44 @@ def codes_body(ids: Sequence[str], field: str, versions: bool = False) -> dict[s
     }
     if versions:
         body["seq_no_primary_term"] = True
-    return body
+    return with_ids(body, id_field)
 
 
-def coded_hits(resp: dict[str, Any], field: str) -> list[tuple[dict[str, Any], bytes]]:
-    """(hit, raw bytes of `field`) for each hit of a `codes_body` search that has the field."""
+def coded_hits(
+    resp: dict[str, Any], field: str, id_field: str | None = None
+) -> list[tuple[str, dict[str, Any], bytes]]:
+    """(id, hit, raw bytes of `field`) for each hit of a `codes_body` search that has the field
+    (`MissingIdError` when a hit has no id in `id_field`)."""
     out = []
     for hit in resp["hits"]["hits"]:
+        doc_id = hit_id(hit, id_field)
         values = (hit.get("fields") or {}).get(field)
         if values:
-            out.append((hit, decode_doc_value(values[0])))
+            out.append((doc_id, hit, decode_doc_value(values[0])))
     return out
 
 
 def fetch_codes(
-    client: Any, index: str, ids: Sequence[str], field: str, timeout_s: float | None = None
+    client: Any, index: str, ids: Sequence[str], field: str, timeout_s: float | None = None,
+    id_field: str | None = None,
 ) -> dict[str, bytes]:
-    """Raw bytes of one binary doc-values field for each id that has it."""
+    """Raw bytes of one binary doc-values field for each id that has it (the hits' ids read
+    from `id_field` when given, from `_id` should a hit lack it)."""
     if not ids:
         return {}
     params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
-    resp = complete(client.search(index=index, body=codes_body(ids, field), **params),
-                    f"fetch of {field!r}")
-    return {hit["_id"]: blob for hit, blob in coded_hits(resp, field)}
+
+    def read(ids_from: str | None) -> dict[str, bytes]:
+        resp = complete(client.search(index=index, body=codes_body(ids, field, id_field=ids_from),
+                                      **params), f"fetch of {field!r}")
+        return {doc_id: blob for doc_id, _, blob in coded_hits(resp, field, ids_from)}
+
+    if id_field is not None:
+        try:
+            return read(id_field)
+        except MissingIdError:
+            pass
+    return read(None)
 
 
 def _rows(raw: dict[str, bytes], ids: Sequence[str], width: int, field: str) -> np.ndarray:

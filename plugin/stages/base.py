@@ -93,6 +93,13 @@ class StageContext:
         """The index's `IndexResources` (fields, `_meta`, codecs)."""
         return self.enc.res
 
+    @property
+    def id_field(self) -> str | None:
+        """The doc-values field the hits' ids are read from (`request.ID_FIELD`), when the index
+        this stage searches has it; None reads `_id` (another index, e.g. a SEISMIC companion)."""
+        res = self.res
+        return res.id_field if res is not None and res.index == self.index else None
+
     def fetch_codes(self, ids: list[str], field: str, timeout_s: float | None) -> dict[str, bytes]:
         """Raw bytes of the binary doc-values `field` per id that has it: through the code
         cache when the context has one (`osneural.plugin.code_cache`), else one search."""
@@ -102,15 +109,15 @@ class StageContext:
             fp = self.res.fingerprint
             build = (fp.uuid, fp.generation if fp.generation is not None else repr(fp.codec_version))
             return self.codes.fetch(self.client, self.index, build, ids, field, timeout_s,
-                                    self.codes_scope)
-        return fetch_codes(self.client, self.index, ids, field, timeout_s)
+                                    self.codes_scope, id_field=self.id_field)
+        return fetch_codes(self.client, self.index, ids, field, timeout_s, self.id_field)
 
 
 class FirstStageType(StageType):
     """A first stage: one OpenSearch query whose hits are candidates.
 
-    `query` is all most stages write; `body` (size, no `_source`), `candidates` (ids and scores,
-    ties by `_id`) and `run` (one request under the stage's timeout) are shared."""
+    `query` is all most stages write; `body` (size, no `_source`) and `run` (one request under
+    the stage's timeout, read into (id, score) pairs, ties by id) are shared."""
 
     def query(self, stage: Any, ctx: StageContext) -> dict[str, Any]:
         """The OpenSearch query clause, the spec's filter (`ctx.filter`) inside it."""
@@ -125,11 +132,8 @@ class FirstStageType(StageType):
         """The whole search body: `stage.k` hits, ids and scores only."""
         return request.search_body(self.query(stage, ctx), stage.k)
 
-    def candidates(self, stage: Any, response: dict[str, Any]) -> list[tuple[str, float]]:
-        """(id, score) best first from the stage's search response."""
-        return request.candidates(response)
-
     def run(self, stage: Any, ctx: StageContext, timeout_s: float | None) -> list[tuple[str, float]]:
-        """The stage's candidates: one request within `timeout_s`."""
-        response = request.send(ctx.client, ctx.index, self.body(stage, ctx), timeout_s)
-        return self.candidates(stage, response)
+        """The stage's candidates, best first: one request within `timeout_s`, its hits' ids
+        read from the id field's doc values where the index has it."""
+        return request.run_query(ctx.client, ctx.index, self.body(stage, ctx), timeout_s,
+                                 ctx.id_field)
