@@ -28,6 +28,7 @@ from typing import Any
 
 from osneural.plugin import request_guard as rg
 from osneural.plugin import search_body
+from osneural.plugin.access_check import AccessCheck
 from osneural.plugin.request_guard import Limits
 from osneural.plugin.resources import ResourceCache
 from osneural.plugin.responses import error_body, log_event
@@ -124,6 +125,7 @@ class NeuralHandler:
         self.cache = cache
         self.limits = limits
         self.passthrough_auth = passthrough_auth
+        self.access = AccessCheck()
         self.slots = asyncio.Semaphore(limits.max_concurrent)
         self.limiter: Any = None  # the neural thread budget, made at startup (in the event loop)
         # One stage pool for every request of this process, sized so that `max_concurrent`
@@ -155,10 +157,9 @@ class NeuralHandler:
             return 400, error_body(400, "osneural_spec_error", str(exc))
         if self.passthrough_auth:
             # The caller must be able to search the index before any encoder runs for them, and
-            # before cached index descriptions (shared across callers) shape their answer.
-            await run_in_threadpool(functools.partial(
-                who.search, index=index, body={"size": 0, "query": {"match_none": {}},
-                                               "track_total_hits": False}))
+            # before cached index descriptions (shared across callers) shape their answer
+            # (osneural.plugin.access_check: passed checks are remembered a few seconds).
+            await run_in_threadpool(self.access.check, who, index, caller_scope(who))
         try:
             await asyncio.wait_for(self.slots.acquire(), timeout=self.limits.queue_timeout_s)
         except TimeoutError:

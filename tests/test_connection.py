@@ -108,3 +108,34 @@ def test_client_spans_every_host() -> None:
         assert len(client.transport.connection_pool.connections) == 2
     finally:
         client.close()
+
+
+def test_fast_json_serializer_reads_what_the_standard_module_reads() -> None:
+    """orjson where it can, the standard module where orjson refuses: same values either way."""
+    import json
+    import math
+
+    from osneural.connection import fast_json_serializer
+
+    ser = fast_json_serializer()
+    for text in ('{"hits": {"hits": [{"_id": "d1", "_score": 1.25, "t": "\\u00e9t\\u00e9"}]}}',
+                 '{"big": 123456789012345678901234567890, "neg": -18446744073709551617}',
+                 "[1e400, -0.0, 5e-324]"):
+        assert ser.loads(text) == json.loads(text)
+    assert math.isnan(ser.loads('{"x": NaN}')["x"])  # the standard module's extension
+    assert ser.mimetype == "application/json"
+    client = ClusterConfig.from_values("http://127.0.0.1:9").client()
+    assert type(client.transport.serializer).__name__ == "FastJSONSerializer"
+
+
+def test_json_response_writes_opensearch_shaped_json() -> None:
+    import json
+
+    from osneural.plugin.responses import json_response
+
+    data = {"hits": {"hits": [{"_id": "é", "_score": 0.5}]}, 1: "non-string key"}
+    assert json.loads(json_response(data).body) == {"hits": {"hits": [{"_id": "é", "_score": 0.5}]},
+                                                    "1": "non-string key"}
+    pretty = json_response({"a": [1]}, pretty=True).body.decode()
+    assert pretty == '{\n  "a": [\n    1\n  ]\n}'
+    assert json_response({"x": 1.5}, status=201).status_code == 201

@@ -1,6 +1,6 @@
-"""`osneural serve` under attack, against a real node (issue #12).
+"""`osneural serve` under attack, against a real node.
 
-Each class of attack the issue lists is sent over HTTP and must be refused before anything
+Each class of attack is sent over HTTP and must be refused before anything
 reaches OpenSearch (or answered by OpenSearch's own security), with OpenSearch-shaped JSON:
 spec names as file paths, percent-encoded and resolving index expressions, clauses that read other
 indices, scripts, unbounded work, malformed input. Identity is tested behind the TLS + basic-auth
@@ -392,6 +392,47 @@ def test_an_upstream_403_passes_through(passthrough_server, names):
         assert r.status_code == 403 and r.json()["error"]["type"] == "security_exception", r.text
         ok = httpx.post(url, json=body, auth=ALICE)
         assert ok.status_code == 200, ok.text
+
+
+def test_a_passed_access_check_is_remembered_per_credential_and_index(tls_front, names):
+    """The size-0 search a neural search starts with is made once per credential and index
+    within the window, again once it has passed, and a refusal is never remembered."""
+    import base64
+
+    from opensearchpy import AuthorizationException
+    from osneural.plugin.access_check import AccessCheck
+    from osneural.plugin.neural_handler import caller_scope
+    from osneural.plugin.passthrough import CallerClient
+
+    upstream = ClusterConfig.from_values(tls_front.url, ca_certs=str(tls_front.ca)).client()
+    now = [1000.0]
+    check = AccessCheck(window_s=10, clock=lambda: now[0])
+
+    def who(user: str):
+        token = base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+        return CallerClient(upstream, {"authorization": f"Basic {token}"})
+
+    alice, bob = who("alice"), who("bob")
+    idx, restricted = names["index"], names["restricted"]
+    mark = tls_front.log_mark()
+    for _ in range(3):
+        check.check(alice, idx, caller_scope(alice))
+    check.check(bob, idx, caller_scope(bob))  # another credential: its own check
+    for _ in range(2):  # refused each time: never remembered
+        with pytest.raises(AuthorizationException):
+            check.check(bob, restricted, caller_scope(bob))
+    now[0] += 10.5  # the window has passed: checked again
+    check.check(alice, idx, caller_scope(alice))
+    rows = [(user, status) for user, _, uri, status in tls_front.requests_since(mark)
+            if "/_search" in uri]
+    assert rows == [("alice", 200), ("bob", 200), ("bob", 403), ("bob", 403), ("alice", 200)]
+    assert check.checks == 3
+    every_time = AccessCheck(window_s=0)
+    mark = tls_front.log_mark()
+    for _ in range(2):
+        every_time.check(alice, idx, caller_scope(alice))
+    assert len(tls_front.requests_since(mark)) == 2
+    upstream.close()
 
 
 def test_service_mode_uses_its_own_credentials_only(service_server, tls_front, names):
