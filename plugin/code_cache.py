@@ -124,14 +124,10 @@ class CodeCache:
         OpenSearch only the bytes this cache does not hold at the documents' current versions.
         `build` is the index's (uuid, codec generation); `scope` the caller's partition; hits'
         ids come from `id_field`'s doc values when given (from `_id` should a hit lack one)."""
-        from osneural.plugin.stages.request import MissingIdError
+        from osneural.plugin.stages.request import ids_from
 
-        if id_field is not None:
-            try:
-                return self._fetch(client, index, build, ids, field, timeout_s, scope, id_field)
-            except MissingIdError:
-                pass
-        return self._fetch(client, index, build, ids, field, timeout_s, scope, None)
+        return ids_from(lambda ids_field: self._fetch(client, index, build, ids, field, timeout_s,
+                                                      scope, ids_field), id_field)
 
     def _fetch(
         self, client: Any, index: str, build: tuple[str | None, str | None], ids: Sequence[str],

@@ -25,7 +25,8 @@ SPEC = {"first_stages": [{"type": "bm25", "k": 30}, {"type": "dense", "k": 30},
                          {"type": "sparse", "k": 30}, {"type": "binary", "k": 30},
                          {"type": "fde", "k": 30}],
         "rescore": [{"type": "hamming", "window": 40}, {"type": "pq", "window": 30},
-                    {"type": "maxsim", "window": 20, "combine": "linear", "weight": 0.3}],
+                    {"type": "maxsim", "window": 20, "combine": "linear", "weight": 0.3},
+                    {"type": "dense", "window": 10}],
         "size": 10}
 QUERIES = ("vaccine immune virus", "insulin diet", "tumor gene protein", "sleep brain")
 
@@ -96,10 +97,10 @@ def test_doc_value_ids_answer_as_stored_ids(opensearch_client, twins) -> None:
                             b.get("docvalue_fields", ()) for b in dicts)
         return by_doc_values, len(dicts)
 
-    # every first stage and every code fetch (5 + 3 per query, or the cache's version reads)
-    # read ids from doc values; the final page reads `_source` and `_id` as usual
+    # every first stage, code fetch and exact dense scoring (5 + 3 + 1 per query, the cache's
+    # version reads included) reads ids from doc values; the final page reads `_source` and `_id`
     by_doc_values, searches = id_reads(fast_client.bodies)
-    assert by_doc_values >= 8 * len(QUERIES)
+    assert by_doc_values >= 9 * len(QUERIES)
     assert id_reads(slow_client.bodies)[0] == 0 and searches > by_doc_values
 
 

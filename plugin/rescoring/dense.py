@@ -28,4 +28,4 @@ class DenseExact(RescoreType):
 
     def score(self, stage: Any, ctx: StageContext, ids: list[str], timeout_s: float) -> np.ndarray:
         return dense_exact_scores(ctx.client, ctx.index, ids, ctx.enc.dense(ctx.where), "dense",
-                                  ctx.res.space_type("dense"), timeout_s)
+                                  ctx.res.space_type("dense"), timeout_s, ctx.id_field)

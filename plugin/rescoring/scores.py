@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from osneural.plugin.stages.request import MissingIdError, complete, hit_id, with_ids
+from osneural.plugin.stages.request import complete, hit_id, ids_from, with_ids
 
 
 def decode_doc_value(text: str) -> bytes:
@@ -71,12 +71,7 @@ def fetch_codes(
                                       **params), f"fetch of {field!r}")
         return {doc_id: blob for doc_id, _, blob in coded_hits(resp, field, ids_from)}
 
-    if id_field is not None:
-        try:
-            return read(id_field)
-        except MissingIdError:
-            pass
-    return read(None)
+    return ids_from(read, id_field)
 
 
 def _rows(raw: dict[str, bytes], ids: Sequence[str], width: int, field: str) -> np.ndarray:
@@ -187,8 +182,10 @@ def dense_exact_scores(
     field: str,
     space_type: str,
     timeout_s: float | None = None,
+    id_field: str | None = None,
 ) -> np.ndarray:
-    """Exact vector scores from the k-NN score script (OpenSearch's score scale for the space)."""
+    """Exact vector scores from the k-NN score script (OpenSearch's score scale for the space),
+    the hits' ids read from `id_field` when given (from `_id` should a hit lack it)."""
     if not ids:
         return np.zeros(0)
     body = {
@@ -211,8 +208,13 @@ def dense_exact_scores(
         },
     }
     params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
-    resp = complete(client.search(index=index, body=body, **params), "exact dense scores")
-    got = {hit["_id"]: float(hit["_score"]) for hit in resp["hits"]["hits"]}
+
+    def read(ids_from: str | None) -> dict[str, float]:
+        resp = complete(client.search(index=index, body=with_ids(body, ids_from), **params),
+                        "exact dense scores")
+        return {hit_id(hit, ids_from): float(hit["_score"]) for hit in resp["hits"]["hits"]}
+
+    got = ids_from(read, id_field)
     return np.array([got.get(doc_id, np.nan) for doc_id in ids], dtype=np.float64)
 
 

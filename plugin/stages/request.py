@@ -6,7 +6,8 @@ Shared by every first stage (and by the rescoring and paging requests, which use
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from osneural.mappings import ID_FIELD
@@ -14,8 +15,8 @@ from osneural.mappings import ID_FIELD
 from osneural.errors import PartialResultsError
 
 __all__ = ["ID_FIELD", "STAGE_FILTER", "MissingIdError", "PartialResultsError", "candidates",
-           "complete", "encode_body", "hit_id", "run_query", "search_body", "send", "transient",
-           "with_filter", "with_ids"]
+           "complete", "encode_body", "hit_id", "ids_from", "run_query", "search_body", "send",
+           "transient", "with_filter", "with_ids"]
 
 class MissingIdError(LookupError):
     """A hit has no value in the id field (a document written before the index had it, or under
@@ -70,6 +71,21 @@ def with_ids(body: dict[str, Any], id_field: str | None) -> dict[str, Any]:
     return out
 
 
+T = TypeVar("T")
+
+
+def ids_from(read: Callable[[str | None], T], id_field: str | None) -> T:
+    """`read(id_field)`: a request whose hits' ids come from `id_field`'s doc values; should a
+    hit lack one (`MissingIdError`), `read(None)` again, reading `_id`, so that no document
+    is dropped or misnamed."""
+    if id_field is not None:
+        try:
+            return read(id_field)
+        except MissingIdError:
+            pass
+    return read(None)
+
+
 def hit_id(hit: dict[str, Any], id_field: str | None) -> str:
     """A hit's document id: `_id`, or the id field's doc value (`MissingIdError` without one)."""
     if id_field is None:
@@ -112,14 +128,9 @@ def run_query(
 ) -> list[tuple[str, float]]:
     """One stage's candidates, best first (`send`, then `candidates`).
 
-    With `id_field`, the ids come from its doc values; should a hit lack one, the request is
-    sent again reading `_id`, so such a document is never dropped."""
-    if id_field is not None:
-        try:
-            return candidates(send(client, index, body, timeout_s, id_field), id_field)
-        except MissingIdError:
-            pass
-    return candidates(send(client, index, body, timeout_s))
+    With `id_field`, the ids come from its doc values (`ids_from`)."""
+    return ids_from(lambda field: candidates(send(client, index, body, timeout_s, field), field),
+                    id_field)
 
 
 def encode_body(body: dict[str, Any]) -> bytes | dict[str, Any]:
