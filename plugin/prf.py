@@ -147,8 +147,10 @@ def expansion_tokens(
 # ---------------------------------------------------------------- the stage in a Searcher
 
 
-def _dense_vectors(searcher: Any, res: Any, ids: list[str], field: str, timeout_s: float) -> np.ndarray:
-    """The stored dense vectors of `ids`, in order, from `_source` or decoded from `dense_pq`."""
+def _dense_vectors(searcher: Any, enc: Any, ids: list[str], field: str, timeout_s: float) -> np.ndarray:
+    """The stored dense vectors of `ids`, in order, from `_source` or decoded from `dense_pq`
+    (read through the code cache, as rescoring reads it)."""
+    res = enc.res
     body = {"size": len(ids), "query": {"ids": {"values": ids}}, "_source": [field],
             "track_total_hits": False}
     resp = searcher.client.search(index=searcher.index, body=body,
@@ -157,11 +159,8 @@ def _dense_vectors(searcher: Any, res: Any, ids: list[str], field: str, timeout_
     if all(found.get(i) is not None for i in ids):
         return np.asarray([found[i] for i in ids], dtype=np.float32)
     if res.has_field("dense_pq"):
-        from osneural.plugin import rescoring
-
         pq = res.codec("pq_dense", "prf")
-        raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, "dense_pq", timeout_s,
-                                    res.id_field)
+        raw = searcher.stage_context(enc, "prf").fetch_codes(ids, "dense_pq", timeout_s)
         rows = [i for i in ids if i in raw]
         return pq.decode(np.stack([np.frombuffer(raw[i], np.uint8) for i in rows])) if rows else \
             np.zeros((0, 0), np.float32)
@@ -177,7 +176,7 @@ def _dense_feedback(searcher, stage, enc, candidates, spec, timeout_s) -> list[t
     from osneural.plugin.spec import DenseStage
 
     ids = [d for d, _ in candidates[: stage.fb_docs]]
-    fb = _dense_vectors(searcher, enc.res, ids, stage.field, timeout_s)
+    fb = _dense_vectors(searcher, enc, ids, stage.field, timeout_s)
     q = rocchio(enc.dense("prf"), fb, stage.alpha, stage.beta)
     knn = DenseStage(k=stage.k, num_candidates=stage.num_candidates, field=stage.field)
     body = stages.search_body(stages.dense_query(knn, q, spec.filter), stage.k)
@@ -188,16 +187,13 @@ def _dense_feedback(searcher, stage, enc, candidates, spec, timeout_s) -> list[t
 
 
 def _multivector_feedback(searcher, stage, enc, candidates, timeout_s) -> np.ndarray:
-    from osneural.plugin import rescoring
-
     codec = enc.res.codecs.token_codec
     if codec is None:
         from osneural.plugin.resources import StageError
 
         raise StageError(f"prf: index {searcher.index!r} has no token codec")
     ids = [d for d, _ in candidates[: max(stage.window, stage.fb_docs)]]
-    raw = rescoring.fetch_codes(searcher.client, searcher.index, ids, stage.field, timeout_s,
-                                enc.res.id_field)
+    raw = searcher.stage_context(enc, "prf").fetch_codes(ids, stage.field, timeout_s)
     docs = [codec.decode(codec.parse(raw.get(i, b""), f"{stage.field} of document {i!r}"))
             for i in ids]
     extra, _ = expansion_tokens(docs[: stage.fb_docs], docs[stage.fb_docs:], stage.clusters,

@@ -250,7 +250,8 @@ class Searcher:
 
     # ------------------------------------------------------------ first stages
 
-    def _context(self, enc: QueryEncodings, where: str, flt: dict[str, Any] | None = None) -> StageContext:
+    def stage_context(self, enc: QueryEncodings, where: str, flt: dict[str, Any] | None = None) -> StageContext:
+        """What a stage of this searcher's query builds its requests from (`where` names it)."""
         return StageContext(self.client, self.index, enc, flt, where,
                             self.cache.codes if self.code_cache else None, self.code_cache_scope)
 
@@ -258,14 +259,14 @@ class Searcher:
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec, timeout_s: float
     ) -> list[tuple[str, float]]:
         """One first stage's candidates, through its registered type."""
-        ctx = self._context(enc, f"first_stages ({name})", spec.filter)
+        ctx = self.stage_context(enc, f"first_stages ({name})", spec.filter)
         return FIRST_STAGES.of(stage).run(stage, ctx, timeout_s)
 
     def _stage_query(
         self, stage: Any, name: str, enc: QueryEncodings, spec: PipelineSpec
     ) -> dict[str, Any]:
         """The OpenSearch query of one first stage, the spec's filter inside it."""
-        ctx = self._context(enc, f"first_stages ({name})", spec.filter)
+        ctx = self.stage_context(enc, f"first_stages ({name})", spec.filter)
         return FIRST_STAGES.of(stage).query(stage, ctx)
 
     def _matched_set(
@@ -278,7 +279,7 @@ class Searcher:
         should = []
         for s, n in zip(spec.first_stages, names, strict=True):
             try:
-                ctx = self._context(enc, f"first_stages ({n})", spec.filter)
+                ctx = self.stage_context(enc, f"first_stages ({n})", spec.filter)
                 should.append(FIRST_STAGES.of(s).matched_query(s, ctx))
             except (SpecError, StageError):
                 raise
@@ -312,7 +313,7 @@ class Searcher:
         timeout_s: float,
     ) -> np.ndarray:
         """One rescoring stage's scores for the window `ids`, through its registered type."""
-        return RESCORERS.of(stage).score(stage, self._context(enc, f"rescore ({name})"), ids,
+        return RESCORERS.of(stage).score(stage, self.stage_context(enc, f"rescore ({name})"), ids,
                                          timeout_s)
 
     # ------------------------------------------------------------ the pipeline
@@ -456,7 +457,7 @@ class Searcher:
         for j, stage in enumerate(q.spec.rescore):
             kind = RESCORERS.of(stage)
             if not kind.reranks and type(kind).prepare is not RescoreType.prepare:
-                ctx = self._context(q.enc, f"rescore[{j}] ({stage.type})")
+                ctx = self.stage_context(q.enc, f"rescore[{j}] ({stage.type})")
                 self._pool.submit(_quietly, kind.prepare, stage, ctx)
 
     def _answered(self, q: _Query, outcomes: dict[int, _Outcome]) -> dict[int, list[tuple[str, float]]]:
