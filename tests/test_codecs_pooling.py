@@ -32,6 +32,94 @@ def _brute_force_ward(points: np.ndarray, k: int) -> list[frozenset[int]]:
     return sorted(frozenset(c) for c in clusters)
 
 
+def _greedy_ward(points: np.ndarray, n_clusters: int) -> np.ndarray:
+    """The merge loop `ward_clusters` replaced, kept as its reference: the globally cheapest
+    pair is joined at each step, each live cluster caching its cheapest partner."""
+    n = points.shape[0]
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be between 1 and {n}, got {n_clusters}")
+    points = points.astype(np.float64)
+    means = points.copy()
+    msq = (points**2).sum(axis=1)
+    sizes = np.ones(n)
+    labels = np.arange(n)
+    alive = np.ones(n, dtype=bool)
+    cost = 0.5 * (msq[:, None] + msq[None, :] - 2.0 * points @ points.T)  # 1*1/2 * ||a-b||^2
+    np.maximum(cost, 0.0, out=cost)
+    np.fill_diagonal(cost, np.inf)
+    partner = np.argmin(cost, axis=1)
+    best = cost[np.arange(n), partner]
+    for _ in range(n - n_clusters):
+        a = int(np.argmin(best))
+        b = int(partner[a])
+        a, b = min(a, b), max(a, b)
+        # Merge b into a.
+        means[a] = (means[a] * sizes[a] + means[b] * sizes[b]) / (sizes[a] + sizes[b])
+        msq[a] = means[a] @ means[a]
+        sizes[a] += sizes[b]
+        labels[labels == b] = a
+        alive[b] = False
+        cost[b, :] = np.inf
+        cost[:, b] = np.inf
+        best[b] = np.inf
+        others = np.flatnonzero(alive)
+        others = others[others != a]
+        # ||mu_o - mu_a||^2 for every row by one matrix-vector product (no gathered copies).
+        gap = np.maximum(msq + msq[a] - 2.0 * (means @ means[a]), 0.0)[others]
+        new = sizes[others] * sizes[a] / (sizes[others] + sizes[a]) * gap
+        cost[a, others] = new
+        cost[others, a] = new
+        if others.size:
+            partner[a] = others[np.argmin(new)]
+            best[a] = cost[a, partner[a]]
+        else:
+            best[a] = np.inf
+        # Rows that pointed at a or b must rescan; others only compare with their new cost to a.
+        stale = others[(partner[others] == a) | (partner[others] == b)]
+        for row in stale:
+            partner[row] = int(np.argmin(cost[row]))
+            best[row] = cost[row, partner[row]]
+        closer = others[new < best[others]]
+        partner[closer] = a
+        best[closer] = cost[closer, a]
+    _, dense = np.unique(labels, return_inverse=True)  # roots are first members: order kept
+    return dense
+
+
+def _sse(points: np.ndarray, labels: np.ndarray) -> float:
+    return float(sum(((points[labels == c] - points[labels == c].mean(0)) ** 2).sum()
+                     for c in np.unique(labels)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ward_matches_the_greedy_merge_loop_on_token_shapes(seed: int) -> None:
+    """Documents of 2 to 400 tokens of 384 dims, clustered like a text's tokens (near repeats):
+    the same partition, numbered the same way, as joining the cheapest pair at every step."""
+    rng = np.random.default_rng(seed)
+    for n in (2, 3, int(rng.integers(20, 120)), int(rng.integers(120, 400))):
+        centers = _unit(rng.standard_normal((max(1, n // 3), 384))).astype(np.float64)
+        points = centers[rng.integers(0, len(centers), n)]
+        points = _unit(points + 0.3 * rng.standard_normal(points.shape)).astype(np.float64)
+        for k in sorted({1, max(1, n // 4), math.ceil(n / 2), n - 1 if n > 1 else 1, n}):
+            assert np.array_equal(ward_clusters(points, k), _greedy_ward(points, k)), (n, k)
+
+
+def test_ward_with_ties_costs_what_the_greedy_loop_costs() -> None:
+    """Exact repeats tie at cost 0 (and all-equal rows tie everywhere): the partition may
+    break the ties another way, but its Ward cost (within-cluster squared error) is the same."""
+    rng = np.random.default_rng(11)
+    base = _unit(rng.standard_normal((15, 32))).astype(np.float64)
+    for points in (np.repeat(base, 3, axis=0), np.tile(base[:1], (12, 1)),
+                   np.vstack([base, base[::-1], base[:5]])):
+        n = len(points)
+        for k in (1, 2, 5, n // 2, n - 1, n):
+            ours, ref = ward_clusters(points, k), _greedy_ward(points, k)
+            assert len(np.unique(ours)) == k
+            firsts = [int(np.flatnonzero(ours == c)[0]) for c in range(k)]
+            assert firsts == sorted(firsts)
+            assert _sse(points, ours) == pytest.approx(_sse(points, ref), abs=1e-9)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_ward_matches_brute_force(seed: int) -> None:
     rng = np.random.default_rng(seed)
