@@ -18,6 +18,7 @@ __all__ = ["ID_FIELD", "STAGE_FILTER", "MissingIdError", "PartialResultsError", 
            "complete", "encode_body", "hit_id", "ids_from", "run_query", "search_body", "send",
            "transient", "with_filter", "with_ids"]
 
+
 class MissingIdError(LookupError):
     """A hit has no value in the id field (a document written before the index had it, or under
     an auto-generated id), or one that is not the id asked for: the request is repeated
