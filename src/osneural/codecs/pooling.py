@@ -15,12 +15,22 @@ roughly the order of the text.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
 from osneural.codecs.serialization import as_matrix
+
+
+@functools.cache
+def _scipy_linkage() -> tuple[Any, Any]:
+    """scipy's `linkage` and `squareform`, imported on first use (not when osneural loads)."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    return linkage, squareform
 
 
 def ward_clusters(points: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -33,9 +43,7 @@ def ward_clusters(points: np.ndarray, n_clusters: int) -> np.ndarray:
     (the pairwise distances are most of it), which was the largest part of building the
     default representations after the encoders.
     """
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
+    linkage, squareform = _scipy_linkage()
     n = points.shape[0]
     if not 1 <= n_clusters <= n:
         raise ValueError(f"n_clusters must be between 1 and {n}, got {n_clusters}")
@@ -47,10 +55,19 @@ def ward_clusters(points: np.ndarray, n_clusters: int) -> np.ndarray:
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, 0.0)
     merges = linkage(squareform(np.sqrt(d2), checks=False), method="ward")
+    # each of the first n - n_clusters merges points its two clusters at the new one; a point's
+    # label is the cluster its chain of such pointers ends at
+    joined = n - n_clusters
+    parent = np.arange(n + joined)
+    pairs = merges[:joined, :2].astype(np.int64)
+    parent[pairs[:, 0]] = n + np.arange(joined)
+    parent[pairs[:, 1]] = n + np.arange(joined)
     labels = np.arange(n)
-    for j in range(n - n_clusters):
-        a, b = int(merges[j, 0]), int(merges[j, 1])
-        labels[(labels == a) | (labels == b)] = n + j
+    while True:
+        up = parent[labels]
+        if np.array_equal(up, labels):
+            break
+        labels = up
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
@@ -77,8 +94,9 @@ def pool_tokens(tokens: Any, pool_factor: float = 2, protected: int = 0) -> np.n
         return np.ascontiguousarray(head, dtype=np.float32)
     n_clusters = math.ceil(rest.shape[0] / pool_factor)
     labels = ward_clusters(rest, n_clusters)
-    members = (labels[None, :] == np.arange(n_clusters)[:, None]).astype(np.float64)
-    means = members @ rest.astype(np.float64)
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+    means = np.add.reduceat(rest.astype(np.float64)[order], starts, axis=0)  # row c: cluster c
     lengths = np.linalg.norm(means, axis=1)
     # Opposite tokens can cancel out; such a cluster keeps its first member's direction.
     cancelled = lengths < 1e-6
