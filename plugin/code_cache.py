@@ -134,7 +134,7 @@ class CodeCache:
         field: str, timeout_s: float | None, scope: str, id_field: str | None,
     ) -> dict[str, bytes]:
         from osneural.plugin.rescoring.scores import coded_hits, codes_body
-        from osneural.plugin.stages.request import MissingIdError, complete, hit_id, with_ids
+        from osneural.plugin.stages.request import complete, hit_id, with_ids
 
         ids = list(dict.fromkeys(ids))
         if not ids:
@@ -179,9 +179,7 @@ class CodeCache:
         else:
             stale = []
         for resp in resps:
-            for doc_id, hit, blob in coded_hits(resp, field, id_field):
-                if doc_id not in keys:  # an id field that does not hold the document's id
-                    raise MissingIdError(f"{id_field!r} {doc_id!r} is not a requested id")
+            for doc_id, hit, blob in coded_hits(resp, field, id_field, keys):
                 result[doc_id] = blob
                 version = _version(hit)
                 if version is not None:

@@ -95,7 +95,6 @@ class IndexResources:
     def has_field(self, name: str) -> bool:
         return name in self.fields
 
-
     def field_type(self, name: str) -> str | None:
         spec = self.fields.get(name)
         return None if spec is None else spec.get("type", "object")
@@ -157,11 +156,12 @@ def id_field_of(body: dict[str, Any]) -> str | None:
     keeps it right on every write (`ID_PIPELINE` is its final pipeline), else None."""
     from osneural.mappings import ID_FIELD, ID_PIPELINE
 
-    spec = _flatten_properties((body.get("mappings") or {}).get("properties", {})).get(ID_FIELD)
-    index_settings = (body.get("settings") or {}).get("index") or {}
-    if (spec or {}).get("type") != "keyword" or (spec or {}).get("doc_values") is False:
+    props = (body.get("mappings") or {}).get("properties", {})
+    spec = _flatten_properties(props).get(ID_FIELD) or {}
+    pipeline = ((body.get("settings") or {}).get("index") or {}).get("final_pipeline")
+    if spec.get("type") != "keyword" or spec.get("doc_values") is False:
         return None
-    return ID_FIELD if index_settings.get("final_pipeline") == ID_PIPELINE else None
+    return ID_FIELD if pipeline == ID_PIPELINE else None
 
 
 def describe_index(client: Any, index: str) -> IndexResources:
@@ -281,8 +281,9 @@ def query_encoder_threads() -> int | None:
 #: export, which `osneural export` writes by default, so the index's encoder check still holds)
 #: and falls back to fp32, with a log line, for an export without it; the multivector encoder
 #: too, whose int8 pass then gives the dense vector as well. int8 halves the encoder's CPU per
-#: query, which is what bounds a saturated query node; on whole corpora (exact search, `bench/int8_quality.py`) int8 query encoders cost at
-#: most 0.26 nDCG@10 point against fp32 (docs/peer-bench.md). `fp32` keeps the old behaviour.
+#: query, which is what bounds a saturated query node; on whole corpora (exact search,
+#: `bench/int8_quality.py`) int8 query encoders cost at most 0.26 nDCG@10 point against fp32
+#: (docs/peer-bench.md). `fp32` keeps the old behaviour.
 def query_encoder_precision() -> str:
     from osneural.encoders.defaults import precision_from_env
 

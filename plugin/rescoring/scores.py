@@ -12,11 +12,11 @@ query, and is reported in the stage's `missing` list.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
-from osneural.plugin.stages.request import complete, hit_id, ids_from, with_ids
+from osneural.plugin.stages.request import MissingIdError, complete, hit_id, ids_from, with_ids
 
 
 def decode_doc_value(text: str) -> bytes:
@@ -43,13 +43,18 @@ def codes_body(ids: Sequence[str], field: str, versions: bool = False,
 
 
 def coded_hits(
-    resp: dict[str, Any], field: str, id_field: str | None = None
+    resp: dict[str, Any], field: str, id_field: str | None = None,
+    asked: Collection[str] = (),
 ) -> list[tuple[str, dict[str, Any], bytes]]:
-    """(id, hit, raw bytes of `field`) for each hit of a `codes_body` search that has the field
-    (`MissingIdError` when a hit has no id in `id_field`)."""
+    """(id, hit, raw bytes of `field`) for each hit of a `codes_body` search that has the field.
+
+    `MissingIdError` when a hit has no id in `id_field`, or one that is not among the `asked`
+    ids (an id field that does not hold the document's id)."""
     out = []
     for hit in resp["hits"]["hits"]:
         doc_id = hit_id(hit, id_field)
+        if id_field is not None and doc_id not in asked:
+            raise MissingIdError(f"{id_field!r} {doc_id!r} is not a requested id")
         values = (hit.get("fields") or {}).get(field)
         if values:
             out.append((doc_id, hit, decode_doc_value(values[0])))
@@ -66,10 +71,12 @@ def fetch_codes(
         return {}
     params = {"request_timeout": max(timeout_s, 0.001)} if timeout_s is not None else {}
 
+    asked = set(ids)
+
     def read(ids_from: str | None) -> dict[str, bytes]:
         resp = complete(client.search(index=index, body=codes_body(ids, field, id_field=ids_from),
                                       **params), f"fetch of {field!r}")
-        return {doc_id: blob for doc_id, _, blob in coded_hits(resp, field, ids_from)}
+        return {doc_id: blob for doc_id, _, blob in coded_hits(resp, field, ids_from, asked)}
 
     return ids_from(read, id_field)
 

@@ -15,6 +15,7 @@ URL or a comma list -- `OSNEURAL_OPENSEARCH_USER`, `OSNEURAL_OPENSEARCH_PASSWORD
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +210,7 @@ class ClusterConfig:
         return OpenSearch(**kwargs)
 
 
+@functools.cache
 def fast_json_serializer() -> Any:
     """opensearch-py's JSON serializer, reading responses with orjson.
 
@@ -217,9 +219,10 @@ def fast_json_serializer() -> Any:
     answer and every page of hits. What orjson would read differently goes to the standard
     module: a body orjson refuses (`NaN`), and one with a run of 20 digits or more, which may be
     an integer past 64 bits (orjson reads those as floats, losing digits, where `_source` must
-    come back as it was written). Request bodies keep the
-    standard writer (osneural's own are written with orjson beforehand, where that is exact:
-    `osneural.plugin.stages.request.encode_body`)."""
+    come back as it was written). Request bodies keep the standard writer (osneural's own are
+    written with orjson beforehand, where that is exact:
+    `osneural.plugin.stages.request.encode_body`). One instance serves every client: it keeps no
+    state."""
     import orjson
     from opensearchpy.serializer import JSONSerializer
 
