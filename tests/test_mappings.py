@@ -114,7 +114,7 @@ def test_app_mapping_is_merged_and_conflicts_are_named() -> None:
     assert body["mappings"]["dynamic"] == "strict"
     assert body["mappings"]["_meta"] == {"team": "shop", "osneural": {"x": 1}}
     assert body["settings"]["index"]["analysis"] == {"analyzer": {"a": {"type": "standard"}}}
-    for name in ("sparse", "title", "dense_64", "mv_codes"):
+    for name in ("sparse", "title", "dense_64", "mv_codes", "osneural_id"):
         with pytest.raises(MappingConflict, match=f"f.json: field '{name}' is one of osneural"):
             app_mapping_from_json({"properties": {name: {"type": "keyword"}}}, "f.json")
     with pytest.raises(ValueError, match="f.json: a mapping must be a JSON object"):

@@ -220,3 +220,19 @@ def test_passthrough_refuses_an_upstream_client_that_carries_credentials():
     create_app("http://127.0.0.1:9", client=with_creds, auth="service")  # its own identity: fine
     with pytest.raises(ValueError, match="auth must be one of"):
         create_app("http://127.0.0.1:9", auth="anonymous")
+
+
+def test_access_check_window_from_the_environment_is_validated(monkeypatch) -> None:
+    """A bad `OSNEURAL_ACCESS_CHECK_S` (not a number, negative, NaN) is an error naming it,
+    never a silent default."""
+    from osneural.plugin.access_check import AccessCheck, window_from_env
+
+    monkeypatch.delenv("OSNEURAL_ACCESS_CHECK_S", raising=False)
+    assert window_from_env() == 10.0
+    for good, want in (("0", 0.0), ("2.5", 2.5)):
+        monkeypatch.setenv("OSNEURAL_ACCESS_CHECK_S", good)
+        assert window_from_env() == want and AccessCheck().window_s == want
+    for bad in ("abc", "-1", "nan", "inf-"):
+        monkeypatch.setenv("OSNEURAL_ACCESS_CHECK_S", bad)
+        with pytest.raises(ValueError, match="OSNEURAL_ACCESS_CHECK_S"):
+            window_from_env()
