@@ -76,8 +76,10 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="index setting for a new index, repeatable (e.g. codec=best_compression"
                              "); dynamic ones are applied to an existing index too")
-    parser.add_argument("--bulk-refresh-interval", default=None, metavar="INTERVAL",
-                        help="index.refresh_interval while loading (e.g. -1 or 30s), restored after")
+    parser.add_argument("--bulk-refresh-interval", default="auto", metavar="INTERVAL",
+                        help="index.refresh_interval while loading (e.g. -1 or 30s), restored "
+                             "after; 'auto' (default) loads an index whose interval is unset "
+                             "with 30s, 'keep' leaves the index's own")
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="encode and load with a pool of Ray actors: a cluster ADDRESS "
                              "(ray://host:10001 or host:6379, 'auto'), or a local Ray when omitted")

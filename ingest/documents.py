@@ -5,7 +5,9 @@ format of every field can be tested without either. Field layout (see mappings/)
 
 * `dense`, `dense_<d>`, `fde`: JSON float lists, rounded to 7 decimals (below float32 resolution
   for unit vectors, and about half the bytes of a full double repr).
-* `sparse`: `{sparse_feature_name(token): weight}`, weights > 0 only (rank_features rejects others).
+* `sparse`: `{sparse_feature_name(token): weight}`, weights > 0 only (rank_features rejects others),
+  each written with the fewest digits that `rank_features` indexes as the same value
+  (`feature_decimals`).
 * `bin_tokens`: list of MIH substring terms; `bin_code`, `dense_pq`, `mv_codes`: base64 of the raw
   uint8 bytes, row-major (`mv_codes` is [t, M], so t = len / M) -- not `.npy`, because the query
   side reads them back from doc values with no header to parse. `mv_f16` is the same for the
@@ -51,17 +53,60 @@ def sparse_features(weights: Mapping[str, float], *, doc_id: str = "?") -> dict[
     """A SPLADE weight dict as a rank_features value: sanitized keys, positive finite weights.
 
     Weights below `MIN_SPARSE_WEIGHT` (zero, negative, subnormal) are dropped: they carry no
-    score and rank_features refuses them.
+    score and rank_features refuses them. Kept weights are shortened by `feature_decimals`.
     NaN or infinite weights are an encoder bug, so they raise with the document id.
     """
-    out: dict[str, float] = {}
+    keys: list[str] = []
+    kept: list[float] = []
     for token, weight in weights.items():
         w = float(weight)
         if not math.isfinite(w):
             raise ValueError(f"document {doc_id}: sparse weight for {token!r} is {w}")
         if w >= MIN_SPARSE_WEIGHT:
-            out[sparse_feature_name(token)] = w
-    return out
+            keys.append(sparse_feature_name(token))
+            kept.append(w)
+    return dict(zip(keys, feature_decimals(kept), strict=True))
+
+
+#: Lucene's FeatureField (under `rank_features`) indexes a weight as its float32 bits shifted
+#: right by 15: 8 bits of mantissa, a relative step of 2^-8.
+FEATURE_SHIFT = 15
+
+
+def feature_decimals(weights: Sequence[float]) -> list[float]:
+    """Each weight as the shortest decimal (3 to 9 significant digits) that `rank_features`
+    indexes exactly as it indexes the weight itself.
+
+    The index keeps 8 bits of mantissa, but a float32 written from Python carries 16-17 digits
+    ("0.44123983383178711"): the `_source` copy of a document's 256 SPLADE weights was most of
+    its stored bytes, for digits no score ever reads. The shortened value ("0.441") parses to a
+    float32 in the same 2^-8 step, so every score is unchanged to the bit. 9 digits always
+    round-trip a float32, so the loop always settles."""
+    if not len(weights):
+        return []
+    w32 = np.asarray(weights, dtype=np.float32)
+    target = w32.view(np.uint32) >> FEATURE_SHIFT
+    exact = w32.astype(np.float64)
+    out = exact.copy()
+    todo = np.ones(len(out), dtype=bool)
+    exponent = np.floor(np.log10(exact))
+    for digits in range(3, 10):
+        k = digits - 1 - exponent  # decimals to keep (negative: round to tens, hundreds, ...)
+        # n / 10^k with both exact is the double nearest the decimal, which is what parsing
+        # the decimal gives, so repr() writes it back with `digits` digits at most
+        # (10^22 is the largest exact power of ten in a double: past it, Python's own parse)
+        scale = 10.0 ** np.minimum(np.abs(k), 22)
+        n = np.where(k >= 0, np.round(exact * scale), np.round(exact / scale))
+        r = np.where(k >= 0, n / scale, n * scale)
+        for i in np.flatnonzero(todo & (np.abs(k) > 22)):
+            r[i] = float(f"{exact[i]:.{digits - 1}e}")
+        same = todo & ((r.astype(np.float32).view(np.uint32) >> FEATURE_SHIFT) == target)
+        out[same] = r[same]
+        todo &= ~same
+        if not todo.any():
+            break
+    out[todo] = exact[todo]
+    return out.tolist()
 
 
 def b64(codes: np.ndarray) -> str:

@@ -59,7 +59,7 @@ def index_options(
     *, space_type: str = "cosinesimil", engine: str = "lucene", text_analyzer: str | None = None,
     matryoshka_dims: Iterable[int] = (), index_settings: Mapping[str, Any] | None = None,
     shards: int | None = None, replicas: int | None = None,
-    bulk_refresh_interval: str | None = None,
+    bulk_refresh_interval: str | None = "auto",
 ) -> IndexOptions:
     """`IndexOptions` from keyword arguments (shards/replicas folded into the settings)."""
     settings = dict(index_settings or {})

@@ -99,8 +99,10 @@ class IndexOptions:
     #: merged into the index settings at creation (`number_of_shards`, `codec`, ...); dynamic
     #: ones are applied to an existing index too.
     settings: tuple[tuple[str, Any], ...] = ()
-    #: `index.refresh_interval` while bulk-loading (e.g. "-1"), restored when the run ends.
-    bulk_refresh_interval: str | None = None
+    #: `index.refresh_interval` while bulk-loading (e.g. "-1"), restored when the run ends;
+    #: "auto" relaxes an unset interval only (`osneural.ingest.prepare.load_refresh`), None or
+    #: "keep" leaves the index's own.
+    bulk_refresh_interval: str | None = "auto"
     #: the app's own mapping (`properties`, `dynamic`, ...) merged beside osneural's fields, and
     #: index settings it needs (analysis); `mapping_origin` names where it came from in errors
     app_mapping: Any = None

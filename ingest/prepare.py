@@ -434,9 +434,11 @@ def _prepare_existing(client: Any, plan: IngestPlan, state: IndexState, encs: di
     expected_dim = (state.properties.get("dense") or {}).get("dimension", plan.expected_dim)
     dynamic = {_setting_key(k): v for k, v in options.settings}
     restore: dict[str, Any] = {}
-    if options.bulk_refresh_interval is not None:
-        restore["index.refresh_interval"] = state.settings.get("index.refresh_interval")
-        dynamic["index.refresh_interval"] = options.bulk_refresh_interval
+    own = dynamic.get("index.refresh_interval", state.settings.get("index.refresh_interval"))
+    loading = load_refresh(options.bulk_refresh_interval, own)
+    if loading is not None:
+        restore["index.refresh_interval"] = own
+        dynamic["index.refresh_interval"] = loading
     if dynamic:
         try:
             client.indices.put_settings(index=plan.index, body=dynamic)
@@ -586,9 +588,12 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
     settings = {k.removeprefix("index."): v for k, v in options.settings}
     _id_pipeline(client, plan.index, state, settings, run.summary.notes)
     restore: dict[str, Any] = {}
-    if options.bulk_refresh_interval is not None:
+    own = settings.get("refresh_interval",
+                       state.settings.get("index.refresh_interval") if state is not None else None)
+    loading = load_refresh(options.bulk_refresh_interval, own)
+    if loading is not None:
         restore["index.refresh_interval"] = settings.get("refresh_interval")
-        settings["refresh_interval"] = options.bulk_refresh_interval
+        settings["refresh_interval"] = loading
     kwargs = {"text_analyzer": options.text_analyzer} if options.text_analyzer else {}
     body = compose_index_body(
         reps, dense_dim=expected_dim or 1,
@@ -709,6 +714,27 @@ def _adopt(client: Any, index: str, state: IndexState, body: dict[str, Any],
             notes.append(f"index {index!r} cannot take _source.excludes {excludes} after its "
                          "creation; those fields are kept in _source as well")
     client.indices.put_mapping(index=index, body=update)
+
+
+#: `index.refresh_interval` while a load runs on an index that leaves it unset (OpenSearch's
+#: 1 s default, OpenSearch's own advice for bulk loads): 1,000 SciFact documents loaded at 58 /
+#: 112 docs/s (dense / sparse) instead of 49-52 / 100-109 with a refresh every second, each
+#: refresh being a new small segment to write and merge. 30 s rather than -1: a load that is
+#: killed before it can restore the setting leaves an index that still refreshes.
+LOAD_REFRESH_INTERVAL = "30s"
+
+
+def load_refresh(option: str | None, own: Any) -> str | None:
+    """The refresh interval to set while loading, or None to leave the index's `own`.
+
+    `option` "auto" relaxes the interval only where nobody chose one (`own` unset): an index
+    whose owner set an interval keeps it. None or "keep" never change it; anything else is the
+    interval to load with. The run restores `own` and refreshes at its end either way."""
+    if option is None or option == "keep":
+        return None
+    if option == "auto":
+        return LOAD_REFRESH_INTERVAL if own in (None, "") else None
+    return option
 
 
 def restore_settings(client: Any, index: str, restore: Mapping[str, Any]) -> str | None:

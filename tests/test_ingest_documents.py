@@ -14,6 +14,7 @@ from osneural.ingest.documents import (
     EncodedBatch,
     b64,
     build_documents,
+    feature_decimals,
     matryoshka,
     sparse_feature_name,
     sparse_features,
@@ -114,6 +115,33 @@ def test_build_documents_rejects_row_count_mismatch() -> None:
 
 def test_sparse_drops_subnormal_weights_the_node_would_refuse() -> None:
     assert sparse_features({"a": 1e-40, "b": 2e-38}) == {"b": 2e-38}
+
+
+def _feature_bits(values) -> np.ndarray:
+    """What Lucene's FeatureField indexes for each value: float32 bits >> 15."""
+    return np.asarray(values, dtype=np.float32).view(np.uint32) >> 15
+
+
+def test_sparse_weights_are_written_short_and_index_as_the_same_value() -> None:
+    rng = np.random.default_rng(7)
+    w32 = np.concatenate([
+        rng.gamma(1.0, 0.5, 2000),  # SPLADE-like weights
+        np.exp(rng.uniform(-87, 88, 2000)),  # every float32 magnitude
+    ]).astype(np.float32)
+    bits = w32.view(np.uint32)
+    # adversarial: the first and last float32 of a FeatureField step, and their neighbours
+    edges = np.concatenate([(bits[:500] & ~np.uint32(0x7FFF)) + d for d in (0, 1, 0x7FFE, 0x7FFF)])
+    w32 = np.concatenate([w32, edges.astype(np.uint32).view(np.float32),
+                          np.float32([np.finfo(np.float32).tiny, np.finfo(np.float32).max, 1.0])])
+    got = feature_decimals(w32.tolist())
+    assert np.array_equal(_feature_bits(got), _feature_bits(w32))
+    digits = [len(repr(v).split("e")[0].replace(".", "").replace("-", "").strip("0")) for v in got]
+    assert max(digits) <= 9 and np.mean(digits) < 4.5  # was 16-17 digits per weight
+    assert feature_decimals([1.5, 2.0, 0.25]) == [1.5, 2.0, 0.25]  # short already: unchanged
+    assert feature_decimals([0.44123983383178711]) == [0.441]
+    assert feature_decimals([]) == []
+    src = sparse_features({f"t{i}": float(v) for i, v in enumerate(w32[:256])})
+    assert np.array_equal(_feature_bits(list(src.values())), _feature_bits(w32[:256]))
 
 
 def test_unb64_accepts_docvalue_base64_without_padding() -> None:

@@ -107,6 +107,16 @@ def test_real_encoders_every_field_failures_and_resume(
         assert abs(len(mv) - len(tokens[k])) <= 1 and len(mv) > 0
         assert "mv_codes" not in src
         assert len(src["fde"]) == bundle.fde.fde_dim and np.isfinite(src["fde"]).all()
+    # `_source` carries each weight with the few digits rank_features keeps (8 bits of
+    # mantissa), and the node scores each weight as exactly that truncation
+    first = hits[ids[0]]["_source"]["sparse"]
+    for key, value in sorted(first.items())[:6]:
+        assert len(repr(value)) <= 12, value
+        resp = opensearch_client.search(index=index_name, body={"query": {"bool": {
+            "filter": [{"ids": {"values": [ids[0]]}}],
+            "must": [{"rank_feature": {"field": f"sparse.{key}", "linear": {}}}]}}})
+        indexed = ((np.float32(value).view(np.uint32) >> 15) << 15).view(np.float32)
+        assert np.float32(resp["hits"]["hits"][0]["_score"]) == indexed, (key, value)
     np.testing.assert_allclose(  # the FDE is the codec applied to the stored token set
         hits[ids[0]]["_source"]["fde"], bundle.fde.encode_document(tokens[0]), atol=5e-3)
     # every id is in the id field's doc values, which the index's final pipeline keeps right,

@@ -226,6 +226,47 @@ def test_shards_replicas_settings_and_refresh_interval_during_bulk(
         delete_codecs(opensearch_client, index_name)
 
 
+def test_a_load_relaxes_an_unset_refresh_interval_only(
+        opensearch_client, index_name, tmp_path: Path) -> None:
+    """By default a load refreshes every 30 s where the index's interval is unset, and leaves
+    it unset again; an interval someone chose is kept, and `keep` changes nothing."""
+    from osneural.ingest.indexer import CodecParams
+    from osneural.ingest.prepare import LOAD_REFRESH_INTERVAL
+
+    client = opensearch_client
+    kw = dict(representations="dense", batch_size=4, progress=False,
+              codec_params=CodecParams(train_docs=4), failure_report=tmp_path / "r.jsonl")
+    try:
+        spy = SpyDense(client, index_name)
+        index_corpus(client, _docs(8), index_name, encoders={"dense": spy}, **kw)
+        assert spy.seen and set(spy.seen) == {LOAD_REFRESH_INTERVAL}
+        assert "index.refresh_interval" not in _settings(client, index_name)
+        assert client.count(index=index_name)["count"] == 8  # refreshed at the end
+
+        spy = SpyDense(client, index_name)  # more documents into the existing index
+        index_corpus(client, _docs(12), index_name, encoders={"dense": spy}, **kw)
+        assert spy.seen and set(spy.seen) == {LOAD_REFRESH_INTERVAL}
+        assert "index.refresh_interval" not in _settings(client, index_name)
+
+        client.indices.put_settings(index=index_name, body={"index.refresh_interval": "2s"})
+        spy = SpyDense(client, index_name)
+        index_corpus(client, _docs(14), index_name, encoders={"dense": spy}, **kw)
+        assert spy.seen and set(spy.seen) == {"2s"}
+        assert _settings(client, index_name)["index.refresh_interval"] == "2s"
+    finally:
+        delete_codecs(client, index_name)
+    other = f"{index_name}-keep"
+    try:
+        spy = SpyDense(client, other)
+        index_corpus(client, _docs(8), other, encoders={"dense": spy},
+                     bulk_refresh_interval="keep", **kw)
+        assert spy.seen and set(spy.seen) == {None}
+        assert client.count(index=other)["count"] == 8
+    finally:
+        delete_codecs(client, other)
+        client.indices.delete(index=other, ignore_unavailable=True)
+
+
 def test_adopts_an_empty_foreign_index_and_refuses_a_filled_one(
         opensearch_client, index_name, tmp_path: Path) -> None:
     client = opensearch_client
