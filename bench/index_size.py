@@ -50,7 +50,7 @@ def source_layout(client: Any, index: str) -> tuple[dict[str, Any], list[str], d
     mapping = client.indices.get_mapping(index=index)[index]["mappings"]
     settings = client.indices.get_settings(index=index, flat_settings=True)[index]["settings"]
     keep = {k: v for k, v in settings.items()
-            if k.startswith("index.knn") or k.startswith("index.analysis")}
+            if k.startswith(("index.knn", "index.analysis")) or k == "index.codec"}
     excludes = list((mapping.get("_source") or {}).get("excludes") or [])
     return mapping.get("properties") or {}, excludes, keep
 
