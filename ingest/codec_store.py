@@ -30,8 +30,7 @@ def new_generation() -> str:
 def save_codecs(client: Any, index: str, bundle: CodecBundle, codec_index: str = CODEC_INDEX,
                 *, generation: str | None = None) -> None:
     """Store the bundle of `index` (replacing any older one), visible to searches at once."""
-    store_bundle(client, index, bundle, codec_index, generation=generation)
-    client.indices.refresh(index=codec_index)
+    store_bundle(client, index, bundle, codec_index, generation=generation)  # refreshes
 
 
 def load_codecs(client: Any, index: str, codec_index: str = CODEC_INDEX) -> CodecBundle | None:

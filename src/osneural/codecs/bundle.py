@@ -112,7 +112,10 @@ def store_bundle(
     document = {"target_index": index_name, **bundle.to_dict()}
     if generation is not None:
         document["generation"] = generation
-    client.index(index=codecs_index, id=index_name, body=document, refresh="wait_for")
+    # refresh=true, not wait_for: wait_for waits for the codec index's next scheduled refresh
+    # (up to its 1 s interval: 0.8-1.0 s of every new index's load), true refreshes this one
+    # small shard at once; both return only once searches see the document
+    client.index(index=codecs_index, id=index_name, body=document, refresh="true")
 
 
 def load_bundle(client: Any, index_name: str, codecs_index: str = CODECS_INDEX) -> CodecBundle:
