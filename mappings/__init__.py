@@ -219,6 +219,10 @@ def osneural_fields() -> frozenset[str]:
     return frozenset(n for rep in REPRESENTATIONS for n in load_template(rep)["properties"])
 
 
+#: The reserved fields that hold a document's own text rather than a representation of it.
+DOCUMENT_FIELDS = frozenset({"title", "text"})
+
+
 def reserved_field(name: str) -> bool:
     """True for a top-level field name osneural writes itself (an app field may not use it)."""
     return name in _RESERVED or bool(_MATRYOSHKA.fullmatch(name))

@@ -10,6 +10,7 @@ the page's `_source`, highlights and fields from one more. Every hit carries the
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,11 +178,19 @@ def arrange(
 
 def fetch(
     client: Any, index: str, text: str, ids: list[str], spec: PipelineSpec, opts: SearchOptions,
-    timeout_s: float,
+    timeout_s: float, *, hidden: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """`_source`, highlights, docvalue / stored fields and versions of the page's hits, in
-    one request (the highlight query is the query text unless the body names one)."""
+    one request (the highlight query is the query text unless the body names one).
+
+    `hidden` (osneural's representation fields) is left out of `_source` when neither the body
+    nor the spec names `_source`: an app's page wants its documents, not their 384 floats, 2 KB
+    of FDE, 256 SPLADE weights and codes (about 20 KB per hit in the default layout, rebuilt by
+    the node from doc values and vectors for every hit). Any `_source` the request gives, `true`
+    included, is OpenSearch's."""
     source = spec.source if opts.source is None else opts.source
+    if opts.source is None and "source" not in spec.model_fields_set and source is True and hidden:
+        source = {"excludes": list(hidden)}
     # `_none_` drops `_id` from OpenSearch's hits too; here it means "no _source, no stored
     # fields", and the page's ids are known anyway
     no_stored = opts.stored_fields in ("_none_", ["_none_"])

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from osneural.errors import IndexMismatchError, StageError, StaleCodecsError
+from osneural.mappings import DOCUMENT_FIELDS, reserved_field
 
 if TYPE_CHECKING:
     from osneural.plugin.spec import PipelineSpec
@@ -94,6 +95,13 @@ class IndexResources:
 
     def has_field(self, name: str) -> bool:
         return name in self.fields
+
+    @property
+    def representation_fields(self) -> list[str]:
+        """The fields osneural writes for its own stages (vectors, weights, codes, the id copy),
+        which a hit's `_source` leaves out unless the request asks for `_source` itself."""
+        return sorted(name for name in self.fields
+                      if reserved_field(name) and name not in DOCUMENT_FIELDS)
 
     def field_type(self, name: str) -> str | None:
         spec = self.fields.get(name)

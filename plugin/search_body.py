@@ -135,6 +135,8 @@ class SearchOptions:
                 data[key] = value
         if isinstance(self.source, (bool, list)):
             data["_source"] = self.source
+        elif "source" not in spec.model_fields_set:
+            data.pop("_source", None)  # still unset: the page leaves out representations
         if self.filter is not None:
             data["filter"] = (self.filter if "filter" not in data
                               else {"bool": {"filter": [data["filter"], self.filter]}})

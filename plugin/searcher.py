@@ -366,7 +366,7 @@ class Searcher:
         candidates = self._rescore_all(q, candidates)
         matched_resp = self._matched_answer(q, matched)
         ranked, shown = self._page(q, candidates)
-        return self._answer(q, ranked, shown, matched_resp)
+        return self._answer(q, ranked, shown, matched_resp, res)
 
     def _begin(
         self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float,
@@ -575,13 +575,13 @@ class Searcher:
 
     def _answer(
         self, q: _Query, ranked: list[Ranked], shown: list[Ranked],
-        matched_resp: dict[str, Any] | None,
+        matched_resp: dict[str, Any] | None, res: IndexResources,
     ) -> dict[str, Any]:
         """The OpenSearch-shaped response: the page's hits with what the body asked to fetch,
         totals, aggregations and `ext.osneural` (spec, warnings, timings)."""
         t0 = time.perf_counter()
         fetched = page.fetch(self.client, self.index, q.text, [c.doc_id for c in shown],
-                             q.spec, q.opts, q.budget)
+                             q.spec, q.opts, q.budget, hidden=res.representation_fields)
         q.timings["fetch"] = (time.perf_counter() - t0) * 1e3
         q.timings.update(q.enc.timings_ms)
         hits = [self._hit(q, c, fetched.get(c.doc_id, {})) for c in shown]

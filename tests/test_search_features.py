@@ -239,6 +239,31 @@ def test_highlight_source_docvalues_and_explain(app, catalog):
         assert all("<em>heart</em>" not in s for s in h.get("highlight", {}).get("text", []))
 
 
+def test_source_leaves_out_representations_unless_asked(app, catalog, opensearch_client):
+    """With no `_source` in the body or the spec, a hit carries the document (title, text, the
+    app's fields) without osneural's vectors, weights and codes; any `_source` given is
+    OpenSearch's, `true` included."""
+    name, fields = catalog["name"], catalog["fields"]
+    mapped = opensearch_client.indices.get_mapping(index=name)[name]["mappings"]["properties"]
+    representations = {"dense", "sparse", "bin_tokens", "bin_code", "dense_pq", "osneural_id"}
+    assert representations <= set(mapped)  # the index has them, in _source too
+    hits = app.search(index=name, body=_neural(size=5))["hits"]["hits"]
+    assert hits
+    for h in hits:
+        want = {k: v for k, v in fields[h["_id"]].items() if k in mapped}
+        assert {k: h["_source"].get(k) for k in want} == want  # title, text, category, price...
+        assert not representations & set(h["_source"])
+    for body in (_neural(size=5, _source=True), _neural(spec={**load_spec("hybrid").model_dump(
+            by_alias=True, exclude_unset=True), "_source": True}, size=5)):
+        full = app.search(index=name, body=body)["hits"]["hits"]
+        assert [h["_id"] for h in full] == [h["_id"] for h in hits]
+        for h in full:
+            assert {"dense", "sparse", "bin_tokens"} <= set(h["_source"])
+            assert h["_source"]["title"] == fields[h["_id"]]["title"]
+    named = app.search(index=name, body=_neural(size=2, _source=["sparse"]))["hits"]["hits"]
+    assert all(set(h["_source"]) == {"sparse"} for h in named)
+
+
 # ------------------------------------------------------------------ _msearch, routes, default spec
 
 
