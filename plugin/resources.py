@@ -27,8 +27,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from osneural.errors import IndexMismatchError, StageError, StaleCodecsError
 from osneural.mappings import DOCUMENT_FIELDS, reserved_field
+
+from osneural.errors import IndexMismatchError, StageError, StaleCodecsError
 
 if TYPE_CHECKING:
     from osneural.plugin.spec import PipelineSpec
