@@ -1,13 +1,13 @@
 """Query latency and quality on SciFact: our pipeline vs OpenSearch's own knn and lateInteractionScore.
 
-    python bench/query.py --index scifact [--build --limit 2000] [--queries 100] [--json]
+    python bench/query.py --index scifact [--build] [--queries 100] [--json]
 
 Per stage and end to end: p50 / p95 over the SciFact test queries, sequentially and with 8
 concurrent clients. In the same run: OpenSearch's plain `knn` query on `dense`, and MaxSim
 rescoring inside OpenSearch (k-NN >= 3.3 `lateInteractionScore` over float token vectors stored in
 an `object` field with `enabled: false`, in a side index `<index>-mvfloat`) over the same first-
 stage candidates as our `maxsim` rescoring, with nDCG@10 for both so the speed ratio is read at
-equal quality. `--build` ingests SciFact through the ingestion API first (`--limit` for a subset).
+equal quality. `--build` ingests SciFact through the ingestion API first (every representation).
 """
 
 from __future__ import annotations
