@@ -176,6 +176,8 @@ cdef int _maxsim_impl(const float* qT, int64_t Q, int64_t D, int kind, const voi
                     src = buf
                 for c in range(nch):
                     nv = _chunk_nv(Q, c)
+                    if nv == 2 and Q - 32 * c <= 24:
+                        nv = 3  # 16 + 8 lanes: no multiply-adds on 8 padding lanes
                     osn_maxsim_chunk(qT + c * D * 32, D, nv, src, take, vmax + c * 32, &bad)
                 p = p + take
             if bad:

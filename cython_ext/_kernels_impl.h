@@ -156,8 +156,50 @@ OSN_INLINE void osn_tile(const float* __restrict qT, int64_t D, const float* __r
     }
 }
 
-/* Score tokens t[0..L) against one query chunk; vmax (16*nv floats, aligned) is updated.
-   Defined by a macro so a portable build can compile it once per instruction set (below). */
+/* The same tile for a chunk of 17-24 query tokens: 16 lanes plus 8, where two full vectors
+   would spend a quarter of their multiply-adds on padding (a MiniLM query has about 20 tokens).
+   The chunk keeps the 32-lane layout (qT rows of 32 floats, vmax of 32); lanes 24-31 are
+   neither computed nor read. */
+typedef float osn_vh __attribute__((vector_size(32)));
+typedef int32_t osn_vhi __attribute__((vector_size(32)));
+
+OSN_INLINE osn_vh osn_vmaxh(osn_vh a, osn_vh b) {
+    osn_vhi m = a > b;
+    return (osn_vh)((m & (osn_vhi)a) | (~m & (osn_vhi)b));
+}
+
+OSN_INLINE void osn_tile_h(const float* __restrict qT, int64_t D, const float* __restrict t,
+                           const int tb, osn_vf* __restrict vmax, osn_vh* __restrict vmaxh,
+                           osn_vi* bad, osn_vhi* badh) {
+    osn_vf acc[OSN_TB_MAX];
+    osn_vh acch[OSN_TB_MAX];
+    const osn_vf zero = {0};
+    const osn_vh zeroh = {0};
+#pragma GCC unroll 8
+    for (int u = 0; u < tb; u++) { acc[u] = zero; acch[u] = zeroh; }
+    for (int64_t d = 0; d < D; d++) {
+        const float* row = qT + d * 32;
+        const osn_vf q0 = *(const osn_vf*)row;
+        const osn_vh qh = *(const osn_vh*)(row + 16);
+#pragma GCC unroll 8
+        for (int u = 0; u < tb; u++) {
+            const float b = t[u * D + d];
+            acc[u] += b * q0;
+            acch[u] += b * qh;
+        }
+    }
+#pragma GCC unroll 8
+    for (int u = 0; u < tb; u++) {
+        *vmax = osn_vmax(*vmax, acc[u]);
+        *bad |= ((acc[u] - acc[u]) != zero);
+        *vmaxh = osn_vmaxh(*vmaxh, acch[u]);
+        *badh |= ((acch[u] - acch[u]) != zeroh);
+    }
+}
+
+/* Score tokens t[0..L) against one query chunk; vmax (32 floats, aligned) is updated. nv is 1
+   (16 lanes), 2 (32) or 3 (16 + 8, osn_tile_h). Defined by a macro so a portable build can
+   compile it once per instruction set (below). */
 #define OSN_DEFINE_MAXSIM_CHUNK(NAME, ATTR, TB)                                                  \
 ATTR static void NAME(const float* qT, int64_t D, int nv, const float* t, int64_t L,            \
                       float* vmax_f, int* bad_out) {                                             \
@@ -166,6 +208,17 @@ ATTR static void NAME(const float* qT, int64_t D, int nv, const float* t, int64_
     vmax[0] = ((osn_vf*)vmax_f)[0];                                                              \
     vmax[1] = nv > 1 ? ((osn_vf*)vmax_f)[1] : vmax[0];                                           \
     int64_t j = 0;                                                                               \
+    if (nv == 3) {                                                                               \
+        osn_vh vmaxh = ((osn_vh*)vmax_f)[2];                                                     \
+        osn_vhi badh = {0};                                                                      \
+        for (; j + TB <= L; j += TB) osn_tile_h(qT, D, t + j * D, TB, vmax, &vmaxh, &bad, &badh);\
+        for (; j < L; j++) osn_tile_h(qT, D, t + j * D, 1, vmax, &vmaxh, &bad, &badh);           \
+        ((osn_vf*)vmax_f)[0] = vmax[0];                                                          \
+        ((osn_vh*)vmax_f)[2] = vmaxh;                                                            \
+        for (int i = 0; i < 8; i++) if (badh[i]) { *bad_out = 1; break; }                        \
+        for (int i = 0; i < 16; i++) if (bad[i]) { *bad_out = 1; break; }                        \
+        return;                                                                                  \
+    }                                                                                            \
     if (nv == 2) {                                                                               \
         for (; j + TB <= L; j += TB) osn_tile(qT, D, t + j * D, TB, 2, vmax, &bad);              \
         for (; j < L; j++) osn_tile(qT, D, t + j * D, 1, 2, vmax, &bad);                         \
@@ -273,7 +326,7 @@ OSN_DEFINE_PQ_LUT_CHUNK(osn_pq_lut_chunk, )
 /* Portable scalar fallback with the same contract (compilers without vector extensions). */
 static void osn_maxsim_chunk(const float* qT, int64_t D, int nv, const float* t, int64_t L,
                              float* vmax, int* bad_out) {
-    const int W = 16 * nv;
+    const int W = nv == 1 ? 16 : 32;  /* nv 3 (16 + 8 lanes) keeps the 32-lane layout */
     for (int64_t j = 0; j < L; j++) {
         float acc[32] = {0};
         for (int64_t d = 0; d < D; d++)

@@ -142,6 +142,20 @@ def test_maxsim_inf_token_is_an_error():
         maxsim(np.ones((2, 4), np.float32), tokens, [0, 1, 3])
 
 
+@pytest.mark.parametrize("lane", [0, 15, 16, 19, 23])
+@pytest.mark.parametrize("q_n", [20, 24, 52])
+def test_maxsim_overflow_in_any_query_lane_is_an_error(lane, q_n):
+    """A dot product that overflows in one query token only (here in the 16 + 8 lane chunks a
+    17-24 token query runs in) is caught like any other."""
+    query = np.ones((q_n, 4), np.float32)
+    lane = 32 + min(lane, q_n - 33) if q_n > 32 else min(lane, q_n - 1)
+    query[lane, :] = 3e38
+    tokens = np.full((5, 4), 10.0, np.float32)
+    with pytest.raises(ValueError, match="document 1"):
+        maxsim(query, tokens, [0, 0, 5])
+    assert np.isfinite(maxsim(query[:lane], tokens, [0, 0, 5])).all()
+
+
 @pytest.mark.parametrize(
     ("tokens", "offsets", "scales", "match"),
     [

@@ -46,7 +46,7 @@ def test_maxsim_bits_matches_reference(nbits, dim, parts):
     assert got[0] == 0.0 and got[3] == 0.0  # documents without tokens score 0.0
 
 
-@pytest.mark.parametrize("q", [1, 16, 17, 33])
+@pytest.mark.parametrize("q", [1, 16, 17, 20, 24, 25, 32, 33, 49, 56, 57])
 def test_maxsim_bits_query_sizes_and_threads(q):
     rng = np.random.default_rng(q)
     query, codes, offsets, weights, _, kw = _case(rng, 1, 384, [5, 40, 1, 17], q=q)
