@@ -94,6 +94,13 @@ cdef inline int _chunk_nv(int64_t Q, int64_t c) noexcept nogil:
     return 2 if Q - 32 * c > 16 else 1
 
 
+cdef inline int _tile_mode(int64_t Q, int64_t c) noexcept nogil:
+    """How the float32 microkernel runs chunk c: 1 (16 lanes), 2 (32) or 3 (16 + 8 lanes for a
+    chunk of 17-24 tokens, in the same 32-lane layout: no multiply-adds on 8 padding lanes)."""
+    cdef int nv = _chunk_nv(Q, c)
+    return 3 if nv == 2 and Q - 32 * c <= 24 else nv
+
+
 def pack_query(const float[:, ::1] query):
     """Query chunks transposed and zero-padded: chunk c is [D][16*nv] at offset c*D*32.
 
@@ -175,9 +182,7 @@ cdef int _maxsim_impl(const float* qT, int64_t Q, int64_t D, int kind, const voi
                                       M, K, dsub, buf)
                     src = buf
                 for c in range(nch):
-                    nv = _chunk_nv(Q, c)
-                    if nv == 2 and Q - 32 * c <= 24:
-                        nv = 3  # 16 + 8 lanes: no multiply-adds on 8 padding lanes
+                    nv = _tile_mode(Q, c)
                     osn_maxsim_chunk(qT + c * D * 32, D, nv, src, take, vmax + c * 32, &bad)
                 p = p + take
             if bad:
