@@ -267,6 +267,27 @@ def test_a_load_relaxes_an_unset_refresh_interval_only(
         client.indices.delete(index=other, ignore_unavailable=True)
 
 
+def test_a_bad_bulk_refresh_interval_is_a_clear_error_and_writes_nothing(
+        opensearch_client, index_name, tmp_path: Path) -> None:
+    from osneural.ingest.indexer import CodecParams
+
+    client = opensearch_client
+    kw = dict(representations="dense", batch_size=4, progress=False, encoders=fake_encoders(),
+              codec_params=CodecParams(train_docs=4), failure_report=tmp_path / "r.jsonl")
+    try:
+        with pytest.raises(IngestError, match="refresh_interval"):
+            index_corpus(client, _docs(4), index_name, bulk_refresh_interval="soon", **kw)
+        assert not client.indices.exists(index=index_name)
+        index_corpus(client, _docs(4), index_name, **kw)
+        with pytest.raises(IngestError, match="refresh_interval"):
+            index_corpus(client, _docs(8), index_name, bulk_refresh_interval="-5s; x", **kw)
+        client.indices.refresh(index=index_name)
+        assert client.count(index=index_name)["count"] == 4
+        assert "index.refresh_interval" not in _settings(client, index_name)
+    finally:
+        delete_codecs(client, index_name)
+
+
 def test_adopts_an_empty_foreign_index_and_refuses_a_filled_one(
         opensearch_client, index_name, tmp_path: Path) -> None:
     client = opensearch_client
