@@ -155,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         from osneural.plugin import rescoring
 
         def rescorer(field, score):
-            """Our MaxSim over the top 100: fetch `field` from doc values, score, reorder."""
+            """Our MaxSim over the top 100: fetch `field` from doc values (the hits' ids from the
+            index's id field, as the pipeline reads them), score, reorder."""
             def run(q):
-                raw = rescoring.fetch_codes(client, args.index, fused[q], field)
+                raw = rescoring.fetch_codes(client, args.index, fused[q], field, id_field=res.id_field)
                 s = score(qtok[q], raw, fused[q], field)
                 return [d for d, _ in rescoring.reorder([(d, 0.0) for d in fused[q]], 100, s)][:10]
             return run

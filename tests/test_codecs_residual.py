@@ -77,6 +77,24 @@ def test_bad_blob_names_the_document():
         maxsim_blobs(codec, _tokens(2), [b"\x00" * 9], ["mv_codes of document 'd7'"])
 
 
+@pytest.mark.parametrize("code", ["pq", "bin2s-centroids"])
+def test_joined_blobs_score_as_each_alone_and_a_bad_one_is_named_by_position(code):
+    """maxsim_blobs parses the blobs joined: each score must equal that blob scored alone, and
+    a bad blob among good ones is named through the callable, by its own position."""
+    x = _tokens(400)
+    codec = (ProductQuantizer(M=8, nbits=4).fit(_tokens(700)) if code == "pq"
+             else ResidualCodec(2, 8, scale=True, niter=3).fit(x))
+    q = _tokens(5, seed=4)
+    blobs = [codec.encode(x[a:b]).tobytes() for a, b in [(0, 7), (7, 7), (7, 8), (8, 60)]]
+    got = maxsim_blobs(codec, q, blobs)
+    alone = [maxsim_blobs(codec, q, [b])[0] for b in blobs]
+    np.testing.assert_allclose(got, alone, rtol=1e-6, atol=1e-6)
+    row = len(blobs[2])
+    names = lambda i: f"mv_codes of document 'doc{i}'"  # noqa: E731
+    with pytest.raises(ValueError, match=f"'doc2': {row + 1} bytes"):
+        maxsim_blobs(codec, q, [blobs[0], blobs[1], blobs[2] + b"\x01", blobs[3]], names)
+
+
 def test_constant_and_tiny_training_sets():
     x = np.ones((40, 10), np.float32) / np.sqrt(10)
     codec = ResidualCodec(2, 4, scale=True, niter=3).fit(x)

@@ -22,6 +22,7 @@ MaxSim runs asymmetric (float query tokens against decoded document tokens) in t
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import faiss
@@ -82,13 +83,7 @@ class ResidualCodec:
     @property
     def row_dtype(self) -> np.dtype:
         """One stored token: [cid <u2][scale <f2][bits u1 x code_bytes], packed, no padding."""
-        fields: list[tuple[Any, ...]] = []
-        if self.n_centroids:
-            fields.append(("cid", "<u2"))
-        if self.scale:
-            fields.append(("scale", "<f2"))
-        fields.append(("bits", "u1", (self.code_bytes,)))
-        return np.dtype(fields)
+        return _row_dtype(self.n_centroids > 0, self.scale, self.code_bytes)
 
     @property
     def row_bytes(self) -> int:
@@ -260,3 +255,15 @@ def pack_bits(buckets: np.ndarray, nbits: int) -> np.ndarray:
     parts = padded.reshape(n, padded.shape[1] // per_byte, per_byte).astype(np.uint16)
     shifts = (nbits * np.arange(per_byte, dtype=np.uint16))[None, None, :]
     return (parts << shifts).sum(axis=2).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_dtype(centroid_ids: bool, scale: bool, code_bytes: int) -> np.dtype:
+    """The packed row dtype, built once per layout (the query side parses every fetched blob)."""
+    fields: list[tuple[Any, ...]] = []
+    if centroid_ids:
+        fields.append(("cid", "<u2"))
+    if scale:
+        fields.append(("scale", "<f2"))
+    fields.append(("bits", "u1", (code_bytes,)))
+    return np.dtype(fields)
