@@ -445,3 +445,44 @@ def test_documents_with_an_empty_title_and_text_do_not_fail_the_run(
     got = opensearch_client.search(index=names["tgt"], body={"query": {"term": {
         "journal.keyword": "J. Aero"}}})["hits"]["hits"]
     assert [h["_id"] for h in got] == ["3"] and "dense" not in got[0]["_source"]
+
+
+def test_a_partial_update_drops_only_the_token_codes_and_a_multivector_resume_restores_them(
+        opensearch_client, names, tmp_path: Path) -> None:
+    """`mv_codes` lives outside `_source`, so OpenSearch's `_update` (which rebuilds the document
+    from `_source`) drops it and keeps every other representation; `--in-place --resume` on an
+    index with the multivector representation re-encodes exactly the documents that lost it,
+    with the index's own codecs, and leaves the updated field alone."""
+    client, index = opensearch_client, names["tgt"]
+    docs = [d for d in catalog(30) if d["title"]]
+    every = {d["_id"] for d in docs}
+    summary = index_corpus(client, docs, index, representations="dense,sparse,binary,multivector",
+                           encoders=fake_encoders(), progress=False,
+                           failure_report=tmp_path / "f.jsonl")
+    assert summary.indexed == len(docs) and summary.failed == 0
+
+    def holding(field: str) -> dict[str, str]:
+        client.indices.refresh(index=index)
+        resp = client.search(index=index, body={
+            "size": 100, "_source": False, "docvalue_fields": [field],
+            "query": {"exists": {"field": field}}})
+        return {h["_id"]: h["fields"][field][0] for h in resp["hits"]["hits"]}
+
+    codes = holding("mv_codes")
+    assert set(codes) == every
+    for doc_id, price in (("p001", 7), ("p002", 8)):
+        client.update(index=index, id=doc_id, body={"doc": {"price": price}})
+    assert set(holding("mv_codes")) == every - {"p001", "p002"}
+    assert set(holding("bin_code")) == every  # in `_source`: kept
+    client.indices.refresh(index=index)
+    kept = client.search(index=index, body={"size": 100, "_source": False,
+                                            "query": {"exists": {"field": "dense"}}})
+    assert {h["_id"] for h in kept["hits"]["hits"]} == every  # k-NN's derived source: kept
+
+    again = index_corpus(client, open_source(client, index, FieldNames(title="title", text="text")),
+                         index, encoders=fake_encoders(), progress=False, in_place=True,
+                         resume=True,
+                         failure_report=tmp_path / "g.jsonl")
+    assert (again.indexed, again.skipped, again.failed) == (2, len(docs) - 2, 0)
+    assert holding("mv_codes") == codes  # the same codes, from the index's own codecs
+    assert client.get(index=index, id="p001")["_source"]["price"] == 7
