@@ -76,6 +76,29 @@ def test_spec_accepts_seismic_and_rejects_bad_knobs() -> None:
             parse_spec({"first_stages": [{"type": "sparse", **bad}]})
 
 
+def test_stage_query_sends_the_measured_defaults_unless_the_spec_sets_them() -> None:
+    from types import SimpleNamespace
+
+    from osneural.plugin.sparse_ann import DEFAULT_HEAP_FACTOR, DEFAULT_TOP_N, stage_query
+    from osneural.plugin.spec import parse_spec
+
+    class Encoder:  # the vocabulary cache keys encoders weakly
+        tokenizer = SimpleNamespace(get_vocab=lambda with_added_tokens=True: {"heart": 7, "lung": 9})
+
+    encoder = Encoder()
+    weights = {"heart": 1.0, "lung": 0.5}
+
+    def params(**knobs: float) -> dict:
+        stage = parse_spec({"first_stages": [{"type": "sparse", "method": "seismic",
+                                              **knobs}]}).first_stages[0]
+        body = stage_query(stage, weights, encoder, None, "first_stages (sparse)")
+        return body["neural_sparse"]["sparse_ann"]["method_parameters"]
+
+    assert (DEFAULT_TOP_N, DEFAULT_HEAP_FACTOR) == (40, 1.5)
+    assert params() == {"k": 100, "top_n": 40, "heap_factor": 1.5}
+    assert params(top_n=10, heap_factor=1.0) == {"k": 100, "top_n": 10, "heap_factor": 1.0}
+
+
 # --------------------------------------------------------------------------- real nodes
 
 WORDS = ["heart", "insulin", "protein", "cancer", "tumor", "gene", "receptor", "blood", "pressure", "diabetes", "kidney", "liver", "brain", "neuron", "vaccine", "virus", "infection", "immune", "cell", "membrane", "enzyme", "hormone", "obesity", "diet", "exercise", "sleep", "memory", "stress", "inflammation", "antibody", "therapy", "drug", "dose", "trial", "mortality", "risk", "children", "pregnancy", "bone", "muscle", "lung", "asthma", "smoking", "alcohol", "vitamin", "calcium", "iron", "glucose", "lipid", "cholesterol", "artery", "stroke", "dementia", "depression"]
