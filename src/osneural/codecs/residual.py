@@ -11,12 +11,7 @@ A token is stored as (each part only when the codec has it):
 
 Buckets are trained once: cut-offs at the quantiles of the training values (the sign, 0.0, for
 binarized tokens at 1 bit) and each bucket's weight the mean of the values that fall in it (the
-least-squares value for those cut-offs). With `per_dim`, each dimension is first standardized
-by its own training median and spread (`shift`, `stretch`), so the shared buckets fit every
-dimension instead of the pooled values: MiniLM's token dimensions differ several-fold in spread,
-and with pooled buckets the narrow ones code almost nothing. It costs no stored byte: the scorer
-multiplies the query by `stretch` and adds each query token's product with `shift`, which is the
-same for every document token, after the max. With 384-d tokens that is 48 bytes per token at 1 bit
+least-squares value for those cut-offs). With 384-d tokens that is 48 bytes per token at 1 bit
 and 96 at 2, plus 2 for the centroid id and 2 for the scale, against 192 for PQ M=192 and 768
 for float16.
 
@@ -45,8 +40,6 @@ KIND = "residual"
 MAX_CENTROIDS = 1 << 16  # ids are stored as uint16
 #: training values used to place the bucket cut-offs (quantiles need no more)
 _QUANTILE_SAMPLE = 4_000_000
-#: training tokens used for the per-dimension median and spread
-_PER_DIM_SAMPLE = 200_000
 
 
 class ResidualCodec:
@@ -64,7 +57,6 @@ class ResidualCodec:
         scale: bool = True,
         seed: int = 0,
         niter: int = 20,
-        per_dim: bool = False,
     ) -> None:
         if nbits not in (1, 2, 4):
             raise ValueError(f"nbits must be 1, 2 or 4, got {nbits!r}")
@@ -75,9 +67,6 @@ class ResidualCodec:
         self.scale = bool(scale)
         self.seed = int(seed)
         self.niter = int(niter)
-        self.per_dim = bool(per_dim)
-        self.shift: np.ndarray | None = None  # [D] float32, per_dim only
-        self.stretch: np.ndarray | None = None  # [D] float32 > 0, per_dim only
         self.dim: int | None = None
         self.centroids: np.ndarray | None = None  # [C, D] float32 (C = 0: no coarse quantizer)
         self.cutoffs: np.ndarray | None = None  # [2**nbits - 1] float32
@@ -103,11 +92,8 @@ class ResidualCodec:
     def describe(self) -> dict[str, Any]:
         """What the stored bytes mean, for an index's `_meta` (no trained arrays)."""
         self._require_fitted()
-        out = {"kind": KIND, "nbits": self.nbits, "n_centroids": self.n_centroids,
-               "scale": self.scale, "dim": self.dim, "row_bytes": self.row_bytes}
-        if self.per_dim:  # only then, so the description of an older codec stays as it was
-            out["per_dim"] = True
-        return out
+        return {"kind": KIND, "nbits": self.nbits, "n_centroids": self.n_centroids,
+                "scale": self.scale, "dim": self.dim, "row_bytes": self.row_bytes}
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, x: Any, centroids: Any = None) -> ResidualCodec:
@@ -133,9 +119,6 @@ class ResidualCodec:
             self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
         else:
             self.centroids = np.zeros((0, dim), dtype=np.float32)
-        self.shift = self.stretch = None
-        if self.per_dim:
-            self._fit_per_dim(x)
         values = self._scaled_residuals(x)[0].ravel()
         if values.size > _QUANTILE_SAMPLE:
             rng = np.random.default_rng(self.seed)
@@ -155,18 +138,6 @@ class ResidualCodec:
         self.weights = np.where(counts > 0, sums / np.maximum(counts, 1), fallback).astype(np.float32)
         return self
 
-    def _fit_per_dim(self, x: np.ndarray) -> None:
-        """Each dimension's median and spread (root mean square about the median) of what the
-        bits will code; a constant dimension keeps spread 1."""
-        r = x - self.centroids[self._assign(x)] if self.n_centroids else x
-        if r.shape[0] > _PER_DIM_SAMPLE:
-            rng = np.random.default_rng(self.seed)
-            r = r[rng.choice(r.shape[0], _PER_DIM_SAMPLE, replace=False)]
-        shift = np.median(r, axis=0).astype(np.float32)
-        spread = np.sqrt(((r - shift) ** 2).mean(axis=0)).astype(np.float32)
-        self.shift = shift
-        self.stretch = np.where(spread > 0, spread, 1.0).astype(np.float32)
-
     # -- encode / decode ------------------------------------------------------------------------
     def _assign(self, x: np.ndarray) -> np.ndarray:
         if self._index is None:
@@ -181,8 +152,6 @@ class ResidualCodec:
         if self.n_centroids:
             cids = self._assign(x)
             x = x - self.centroids[cids]
-        if self.per_dim:
-            x = (x - self.shift) / self.stretch
         scales = None
         if self.scale:
             mean_abs = np.abs(x).mean(axis=1)
@@ -219,16 +188,9 @@ class ResidualCodec:
         from osneural.cython_ext.reference import bits_decode
 
         self._require_fitted()
-        bits = np.ascontiguousarray(rows["bits"])
-        if not self.per_dim:
-            return bits_decode(bits, self.nbits, self.dim, self.weights,
-                               self._field(rows, "scale"), self._centroids_or_none(),
-                               self._field(rows, "cid"))
-        out = bits_decode(bits, self.nbits, self.dim, self.weights, self._field(rows, "scale"))
-        out = out * self.stretch + self.shift
-        if self.n_centroids:
-            out = out + self.centroids[self._field(rows, "cid")]
-        return out.astype(np.float32)
+        return bits_decode(np.ascontiguousarray(rows["bits"]), self.nbits, self.dim, self.weights,
+                           self._field(rows, "scale"), self._centroids_or_none(),
+                           self._field(rows, "cid"))
 
     def _field(self, rows: np.ndarray, name: str) -> np.ndarray | None:
         if name not in rows.dtype.names:
@@ -245,26 +207,10 @@ class ResidualCodec:
         from osneural.cython_ext import maxsim_bits
 
         self._require_fitted()
-        if not self.per_dim:
-            return maxsim_bits(query, np.ascontiguousarray(rows["bits"]), offsets, self.weights,
-                               self.nbits, scales=self._field(rows, "scale"),
-                               centroids=self._centroids_or_none(),
-                               centroid_ids=self._field(rows, "cid"), n_threads=n_threads)
-        # q . (c + shift + stretch * z) = (q * stretch) . (c / stretch + z) + q . shift: the
-        # kernel scores the first part; the second is one number per query token, the same for
-        # every document token, so it is added after the max (to documents that have tokens).
-        q = np.asarray(query, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query must be [Q, {self.dim}] float tokens, got {q.shape}")
-        scores = maxsim_bits(q * self.stretch, np.ascontiguousarray(rows["bits"]), offsets,
-                             self.weights, self.nbits, scales=self._field(rows, "scale"),
-                             centroids=(self.centroids / self.stretch if self.n_centroids
-                                        else None),
-                             centroid_ids=self._field(rows, "cid"), n_threads=n_threads)
-        off = np.asarray(offsets, dtype=np.int64)
-        has_tokens = off[1:] > off[:-1]
-        return np.where(has_tokens, scores + float((q @ self.shift).sum()), scores).astype(
-            scores.dtype)
+        return maxsim_bits(query, np.ascontiguousarray(rows["bits"]), offsets, self.weights,
+                           self.nbits, scales=self._field(rows, "scale"),
+                           centroids=self._centroids_or_none(),
+                           centroid_ids=self._field(rows, "cid"), n_threads=n_threads)
 
     def reconstruction_error(self, x: Any) -> float:
         """Mean squared L2 error of decode(encode(x)) per token."""
@@ -279,27 +225,19 @@ class ResidualCodec:
                     seed=self.seed, niter=self.niter, dim=self.dim,
                     centroids=array_to_b64(self.centroids), cutoffs=array_to_b64(self.cutoffs),
                     weights=array_to_b64(self.weights))
-        if self.per_dim:
-            data.update(per_dim=True, shift=array_to_b64(self.shift),
-                        stretch=array_to_b64(self.stretch))
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResidualCodec:
         check_header(data, KIND)
         codec = cls(data["nbits"], data["n_centroids"], scale=data["scale"], seed=data["seed"],
-                    niter=data["niter"], per_dim=bool(data.get("per_dim", False)))
+                    niter=data["niter"])
         dim, k = int(data["dim"]), 1 << codec.nbits
         codec.dim = dim
         codec.centroids = load_array(data.get("centroids"), (codec.n_centroids, dim),
                                      "centroids", KIND)
         codec.cutoffs = load_array(data.get("cutoffs"), (k - 1,), "cutoffs", KIND)
         codec.weights = load_array(data.get("weights"), (k,), "weights", KIND)
-        if codec.per_dim:
-            codec.shift = load_array(data.get("shift"), (dim,), "shift", KIND)
-            codec.stretch = load_array(data.get("stretch"), (dim,), "stretch", KIND)
-            if not (np.isfinite(codec.stretch).all() and (codec.stretch > 0).all()):
-                raise ValueError(f"{KIND}: stretch must be finite and positive")
         return codec
 
     def _require_fitted(self) -> None:
