@@ -80,10 +80,17 @@ static void osn_i8_to_f32(const int8_t* src, const float* scale, float* dst, int
 }
 static void osn_pq_decode(const uint8_t* codes, const float* cb, int64_t rows, int64_t M,
                           int64_t K, int64_t dsub, float* dst) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t m = 0; m < M; m++)
-            memcpy(dst + (r * M + m) * dsub, cb + (m * K + codes[r * M + m]) * dsub,
-                   (size_t)dsub * sizeof(float));
+    /* Constant-size copies for the common sub-space widths (see osn_bits_decode). */
+#define OSN_PQ_ROWS(W)                                                                     \
+    for (int64_t r = 0; r < rows; r++)                                                     \
+        for (int64_t m = 0; m < M; m++)                                                    \
+            memcpy(dst + (r * M + m) * (W), cb + (m * K + codes[r * M + m]) * (W),          \
+                   (size_t)(W) * sizeof(float));
+    if (dsub == 2) { OSN_PQ_ROWS(2) }
+    else if (dsub == 4) { OSN_PQ_ROWS(4) }
+    else if (dsub == 8) { OSN_PQ_ROWS(8) }
+    else { OSN_PQ_ROWS(dsub) }
+#undef OSN_PQ_ROWS
 }
 
 /* Bit-coded tokens (1, 2 or 4 bits per dimension, little-endian within a byte: dimension d sits
@@ -96,8 +103,21 @@ static void osn_bits_decode(const uint8_t* bits, int64_t nb, const float* byte_l
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t* b = bits + r * nb;
         float* o = dst + r * D;
-        for (int64_t j = 0; j < full; j++)
-            memcpy(o + j * per_byte, byte_lut + (int64_t)b[j] * per_byte, (size_t)per_byte * sizeof(float));
+        /* A copy of constant size compiles to one vector move; with the size a variable it is a
+           call to memcpy per byte of codes, which was most of the bit kernels' time. */
+        if (per_byte == 4) {
+            for (int64_t j = 0; j < full; j++)
+                memcpy(o + j * 4, byte_lut + (int64_t)b[j] * 4, 4 * sizeof(float));
+        } else if (per_byte == 8) {
+            for (int64_t j = 0; j < full; j++)
+                memcpy(o + j * 8, byte_lut + (int64_t)b[j] * 8, 8 * sizeof(float));
+        } else if (per_byte == 2) {
+            for (int64_t j = 0; j < full; j++)
+                memcpy(o + j * 2, byte_lut + (int64_t)b[j] * 2, 2 * sizeof(float));
+        } else {
+            for (int64_t j = 0; j < full; j++)
+                memcpy(o + j * per_byte, byte_lut + (int64_t)b[j] * per_byte, (size_t)per_byte * sizeof(float));
+        }
         if (rest) memcpy(o + full * per_byte, byte_lut + (int64_t)b[full] * per_byte, (size_t)rest * sizeof(float));
         if (scales) {
             const float s = scales[r];
