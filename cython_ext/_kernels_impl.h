@@ -105,19 +105,14 @@ static void osn_bits_decode(const uint8_t* bits, int64_t nb, const float* byte_l
         float* o = dst + r * D;
         /* A copy of constant size compiles to one vector move; with the size a variable it is a
            call to memcpy per byte of codes, which was most of the bit kernels' time. */
-        if (per_byte == 4) {
-            for (int64_t j = 0; j < full; j++)
-                memcpy(o + j * 4, byte_lut + (int64_t)b[j] * 4, 4 * sizeof(float));
-        } else if (per_byte == 8) {
-            for (int64_t j = 0; j < full; j++)
-                memcpy(o + j * 8, byte_lut + (int64_t)b[j] * 8, 8 * sizeof(float));
-        } else if (per_byte == 2) {
-            for (int64_t j = 0; j < full; j++)
-                memcpy(o + j * 2, byte_lut + (int64_t)b[j] * 2, 2 * sizeof(float));
-        } else {
-            for (int64_t j = 0; j < full; j++)
-                memcpy(o + j * per_byte, byte_lut + (int64_t)b[j] * per_byte, (size_t)per_byte * sizeof(float));
-        }
+#define OSN_BITS_ROW(W)                                                                    \
+        for (int64_t j = 0; j < full; j++)                                                 \
+            memcpy(o + j * (W), byte_lut + (int64_t)b[j] * (W), (size_t)(W) * sizeof(float));
+        if (per_byte == 4) { OSN_BITS_ROW(4) }
+        else if (per_byte == 8) { OSN_BITS_ROW(8) }
+        else if (per_byte == 2) { OSN_BITS_ROW(2) }
+        else { OSN_BITS_ROW(per_byte) }
+#undef OSN_BITS_ROW
         if (rest) memcpy(o + full * per_byte, byte_lut + (int64_t)b[full] * per_byte, (size_t)rest * sizeof(float));
         if (scales) {
             const float s = scales[r];

@@ -23,6 +23,7 @@ of that index (a deleted one, or a rebuild still being written): it is refused
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -97,12 +98,13 @@ class IndexResources:
     def has_field(self, name: str) -> bool:
         return name in self.fields
 
-    @property
-    def representation_fields(self) -> list[str]:
+    @functools.cached_property
+    def representation_fields(self) -> tuple[str, ...]:
         """The fields osneural writes for its own stages (vectors, weights, codes, the id copy),
-        which a hit's `_source` leaves out unless the request asks for `_source` itself."""
-        return sorted(name for name in self.fields
-                      if reserved_field(name) and name not in DOCUMENT_FIELDS)
+        which a hit's `_source` leaves out unless the request asks for `_source` itself. Worked
+        out once per description (every query's page fetch reads it)."""
+        return tuple(sorted(name for name in self.fields
+                            if reserved_field(name) and name not in DOCUMENT_FIELDS))
 
     def field_type(self, name: str) -> str | None:
         spec = self.fields.get(name)
