@@ -27,6 +27,8 @@ call on their 100 candidates, one thread (the wrapper's input checks included). 
 * `opq48`, `opq64`: PQ after a learned rotation (faiss OPQ); the query is rotated instead of
   the documents, so the `maxsim_pq` kernel scores them unchanged;
 * `bin1`: 1 bit per dimension, the sign (48 B), `bin1s` with a float16 per-token scale (50 B);
+* `bin2p192`, `bin1p384`, ...: `p<N>` codes the tokens' N principal directions (a projection
+  learned from the training sample; the query is projected too), N x bits / 8 bytes;
 * `res1`, `res2`: ColBERTv2 layout, a uint16 coarse centroid id (`--centroids` k-means
   centroids) plus 1 or 2 bits of residual per dimension (50 / 98 B); `res1s`, `res2s` add a
   per-token scale.
@@ -119,7 +121,7 @@ class Code:
                  seed: int = 0) -> None:
         self.name, self.dim, self.seed, self.n_centroids = name, dim, seed, centroids
         self.opq_niter = opq_niter
-        self.kind = "f16" if name == "f16" else re.sub(r"[0-9]+s?$", "", name)
+        self.kind = "f16" if name == "f16" else re.sub(r"[0-9]+s?(p[0-9]+)?$", "", name)
         if self.kind not in ("f16", "pq", "opq", "bin", "res"):
             raise ValueError(f"unknown code {name!r}")
 
@@ -143,10 +145,12 @@ class Code:
                 x = sample @ self.rot.T
             self.codec = ProductQuantizer(m, seed=self.seed).fit(x)
         elif self.kind in ("bin", "res"):
-            digits = self.name[3:].rstrip("s")
+            from osneural.ingest.plan import parse_token_code
+
+            parsed = parse_token_code(self.name)
             n_centroids = self.n_centroids if self.kind == "res" else 0
-            self.codec = ResidualCodec(int(digits), n_centroids, scale=self.name.endswith("s"),
-                                       seed=self.seed, niter=KMEANS_NITER)
+            self.codec = ResidualCodec(parsed.nbits, n_centroids, scale=parsed.scale,
+                                       seed=self.seed, niter=KMEANS_NITER, dims=parsed.dims)
             if n_centroids and "centroids" not in coarse:
                 t0 = time.perf_counter()
                 kmeans = faiss.Kmeans(self.dim, n_centroids, niter=KMEANS_NITER, seed=self.seed)

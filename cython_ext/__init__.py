@@ -33,6 +33,7 @@ __all__ = [
     "openmp_enabled",
     "pq_adc",
     "pq_lookup_tables",
+    "project",
     "topk",
 ]
 
@@ -250,6 +251,19 @@ def maxsim_bits(
     if bad != -1:
         _raise_non_finite(bad, off, None)
     return scores
+
+
+def project(x: np.ndarray, basis_t: np.ndarray) -> np.ndarray:
+    """float32 [n, K] = x [n, D] @ basis_t [D, K], on the calling thread.
+
+    A projected token code (`ResidualCodec` with `dims`) projects each query before MaxSim; doing
+    that in BLAS would wake BLAS's thread pool, whose spinning threads slow the OpenMP kernel
+    that runs next (osneural.cython_ext._kernels.project)."""
+    xs = _small_float("x", x, 2)
+    bt = _small_float("basis_t", basis_t, 2)
+    if xs.shape[1] != bt.shape[0]:
+        raise ValueError(f"x has {xs.shape[1]} columns; basis_t [D, K] has D={bt.shape[0]}")
+    return _kernels.project(xs, bt)
 
 
 def pq_lookup_tables(query: np.ndarray, codebooks: np.ndarray) -> np.ndarray:

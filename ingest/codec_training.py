@@ -45,17 +45,17 @@ def token_pq(dim: int, params: CodecParams) -> ProductQuantizer:
 
 
 def token_codec(code: str, n_tokens: int, params: CodecParams) -> ProductQuantizer | ResidualCodec:
-    """An unfitted token codec for `params.token_code` ("pq", "bin1[s]", "bin2[s]", "res1[s]",
-    "res2[s]")
-    and a training sample of `n_tokens` tokens."""
+    """An unfitted token codec for a token code ("pq", or a bit code as `parse_token_code`
+    reads it: "bin2p192", "res1s", ...) and a training sample of `n_tokens` tokens."""
     if code == "pq":
         return ProductQuantizer(1, seed=params.seed)  # M is set from the dimension by the caller
-    kind, digits, scale = parse_token_code(code)
+    parsed = parse_token_code(code)
     centroids = 0
-    if kind == "res":
+    if parsed.kind == "res":
         colbert = 2 ** int(math.log2(16 * math.sqrt(max(n_tokens, 1))))
         centroids = max(1, min(params.token_centroids, colbert, n_tokens))
-    return ResidualCodec(digits, centroids, scale=scale, seed=params.seed)
+    return ResidualCodec(parsed.nbits, centroids, scale=parsed.scale, seed=params.seed,
+                         dims=parsed.dims)
 
 
 def train_codecs(

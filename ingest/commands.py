@@ -54,13 +54,11 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
                         help="failure report path (default: <corpus folder>/<index>.failures.jsonl)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N sample documents")
     parser.add_argument("--pool-factor", type=float, default=2, help="token pooling factor (1 = off)")
-    parser.add_argument("--token-code", default=None,
-                        choices=("pq", "bin1", "bin1s", "bin2", "bin2s", "res1", "res2", "res1s",
-                                 "res2s"),
-                        help="how mv_codes codes a token (new index): bin2 (default: 2 bits "
-                             "per dimension, 96 B per 384-d token), pq (PQ M=192, 192 B, the "
-                             "code of earlier versions), or the other bit codes of "
-                             "bench/token_bits.py")
+    parser.add_argument("--token-code", default=None, type=_token_code,
+                        help="how mv_codes codes a token (new index): bin2p192 (default: 2 bits "
+                             "over the tokens' 192 principal directions, 48 B per token), bin2 (2 "
+                             "bits per dimension, 96 B per 384-d token), pq (PQ M=192, 192 B), or "
+                             "another bit code of bench/token_bits.py (bin1, res2s, bin2p256, ...)")
     parser.add_argument("--train-docs", type=int, default=2000, help="codec training sample size")
     parser.add_argument("--fde-dtype", choices=("int8", "float32"), default="int8",
                         help="MUVERA FDE as a k-NN byte vector (default; 2 KB per document, same "
@@ -102,6 +100,18 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_cluster_arguments(parser)
+
+
+def _token_code(value: str) -> str:
+    """argparse type of `--token-code`: "pq" or a bit code `parse_token_code` reads."""
+    from osneural.ingest.plan import parse_token_code
+
+    if value != "pq":
+        try:
+            parse_token_code(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def parse_index_settings(values: list[str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from osneural.codecs import CodecBundle
 from osneural.errors import IndexMismatchError, IngestError
@@ -28,17 +28,29 @@ class EmptyCorpus(IngestError):
     """The corpus holds no valid document at all."""
 
 
-_TOKEN_CODE = re.compile(r"(bin|res)([124])(s?)")
+_TOKEN_CODE = re.compile(r"(bin|res)([124])(s?)(?:p([1-9][0-9]{0,4}))?")
 
 
-def parse_token_code(code: str) -> tuple[str, int, bool]:
-    """A bit token code's (kind, bits per dimension, per-token scale): `bin1` -> ("bin", 1,
-    False), `res2s` -> ("res", 2, True). Anything else (`pq` included) is a ValueError naming it."""
+class TokenCode(NamedTuple):
+    """A bit token code's name, parsed: `bin2p192` -> ("bin", 2, False, 192)."""
+
+    kind: str  # "bin": bits of the value itself; "res": of its residual to a coarse centroid
+    nbits: int  # bits per coded dimension
+    scale: bool  # a float16 per-token scale ("s")
+    dims: int | None  # principal directions coded ("p<N>"); None: every dimension as it is
+
+
+def parse_token_code(code: str) -> TokenCode:
+    """A bit token code's parts: `bin1` -> ("bin", 1, False, None), `res2s` -> ("res", 2, True,
+    None), `bin2p192` -> ("bin", 2, False, 192). Anything else (`pq` included) is a ValueError
+    naming it."""
     match = _TOKEN_CODE.fullmatch(code) if isinstance(code, str) else None
     if match is None:
-        raise ValueError(f"token code {code!r}: use pq, bin1, bin1s, bin2, bin2s, res1, res2, "
-                         "res1s or res2s (4 bits: bin4, res4)")
-    return match[1], int(match[2]), match[3] == "s"
+        raise ValueError(f"token code {code!r}: use pq, or bin or res, then 1, 2 or 4 bits per "
+                         "dimension, then s for a per-token scale, then p<N> to code N principal "
+                         "directions (e.g. bin2, bin1s, res2, bin2p192)")
+    return TokenCode(match[1], int(match[2]), match[3] == "s",
+                     int(match[4]) if match[4] else None)
 
 
 @dataclass
@@ -60,16 +72,18 @@ class CodecParams:
     #: them: docs/scale.md, "Default build speed" (`bench/build_quality.py`).
     token_pq_niter: int = 10
     token_pq_points_per_centroid: int = 64
-    #: how `mv_codes` codes a token: "pq" (PQ with `token_pq_m` sub-spaces) or bit codes
-    #: "bin1" / "bin1s" (sign bits, "s": with a per-token scale), "bin2" / "bin2s" (2 bits per
-    #: dimension, 4 buckets cut at the training values' quartiles), "res1" / "res2" (a coarse
-    #: centroid id plus 1 or 2 residual bits per dimension, ColBERTv2's layout; "res1s"/"res2s"
-    #: add a per-token scale); see osneural.codecs.residual and bench/token_bits.py.
-    #: Default "bin2": 96 bytes per 384-d token, half of PQ M=192, trained in seconds instead of
-    #: minutes. MaxSim alone / the `hybrid` blend against float16 tokens, nDCG@10 points
-    #: (docs/results.md, bench/token_bits.py): SciFact +0.23 / -0.07, NFCorpus -0.14 / +0.01;
-    #: PQ M=192 +0.08 / -0.13 and +0.10 / +0.07. An index keeps the code its bundle names.
-    token_code: str = "bin2"
+    #: how `mv_codes` codes a token: "pq" (PQ with `token_pq_m` sub-spaces) or a bit code
+    #: (`parse_token_code`): "bin1" / "bin2" (1 or 2 bits per dimension, buckets cut at the
+    #: training values' quantiles), "res1" / "res2" (a coarse centroid id plus 1 or 2 residual
+    #: bits, ColBERTv2's layout), "s" adding a per-token scale, "p<N>" coding the tokens' N
+    #: principal directions instead of their D axes; see osneural.codecs.residual and
+    #: bench/token_bits.py. Default "bin2p192": 2 bits over 192 principal directions, 48 bytes
+    #: per 384-d token (a quarter of PQ M=192), trained in about a second. MaxSim alone / the
+    #: `hybrid` blend against float16 tokens, nDCG@10 points (docs/results.md): SciFact -0.08 /
+    #: -0.03, NFCorpus -0.39 / +0.06, against +0.08 / -0.07 and -0.15 / +0.01 for "bin2" (96 B);
+    #: "bin1p384" (also 48 B) misses SciFact alone (-0.72). Tokens of 192 dimensions or fewer
+    #: are rotated and kept whole. An index keeps the code its bundle names.
+    token_code: str = "bin2p192"
     #: coarse centroids of "res" codes at most (fewer when the training sample is small:
     #: ColBERTv2's 2**floor(log2(16 sqrt(tokens))))
     token_centroids: int = 4096

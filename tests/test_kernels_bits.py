@@ -121,3 +121,25 @@ def test_serial_build_warns_once_on_import(monkeypatch):
     importlib.reload(kernels)
     assert [w.category for w in caught] == [RuntimeWarning]
     assert "without OpenMP" in str(caught[0].message)
+
+
+@pytest.mark.parametrize(("n", "dim", "k"), [(0, 384, 192), (1, 1, 1), (23, 384, 192), (5, 7, 13),
+                                            (3, 64, 64), (40, 129, 65)])
+def test_project_matches_numpy(n, dim, k):
+    """The query projection of projected token codes against numpy's matmul, on empty, single
+    and odd shapes, from non-contiguous and float64 input."""
+    from osneural.cython_ext import project
+
+    rng = np.random.default_rng(n * 7 + dim + k)
+    x = rng.standard_normal((n, 2 * dim))[:, ::2]  # float64, non-contiguous: cast by the wrapper
+    basis_t = rng.standard_normal((dim, k)).astype(np.float32)
+    got = project(x, basis_t)
+    assert got.shape == (n, k) and got.dtype == np.float32
+    np.testing.assert_allclose(got, x.astype(np.float32) @ basis_t, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="x has 3 columns; basis_t"):
+        project(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32))
+    bad = x.copy()
+    if n:
+        bad[n - 1, dim - 1] = np.nan
+        with pytest.raises(ValueError, match="x contains NaN"):
+            project(bad, basis_t)

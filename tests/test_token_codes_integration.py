@@ -84,11 +84,11 @@ def _fake_cache(encs: dict) -> ResourceCache:
     return ResourceCache(enc)
 
 
-@pytest.mark.parametrize(("code", "nbits", "centroids", "scale"),
-                         [("bin1", 1, False, False), ("res2", 2, True, False),
-                          ("res1s", 1, True, True)])
+@pytest.mark.parametrize(("code", "nbits", "centroids", "scale", "dims"),
+                         [("bin1", 1, False, False, None), ("res2", 2, True, False, None),
+                          ("res1s", 1, True, True, None), ("bin2p24", 2, False, False, 24)])
 def test_bit_token_code_ingest_meta_rows_and_maxsim(opensearch_client, index_name, tmp_path,
-                                                    code, nbits, centroids, scale) -> None:
+                                                    code, nbits, centroids, scale, dims) -> None:
     client = opensearch_client
     texts = _corpus(tmp_path / "corpus.jsonl")
     encs = fake_encoders()
@@ -103,10 +103,11 @@ def test_bit_token_code_ingest_meta_rows_and_maxsim(opensearch_client, index_nam
     desc = meta["osneural"]["codecs"]["res_tokens"]
     assert "pq_tokens" not in meta["osneural"]["codecs"]
     dim = encs["multivector"].dim
-    code_bytes = dim * nbits // 8
+    code_bytes = min(dims or dim, dim) * nbits // 8
     row_bytes = code_bytes + 2 * centroids + 2 * scale
     assert desc == {"kind": "residual", "nbits": nbits, "n_centroids": 16 if centroids else 0,
-                    "scale": scale, "dim": dim, "row_bytes": row_bytes}
+                    "scale": scale, "dim": dim, "row_bytes": row_bytes,
+                    **({"projected_dims": min(dims, dim)} if dims else {})}
     bundle = load_codecs(client, index_name)
     codec = bundle.token_codec
     assert isinstance(codec, ResidualCodec) and bundle.pq_tokens is None
