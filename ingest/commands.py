@@ -55,8 +55,8 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N sample documents")
     parser.add_argument("--pool-factor", type=float, default=2, help="token pooling factor (1 = off)")
     parser.add_argument("--token-code", default=None, type=_token_code,
-                        help="how mv_codes codes a token (new index): bin2p192 (default: 2 bits "
-                             "over the tokens' 192 principal directions, 48 B per token), bin2 (2 "
+                        help="how mv_codes codes a token (new index): bin2p224 (default: 2 bits "
+                             "over the tokens' 224 principal directions, 56 B per token), bin2 (2 "
                              "bits per dimension, 96 B per 384-d token), pq (PQ M=192, 192 B), or "
                              "another bit code of bench/token_bits.py (bin1, res2s, bin2p256, ...)")
     parser.add_argument("--train-docs", type=int, default=2000, help="codec training sample size")

@@ -77,13 +77,14 @@ class CodecParams:
     #: training values' quantiles), "res1" / "res2" (a coarse centroid id plus 1 or 2 residual
     #: bits, ColBERTv2's layout), "s" adding a per-token scale, "p<N>" coding the tokens' N
     #: principal directions instead of their D axes; see osneural.codecs.residual and
-    #: bench/token_bits.py. Default "bin2p192": 2 bits over 192 principal directions, 48 bytes
-    #: per 384-d token (a quarter of PQ M=192), trained in about a second. MaxSim alone / the
-    #: `hybrid` blend against float16 tokens, nDCG@10 points (docs/results.md): SciFact -0.08 /
-    #: -0.03, NFCorpus -0.39 / +0.06, against +0.08 / -0.07 and -0.15 / +0.01 for "bin2" (96 B);
-    #: "bin1p384" (also 48 B) misses SciFact alone (-0.72). Tokens of 192 dimensions or fewer
-    #: are rotated and kept whole. An index keeps the code its bundle names.
-    token_code: str = "bin2p192"
+    #: bench/token_bits.py. Default "bin2p224": 2 bits over 224 principal directions, 56 bytes
+    #: per 384-d token (0.29 of PQ M=192's), trained in about 2 s. MaxSim alone / the `hybrid`
+    #: blend against float16 tokens, nDCG@10 points, fp32 / int8 query tokens (docs/results.md):
+    #: SciFact -0.31 / +0.08 and -0.19 / -0.01, NFCorpus -0.07 / +0.09 and -0.24 / +0.06. With
+    #: 192 directions (48 B) NFCorpus alone falls to -0.80 with int8 queries, past the 0.5 bar.
+    #: Tokens of 224 dimensions or fewer are rotated and kept whole. An index keeps the code
+    #: its bundle names.
+    token_code: str = "bin2p224"
     #: coarse centroids of "res" codes at most (fewer when the training sample is small:
     #: ColBERTv2's 2**floor(log2(16 sqrt(tokens))))
     token_centroids: int = 4096

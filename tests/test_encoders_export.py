@@ -31,7 +31,7 @@ from osneural.encoders import (  # noqa: E402
     load_encoder,
     read_manifest,
 )
-from osneural.encoders.export import export_model  # noqa: E402
+from osneural.encoders.export import DEFAULT_DOC_TOP_K, export_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_manifests_describe_the_exports(exported) -> None:
     assert len(dense["sha256"]) == 64 and dense["vocab_size"] == 30522
     assert dense["variants"]["int8"]["file"] == "model.int8.onnx"
     sparse = read_manifest(exported["sparse"])
-    assert sparse["dim"] == 30522 and sparse["doc_top_k"] == 256
+    assert sparse["dim"] == 30522 and sparse["doc_top_k"] == DEFAULT_DOC_TOP_K == 160
     assert sparse["parity_max_abs_diff"] <= 1e-4
     mv = read_manifest(exported["multivector"])
     assert mv["query_max_length"] == 16 and mv["projection"] is None
@@ -546,3 +546,37 @@ def test_export_command_reports_bad_checkpoints(tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "x")])
     assert code == 1
     assert "masked-language-model head" in capsys.readouterr().err
+
+
+def test_an_older_sparse_export_moves_to_the_new_term_cap(exported, tmp_path, monkeypatch,
+                                                            capsys) -> None:
+    """`osneural export` on a default sparse export written with the old cap (256 terms per
+    document) rewrites only the manifest's cap, and the encoder then keeps DEFAULT_DOC_TOP_K
+    terms; a cap its user chose, and any other kind, is left alone."""
+    from osneural.cli import main
+    from osneural.encoders.defaults import DEFAULT_DIRS
+    from osneural.encoders.export import PREVIOUS_DOC_TOP_K
+
+    monkeypatch.setenv("OSNEURAL_MODELS", str(tmp_path))
+    folder = tmp_path / DEFAULT_DIRS["sparse"]
+    shutil.copytree(exported["sparse"], folder)
+    manifest = read_manifest(folder)
+    manifest["doc_top_k"] = PREVIOUS_DOC_TOP_K
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model_bytes = (folder / "model.onnx").read_bytes()
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    words = sorted(w for w in vocab if w.isalpha() and len(w) > 4)[::40][:250]
+    text = " ".join(words)  # 250 distinct words: more non-zero terms than either cap
+    assert len(SparseEncoder(folder).encode_documents([text])[0]) > DEFAULT_DOC_TOP_K
+
+    assert main(["export", "--kind", "sparse"]) == 0
+    assert f"documents now keep the top {DEFAULT_DOC_TOP_K}" in capsys.readouterr().out
+    assert read_manifest(folder)["doc_top_k"] == DEFAULT_DOC_TOP_K
+    assert (folder / "model.onnx").read_bytes() == model_bytes
+    assert len(SparseEncoder(folder).encode_documents([text])[0]) == DEFAULT_DOC_TOP_K
+
+    manifest["doc_top_k"] = 300  # chosen by its user
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["export", "--kind", "sparse"]) == 0
+    assert "already exported" in capsys.readouterr().out
+    assert read_manifest(folder)["doc_top_k"] == 300

@@ -90,9 +90,9 @@ def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp
                                         "dim": 384}
     assert osn["representations"] == ["text", "dense", "sparse", "binary", "pq", "multivector"]
     assert osn["codecs"]["pq_dense"]["M"] == 48
-    # the default token code: 2 bits over (up to) 192 principal directions, no centroid, no
+    # the default token code: 2 bits over (up to) 224 principal directions, no centroid, no
     # scale; 64-d tokens keep all 64 rotated directions: 16 B per token
-    assert CodecParams().token_code == "bin2p192" and "pq_tokens" not in osn["codecs"]
+    assert CodecParams().token_code == "bin2p224" and "pq_tokens" not in osn["codecs"]
     assert osn["codecs"]["res_tokens"] == {"kind": "residual", "nbits": 2, "n_centroids": 0,
                                            "scale": False, "dim": 64, "row_bytes": 16,
                                            "projected_dims": 64}

@@ -12,9 +12,10 @@ A token is stored as (each part only when the codec has it):
 With `dims` set, tokens are first projected on their `dims` principal directions (the leading
 eigenvectors of the training tokens' second-moment matrix, uncentered because MaxSim is an inner
 product): the bits then code `dims` decorrelated values instead of `D` correlated ones. Half of
-MiniLM's 384 directions keep about 87% of the tokens' energy, and MaxSim over 192 projected
-dimensions at 2 bits (48 B) scores as well as 384 at 2 bits (96 B) (docs/results.md). The query
-is projected by the same matrix, so the kernel sees `dims`-wide tokens; `decode` maps back.
+MiniLM's 384 directions keep about 87% of the tokens' energy; MaxSim over 224 projected
+dimensions at 2 bits (56 B) stays within the quality bar that 384 at 2 bits (96 B) meets
+(docs/results.md). The query is projected by the same matrix, so the kernel sees `dims`-wide
+tokens; `decode` maps back.
 
 Buckets are trained once: cut-offs at the quantiles of the training values (the sign, 0.0, for
 binarized tokens at 1 bit) and each bucket's weight the mean of the values that fall in it (the

@@ -35,8 +35,8 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--document-prefix", default=None)
     parser.add_argument("--query-length", type=int, default=None,
                         help="multivector query length, padded with [MASK] (default 32)")
-    parser.add_argument("--doc-top-k", type=int, default=256,
-                        help="sparse terms kept per document (default 256)")
+    parser.add_argument("--doc-top-k", type=int, default=None,
+                        help="sparse terms kept per document (default 160; 0 keeps every term)")
     parser.add_argument("--force", action="store_true",
                         help="re-export even when the output folder already holds a model")
     parser.add_argument("--target", choices=["osneural", "ml-commons"], default="osneural",
@@ -58,7 +58,13 @@ def run_export(args: argparse.Namespace) -> int:
         is_exported,
     )
     from osneural.encoders.errors import EncoderError
-    from osneural.encoders.export import export_model, quantize_int8
+    from osneural.encoders.export import (
+        DEFAULT_DOC_TOP_K,
+        PREVIOUS_DOC_TOP_K,
+        export_model,
+        quantize_int8,
+        update_doc_top_k,
+    )
     from osneural.encoders.manifest import INT8_MODEL_NAME
     from osneural.paths import models_dir
 
@@ -75,13 +81,20 @@ def run_export(args: argparse.Namespace) -> int:
         quantize = (default_quantize(args.kind) if args.quantize == "auto"
                     else None if args.quantize == "none" else args.quantize)
         if is_exported(out) and not args.force and args.model is None and args.out is None:
+            said = False
             if quantize == "int8" and not (out / INT8_MODEL_NAME).is_file():
                 # an export from before int8 was the default: add the variant, keep the rest
                 diff = quantize_int8(out)
                 print(f"{args.kind}: already exported at {out}; added {INT8_MODEL_NAME} "
                       f"(int8 parity {diff:.2e})")
-                return 0
-            print(f"{args.kind}: already exported at {out} (use --force to redo)")
+                said = True
+            if args.kind == "sparse" and args.doc_top_k is None and update_doc_top_k(out):
+                print(f"sparse: already exported at {out}; documents now keep the top "
+                      f"{DEFAULT_DOC_TOP_K} terms (the cap exports wrote before was "
+                      f"{PREVIOUS_DOC_TOP_K}; --force --doc-top-k N sets another)")
+                said = True
+            if not said:
+                print(f"{args.kind}: already exported at {out} (use --force to redo)")
             return 0
         dims = None
         if args.matryoshka_dims:
@@ -95,7 +108,8 @@ def run_export(args: argparse.Namespace) -> int:
             model, args.kind, out, opset=args.opset, quantize=quantize,
             max_length=args.max_length, pooling=args.pooling, matryoshka_dims=dims,
             query_prefix=args.query_prefix, document_prefix=args.document_prefix,
-            query_length=args.query_length, doc_top_k=args.doc_top_k,
+            query_length=args.query_length,
+            **({"doc_top_k": args.doc_top_k} if args.doc_top_k is not None else {}),
         )
     except EncoderError as exc:
         print(f"osneural export: {exc}", file=sys.stderr)

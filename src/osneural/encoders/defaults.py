@@ -144,9 +144,9 @@ def is_exported(folder: Path) -> bool:
 def ensure_default_models(kinds: list[str] | None = None, *, quantize: str | None = "auto",
                           ) -> dict[str, Path]:
     """Export every missing default (needs torch), with its int8 variant where that is the
-    default (`quantize="auto"`), adding the variant to an older fp32-only export; return
-    kind -> export folder."""
-    from osneural.encoders.export import export_model, quantize_int8
+    default (`quantize="auto"`), adding the variant to an older fp32-only export and moving an
+    older sparse export to today's document term cap; return kind -> export folder."""
+    from osneural.encoders.export import export_model, quantize_int8, update_doc_top_k
 
     result: dict[str, Path] = {}
     for kind in kinds or list(KINDS):
@@ -154,8 +154,11 @@ def ensure_default_models(kinds: list[str] | None = None, *, quantize: str | Non
         variant = default_quantize(kind) if quantize == "auto" else quantize
         if not is_exported(out):
             export_model(default_checkpoint(kind), kind, out, quantize=variant)
-        elif variant == "int8" and not (out / INT8_MODEL_NAME).is_file():
-            quantize_int8(out)
+        else:
+            if variant == "int8" and not (out / INT8_MODEL_NAME).is_file():
+                quantize_int8(out)
+            if kind == "sparse":
+                update_doc_top_k(out)
         result[kind] = out
     return result
 

@@ -287,7 +287,7 @@ class DenseEncoder(OnnxEncoder):
 class SparseEncoder(OnnxEncoder):
     """SPLADE term weights as `{token: weight}` (raw wordpiece strings; ingestion sanitises keys).
 
-    `doc_top_k=None` takes the manifest's default (256), `0` keeps every non-zero term; queries
+    `doc_top_k=None` takes the manifest's (exports write 160 unless told), `0` keeps every non-zero term; queries
     keep every non-zero term unless `query_top_k` is set.
     `query_mode="inference_free"` encodes queries with the tokenizer alone, each distinct token
     weighted by `idf` (an `IdfTable`, its `to_dict()` form, a path to one, or None for 1.0).
