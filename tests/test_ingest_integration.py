@@ -101,8 +101,9 @@ def test_real_encoders_every_field_failures_and_resume(
         assert src["bin_tokens"] == code_tokens(stored[None, :], 64, n_bits=384)[0]
         assert_nearest_codes(bundle.pq_dense, np.asarray([src["dense"]], np.float32),
                              unb64(fields["dense_pq"][0])[None, :])
-        # the default token code: 2 bits per dimension, 96 B per 384-d token
-        assert bundle.token_codec.describe()["row_bytes"] == 96 and bundle.pq_tokens is None
+        # the default token code: 2 bits over 224 principal directions, 56 B per 384-d token
+        assert bundle.token_codec.describe()["row_bytes"] == 56 and bundle.pq_tokens is None
+        assert bundle.token_codec.describe()["projected_dims"] == 224
         mv = bundle.token_codec.parse(unb64(fields["mv_codes"][0]).tobytes(), doc_id)
         assert abs(len(mv) - len(tokens[k])) <= 1 and len(mv) > 0
         assert "mv_codes" not in src
