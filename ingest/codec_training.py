@@ -3,7 +3,7 @@
 The codec stage uses the codecs package defaults, chosen for MiniLM: 1 bit per dense dimension cut
 into `mih_m` = 64 MIH substrings (6 bits each: near codes share many terms), dense PQ M = 48,
 tokens projected on their 224 principal directions and coded at 2 bits each
-(`CodecParams.token_code`, "pq" for token PQ M = 192), token pooling factor 2, MUVERA defaults. Training uses at most `train_docs`
+(`CodecParams.token_code`, "pq" for token PQ M = 192), token pooling factor 4, MUVERA defaults. Training uses at most `train_docs`
 documents and `max_train_tokens` token vectors. PQ needs at least 256 training vectors; a smaller
 corpus (tests, demos) is padded with jittered copies of its own vectors -- codes stay exact
 nearest centroids, only codebook quality suffers, and the summary says so.

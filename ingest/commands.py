@@ -53,7 +53,9 @@ def configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--failures", default=None,
                         help="failure report path (default: <corpus folder>/<index>.failures.jsonl)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N sample documents")
-    parser.add_argument("--pool-factor", type=float, default=2, help="token pooling factor (1 = off)")
+    parser.add_argument("--pool-factor", type=float, default=None,
+                        help="token pooling factor (default 4: a quarter of the tokens kept as "
+                             "cluster means; 1 = off)")
     parser.add_argument("--token-code", default=None, type=_token_code,
                         help="how mv_codes codes a token (new index): bin2p224 (default: 2 bits "
                              "over the tokens' 224 principal directions, 56 B per token), bin2 (2 "
@@ -187,8 +189,9 @@ def run_ingest(args: argparse.Namespace) -> int:
         representations=args.representations, batch_size=args.batch_size, resume=args.resume,
         fields=fields,
         failure_report=args.failures, progress=not args.no_progress,
-        codec_params=CodecParams(pool_factor=args.pool_factor, train_docs=args.train_docs,
-                                 fde_dtype=args.fde_dtype,
+        codec_params=CodecParams(train_docs=args.train_docs, fde_dtype=args.fde_dtype,
+                                 **({"pool_factor": args.pool_factor}
+                                    if args.pool_factor is not None else {}),
                                  **({"token_code": args.token_code} if args.token_code else {})),
         options=options, max_retries=args.max_retries, initial_backoff=args.retry_backoff,
     )

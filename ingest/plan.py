@@ -88,7 +88,13 @@ class CodecParams:
     #: coarse centroids of "res" codes at most (fewer when the training sample is small:
     #: ColBERTv2's 2**floor(log2(16 sqrt(tokens))))
     token_centroids: int = 4096
-    pool_factor: float = 2
+    #: token pooling at ingestion (hierarchical clustering of a document's tokens into
+    #: ceil(T / pool_factor) means; osneural.codecs.pooling). 4 against 2, built end to end and
+    #: queried with every test query (docs/scale.md, "Pooling by 4"), nDCG@10 points, `hybrid` /
+    #: `multivector` / MaxSim alone: SciFact +0.24 / +0.85 / +0.07, NFCorpus -0.08 / +0.31 /
+    #: -0.10, MEDLINE -0.14 / +0.44 / +0.67, LISA +0.39 / +5.04 / +2.38; half the token bytes
+    #: (5.9 -> 3.0 KB per SciFact document) and half the MaxSim work.
+    pool_factor: float = 4
     # "int8" stores the MUVERA FDE as a k-NN byte vector: 2 KB instead of 8 KB per document;
     # fde+maxsim nDCG@10 equal to float32 on SciFact (0.7166 both) and NFCorpus (0.3342 against
     # 0.3343), top-200 overlap 0.99 (bench/fde_bytes.py, exact search). "float32" keeps floats.

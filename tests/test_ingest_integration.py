@@ -78,7 +78,9 @@ def test_real_encoders_every_field_failures_and_resume(
     texts = [f"{docs[i].get('title', '')} {docs[i]['text']}".strip() for i in ids]
     dense = encoders["dense"].encode_documents(texts)
     sparse = encoders["sparse"].encode_documents(texts)
-    tokens = [pool_tokens(t, 2) for t in encoders["multivector"].encode_documents(texts)]
+    pool = CodecParams().pool_factor  # the default pooling (4)
+    assert pool == 4
+    tokens = [pool_tokens(t, pool) for t in encoders["multivector"].encode_documents(texts)]
     codes = bundle.binary.encode(dense)
     hits = _fetch(opensearch_client, index_name, ids)
     assert sorted(hits) == ids
