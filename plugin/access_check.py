@@ -61,6 +61,11 @@ class AccessCheck:
                 return False
             return True
 
+    def passed(self, index: str, scope: str) -> bool:
+        """Whether the credential `scope` passed the check for `index` within the window: the
+        caller then needs no round trip, nor a worker thread to wait for one."""
+        return self.window_s > 0 and self._remembered((scope, index))
+
     def check(self, who: Any, index: str, scope: str) -> None:
         """Raise what OpenSearch answers (401, 403, 404) when `who` may not search `index`;
         `scope` names the credential (`neural_handler.caller_scope`)."""

@@ -159,7 +159,9 @@ class NeuralHandler:
             # The caller must be able to search the index before any encoder runs for them, and
             # before cached index descriptions (shared across callers) shape their answer
             # (osneural.plugin.access_check: passed checks are remembered a few seconds).
-            await run_in_threadpool(self.access.check, who, index, caller_scope(who))
+            scope = caller_scope(who)
+            if not self.access.passed(index, scope):
+                await run_in_threadpool(self.access.check, who, index, scope)
         try:
             await asyncio.wait_for(self.slots.acquire(), timeout=self.limits.queue_timeout_s)
         except TimeoutError:

@@ -40,4 +40,10 @@ def json_response(data: Any, status: int = 200, pretty: bool = False,
 
 
 def log_event(event: str, **fields: Any) -> None:
-    log.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+    """One JSON line per event (sorted keys), written by orjson: the standard module took about
+    a tenth of a millisecond of the event loop per request."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    line = orjson.dumps({"event": event, **fields}, default=str,
+                        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    log.info(line.decode())

@@ -180,7 +180,7 @@ def test_serve_with_env_credentials_warms_at_startup(tls_front, cli_index):
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-    assert USERS["svc"] not in out and '"event": "warm"' in out
+    assert USERS["svc"] not in out and '"event":"warm"' in out
 
 
 def test_serve_refuses_all_interfaces_without_an_allow_list():

@@ -236,3 +236,38 @@ def test_access_check_window_from_the_environment_is_validated(monkeypatch) -> N
         monkeypatch.setenv("OSNEURAL_ACCESS_CHECK_S", bad)
         with pytest.raises(ValueError, match="OSNEURAL_ACCESS_CHECK_S"):
             window_from_env()
+
+
+def test_a_remembered_access_check_is_passed_only_within_its_window_and_scope() -> None:
+    """`passed` (the handler's no-thread fast path) says yes only for the credential and index
+    that passed, only until the window ends, never with the window off, never for a refusal."""
+    from osneural.plugin.access_check import AccessCheck
+
+    now = [100.0]
+
+    class Caller:
+        def __init__(self, refuse: bool = False) -> None:
+            self.refuse, self.calls = refuse, 0
+
+        def search(self, **_kw):
+            self.calls += 1
+            if self.refuse:
+                raise PermissionError("403")
+
+    check = AccessCheck(window_s=10, clock=lambda: now[0])
+    who = Caller()
+    assert not check.passed("docs", "alice")
+    check.check(who, "docs", "alice")
+    assert who.calls == 1
+    assert check.passed("docs", "alice")
+    assert not check.passed("docs", "bob") and not check.passed("other", "alice")
+    now[0] += 9.9
+    assert check.passed("docs", "alice")
+    now[0] += 0.2
+    assert not check.passed("docs", "alice")
+    with pytest.raises(PermissionError):
+        check.check(Caller(refuse=True), "docs", "mallory")
+    assert not check.passed("docs", "mallory")
+    off = AccessCheck(window_s=0, clock=lambda: now[0])
+    off.check(who, "docs", "alice")
+    assert not off.passed("docs", "alice")
