@@ -1,6 +1,7 @@
 """The binary-token (MIH) first stage against the dense first stage, lever by lever, in one run.
 
     python bench/binary_levers.py --url http://127.0.0.1:9400 --docs 100000 [--queries 300] [--json]
+    python bench/binary_levers.py --offline --docs 100000 [--lsh 256x8,384x8,512x10] [--json]
 
 Documents. SciFact's 5,183 documents are encoded with the default dense encoder; the rest up to
 `--docs` are resampled in representation space the way `bench/scale.py` makes its distractors:
@@ -17,6 +18,13 @@ p95 of the OpenSearch request (client wall time), recall@1000 of SciFact's relev
 (qrels) among the stage's candidates, and recall of the exact dense top-10 among them (how much
 the dense rescoring after it can recover). The dense k-NN stage (HNSW, Lucene, cosine) is the
 reference, measured in the same run on the same index; ratios are against it.
+
+`--offline` needs no node: it ranks the same documents in numpy exactly as each query would, and
+reports the recall columns and the postings each query visits per indexed document (the work an
+inverted index cannot skip: every posting of every query term). Beside today's MIH scoring (an
+exact substring r+1 points, one within radius r 1 point) it measures bit-sampling LSH: L tables,
+each a term of k code bits drawn at random (seeded), a document scored by the tables it shares
+with the query; and exact Hamming ranking, the ceiling of any index over these codes.
 """
 
 from __future__ import annotations
@@ -162,6 +170,85 @@ def pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
 
 
+def _keys(bits: np.ndarray, cols: Any) -> np.ndarray:
+    """The integer each row's bits at `cols` spell, most significant first."""
+    cols = np.asarray(cols)
+    weights = np.left_shift(np.int64(1), np.arange(len(cols) - 1, -1, -1, dtype=np.int64))
+    return bits[:, cols].astype(np.int64) @ weights
+
+
+def offline(dense: np.ndarray, qv: np.ndarray, rel_idx: list[set[int]], bq: Any,
+            mih_variants: list[tuple[int, int]], lsh_variants: list[tuple[int, int]],
+            k: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Recall of each variant's top `k` and the postings per document each query visits."""
+    n = len(dense)
+    d_bits = np.unpackbits(bq.encode(dense), axis=1)[:, : bq.n_bits]
+    q_bits = np.unpackbits(bq.encode(qv), axis=1)[:, : bq.n_bits]
+    exact10 = [set(r.tolist()) for r in np.argsort(-(qv @ dense.T), axis=1)[:, :10]]
+    rows = []
+
+    def row(name: str, scores_of: Any, postings: Any, **extra: Any) -> None:
+        rq, rn, visited = [], [], []
+        for qi in range(len(qv)):
+            s = scores_of(qi)
+            top = np.argpartition(-s, min(k, n - 1))[:k]
+            got = set(top[s[top] > 0].tolist())
+            rq.append(len(got & rel_idx[qi]) / max(1, len(rel_idx[qi])))
+            rn.append(len(got & exact10[qi]) / 10)
+            visited.append(postings(qi))
+        rows.append({"stage": name, "k": k, "recall_qrels": round(float(np.mean(rq)), 4),
+                     "recall_dense_top10": round(float(np.mean(rn)), 4),
+                     "postings_per_doc": round(float(np.mean(visited)) / n, 4), **extra})
+
+    row("exact-hamming", lambda qi: bq.n_bits - (d_bits != q_bits[qi]).sum(1), lambda qi: n)
+    for m, radius in mih_variants:
+        from osneural.codecs import mih
+
+        widths = mih.substring_widths(bq.n_bits, m)
+        starts = np.cumsum([0, *widths[:-1]])
+        spans = [range(a, a + w) for a, w in zip(starts, widths, strict=True)]
+        dk = np.stack([_keys(d_bits, c) for c in spans], 1)
+        qk = np.stack([_keys(q_bits, c) for c in spans], 1)
+        ones = np.array([bin(i).count("1") for i in range(1 << max(widths))], dtype=np.int8)
+        df = [np.bincount(dk[:, j], minlength=1 << w) for j, w in enumerate(widths)]
+
+        def mih_scores(qi: int, dk=dk, qk=qk, ones=ones, radius=radius) -> np.ndarray:
+            dist = ones[dk ^ qk[qi]]
+            return np.where(dist == 0, radius + 1, (dist <= radius).astype(np.int64)).sum(1)
+
+        def mih_postings(qi: int, qk=qk, df=df, widths=widths, radius=radius) -> int:
+            total = 0
+            for j, w in enumerate(widths):
+                v = int(qk[qi, j])
+                total += int(df[j][v])
+                if radius:
+                    total += sum(int(df[j][v ^ (1 << b)]) for b in range(w))
+            return total
+
+        row(f"mih-m{m}-r{radius}", mih_scores, mih_postings, terms=m * (1 + radius * widths[0]))
+    rng = np.random.default_rng(seed)
+    for tables, bits in lsh_variants:
+        cols = [np.sort(rng.choice(bq.n_bits, bits, replace=False)) for _ in range(tables)]
+        dk = np.stack([_keys(d_bits, c) for c in cols], 1)
+        qk = np.stack([_keys(q_bits, c) for c in cols], 1)
+        order = [np.argsort(dk[:, j], kind="stable") for j in range(tables)]
+        keys = [dk[o, j] for j, o in enumerate(order)]
+        seen: dict[int, int] = {}
+
+        def lsh_scores(qi: int, qk=qk, order=order, keys=keys, seen=seen) -> np.ndarray:
+            s = np.zeros(n, dtype=np.int32)
+            total = 0
+            for j in range(len(keys)):
+                lo, hi = np.searchsorted(keys[j], qk[qi, j], "left"), np.searchsorted(keys[j], qk[qi, j], "right")
+                s[order[j][lo:hi]] += 1
+                total += int(hi - lo)
+            seen[qi] = total
+            return s
+
+        row(f"lsh-L{tables}-k{bits}", lsh_scores, lambda qi, seen=seen: seen[qi], terms=tables)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:9200")
@@ -170,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ms", default="64,48,32,24")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--offline", action="store_true",
+                    help="no node: recall and postings visited per query, ranked in numpy")
+    ap.add_argument("--mih", default="64r1,48r1,32r1,64r0",
+                    help="--offline: MIH variants as <m>r<radius>")
+    ap.add_argument("--lsh", default="128x12,256x14,256x10,256x8,384x8,512x10",
+                    help="--offline: bit-sampling LSH variants as <tables>x<bits per table>")
     args = ap.parse_args(argv)
     from osneural.codecs.binary import BinaryQuantizer
     from osneural.connection import ClusterConfig
@@ -180,6 +273,23 @@ def main(argv: list[str] | None = None) -> int:
     qids = list(rel)[: args.queries]
     qv = qv[: len(qids)]
     bq = BinaryQuantizer(bits_per_dim=1, seed=0).fit(dense[:5183])
+    if args.offline:
+        where = {d: i for i, d in enumerate(ids)}
+        rel_idx = [{where[d] for d in rel[q] if d in where} for q in qids]
+        mih_v = [tuple(int(x) for x in v.split("r")) for v in args.mih.split(",") if v]
+        lsh_v = [tuple(int(x) for x in v.split("x")) for v in args.lsh.split(",") if v]
+        rows = offline(dense, qv, rel_idx, bq, mih_v, lsh_v)
+        report = {"docs": len(ids), "queries": len(qids), "n_bits": bq.n_bits, "offline": True,
+                  "rows": rows, "command": "python bench/binary_levers.py " + " ".join(sys.argv[1:])}
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"{report['docs']} docs, {report['queries']} queries, {bq.n_bits}-bit codes, offline")
+            print(f"{'ranking':<22}{'terms':>6}{'postings/doc':>14}{'R@1000 qrels':>14}{'R dense10':>10}")
+            for r in rows:
+                print(f"{r['stage']:<22}{r.get('terms', ''):>6}{r['postings_per_doc']:>14}"
+                      f"{r['recall_qrels']:>14}{r['recall_dense_top10']:>10}")
+        return 0
     client = ClusterConfig.from_values(args.url).client()
     client.transport.timeout = 600
     build(client, ids, dense, bq, ms)

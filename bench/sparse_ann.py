@@ -35,7 +35,8 @@ import numpy as np
 INDEX = "osneural-sparse-ann-bench"
 
 
-def corpus(n_docs: int) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]], list[set[str]]]:
+def corpus() -> tuple[list[str], list[dict[str, float]], list[dict[str, float]], list[set[str]]]:
+    """SciFact's documents and test queries, encoded: (ids, weights, query weights, relevant)."""
     from osneural.eval.beir import load_qrels, load_queries
     from osneural.eval.benchkit import beir_dir, corpus_records, passage
 
@@ -52,19 +53,29 @@ def corpus(n_docs: int) -> tuple[list[str], list[dict[str, float]], list[dict[st
     qids = [q for q in queries if q in qrels]
     qw = [dict(w) for w in enc.encode_queries([queries[q] for q in qids])]
     rel = [{doc for doc, g in qrels[q].items() if g > 0} for q in qids]
-    docs = list(real)
+    return ids, real, qw, rel
+
+
+def distractor(real: list[dict[str, float]], i: int) -> dict[str, float]:
+    """Distractor i: 3 real documents' weights (drawn with seed i) summed with Dirichlet(2)
+    shares, cut to the dominant parent's term count. Made when it is written, so a million of
+    them never sit in memory together."""
+    rng = np.random.default_rng(1_000_003 + i)
+    parents = rng.choice(len(real), 3, replace=False)
+    w = rng.dirichlet([2.0, 2.0, 2.0])
+    mix: dict[str, float] = {}
+    for share, p in zip(w, parents, strict=True):
+        for t, x in real[p].items():
+            mix[t] = mix.get(t, 0.0) + float(share) * x
+    keep = len(real[parents[int(np.argmax(w))]])
+    return dict(sorted(mix.items(), key=lambda kv: -kv[1])[:keep])
+
+
+def documents(ids: list[str], real: list[dict[str, float]], n_docs: int):
+    """(id, weights) of the real documents, then distractors up to `n_docs`."""
+    yield from zip(ids, real, strict=True)
     for i in range(max(0, n_docs - len(real))):
-        rng = np.random.default_rng(1_000_003 + i)
-        parents = rng.choice(len(real), 3, replace=False)
-        w = rng.dirichlet([2.0, 2.0, 2.0])
-        mix: dict[str, float] = {}
-        for share, p in zip(w, parents, strict=True):
-            for t, x in real[p].items():
-                mix[t] = mix.get(t, 0.0) + float(share) * x
-        keep = len(real[parents[int(np.argmax(w))]])
-        docs.append(dict(sorted(mix.items(), key=lambda kv: -kv[1])[:keep]))
-        ids.append(f"x{i}")
-    return ids, docs, qw, rel
+        yield f"x{i}", distractor(real, i)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -97,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from osneural.connection import ClusterConfig
     from osneural.encoders import load_default
 
-    ids, docs, qw, rel = corpus(args.docs)
+    ids, real, qw, rel = corpus()
+    n_docs = max(args.docs, len(ids))
     qw, rel = qw[: args.queries], rel[: args.queries]
     client = ClusterConfig.from_values(args.url).client()
     client.transport.timeout = 900
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "mappings": {"properties": {"sparse": {"type": "rank_features"}}}})
     t0 = time.perf_counter()
     helpers.bulk(client, ({"_index": INDEX, "_id": i, "_source": {"sparse": sparse_features(w, doc_id=i)}}
-                          for i, w in zip(ids, docs, strict=True)), chunk_size=1000)
+                          for i, w in documents(ids, real, n_docs)), chunk_size=1000)
     client.indices.refresh(index=INDEX)
     client.indices.forcemerge(index=INDEX, max_num_segments=1, request_timeout=3600)
     bulk_s = time.perf_counter() - t0
@@ -153,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                     len(set(a) & set(e)) / max(1, len(e)) for a, e in zip(an, ex, strict=True)), 4),
                 "recall_qrels": round(relevant_recall(an), 4),
                 "p50_vs_exact": round(pct(an_t, 50) / pct(ex_t, 50), 2)})
-    report = {"docs": len(ids), "queries": len(qw), "k": args.k,
+    report = {"docs": n_docs, "queries": len(qw), "k": args.k,
               "approximate_threshold": args.threshold, "bulk_s": round(bulk_s, 1),
               "companion_build_s": round(ann.seconds, 1),
               "exact": {"p50_ms": round(pct(ex_t, 50), 2), "p95_ms": round(pct(ex_t, 95), 2),
                         "recall_qrels": round(relevant_recall(ex), 4),
-                        "bytes_per_doc": round(size[INDEX] / len(ids), 1)},
-              "seismic": rows[0] | {"bytes_per_doc": round(size[comp] / len(ids), 1)},
+                        "bytes_per_doc": round(size[INDEX] / n_docs, 1)},
+              "seismic": rows[0] | {"bytes_per_doc": round(size[comp] / n_docs, 1)},
               "seismic_sweep": rows,
               "command": "python bench/sparse_ann.py " + " ".join(sys.argv[1:])}
     client.indices.delete(index=[INDEX, comp], ignore_unavailable=True)
