@@ -24,7 +24,8 @@ Measured at each N, after the step's bulk load: bulk docs/s (client wall time of
 synthesis excluded), refresh time, force-merge-to-one-segment time, bytes per document by
 Lucene file kind from `_stats` (vectors = `dense` + `fde`; doc values = `bin_code`, `dense_pq`,
 `mv_codes`; postings = text, sparse, binary terms; stored = `_source`) -- a whole index cannot
-be split by field (see `bench/index_size.py` for that, on the real corpus) --, and for every
+be split by field (see `bench/index_size.py` for that, on the real corpus) --, the same as
+loaded, before the merge (`fresh`), the node's heap used and resident set (`node`), and for every
 built-in spec the query latency p50/p95 and nDCG@10 over SciFact's test queries, one query at a
 time. Growth exponents are least-squares slopes of log(quantity) against log(N) over the sizes
 measured; the 10M/100M projection multiplies per-document bytes and states its assumptions.
@@ -255,6 +256,24 @@ def query_step(client: Any, specs: list[str], max_queries: int | None, log: Any)
     return out
 
 
+def node_memory(client: Any) -> dict[str, Any]:
+    """Heap used / committed (after a step, no GC forced) and the resident set of the node, read
+    from `/proc` when the node runs on this machine (None otherwise)."""
+    stats = client.nodes.stats(metric="jvm")["nodes"]
+    info = client.nodes.info(metric="process")["nodes"]
+    node_id = next(iter(stats))
+    mem = stats[node_id]["jvm"]["mem"]
+    rss = None
+    pid = info.get(node_id, {}).get("process", {}).get("id")
+    status = Path(f"/proc/{pid}/status")
+    if pid and status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = round(int(line.split()[1]) / 1024, 1)
+    return {"heap_used_mb": round(mem["heap_used_in_bytes"] / 2**20, 1),
+            "heap_committed_mb": round(mem["heap_committed_in_bytes"] / 2**20, 1), "rss_mb": rss}
+
+
 def realism(real: RealCorpus, seed: int, n: int = 500) -> dict[str, float]:
     """Cosine of dense vectors to the nearest real document: distractors against real ones."""
     rng = np.random.default_rng(seed + 1)
@@ -455,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         client.indices.refresh(index=INDEX, request_timeout=1200)
         refresh_s = time.perf_counter() - t
+        client.indices.flush(index=INDEX)
+        fresh = measure_index(client, INDEX)  # as loaded: the segments the merge policy left
         t = time.perf_counter()
         merge_done = True
         try:
@@ -472,7 +493,15 @@ def main(argv: list[str] | None = None) -> int:
         step = {"docs": size["docs"], "load": load, "refresh_seconds": refresh_s,
                 "merge_seconds": merge_s, "merge_done": merge_done, "segments": size["segments"],
                 "bytes": size["bytes"], "bytes_per_doc": size["bytes"] / size["docs"],
-                "by_kind_per_doc": {k: v / size["docs"] for k, v in size["by_kind"].items()}}
+                "by_kind_per_doc": {k: v / size["docs"] for k, v in size["by_kind"].items()},
+                "fresh": {"segments": fresh["segments"],
+                          "bytes_per_doc": fresh["bytes"] / max(1, fresh["docs"]),
+                          "by_kind_per_doc": {k: v / max(1, fresh["docs"])
+                                              for k, v in fresh["by_kind"].items()}},
+                "node": node_memory(client)}
+        print(f"N={size['docs']}: fresh {step['fresh']['bytes_per_doc']:.0f} B/doc in "
+              f"{fresh['segments']} segments; heap {step['node']['heap_used_mb']} MB used, "
+              f"RSS {step['node']['rss_mb']} MB", file=log, flush=True)
         print(f"N={size['docs']}: {step['bytes_per_doc']:.0f} B/doc, bulk "
               f"{load['bulk_docs_per_s']:.0f} docs/s, refresh {refresh_s:.1f}s, merge {merge_s:.1f}s",
               file=log, flush=True)
