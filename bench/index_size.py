@@ -1,6 +1,7 @@
 """Where an index's bytes go, field by field: one single-field copy per field, measured on disk.
 
     python bench/index_size.py --index osneural-quality-scifact [--fields dense,fde] [--json]
+    python bench/index_size.py --index osneural-quality-scifact --whole-steady [--json]
 
 OpenSearch has no per-field disk-usage API (Elasticsearch's `_disk_usage` arrived after the
 fork; OpenSearch 3.6 answers "no handler found"), and Lucene keeps all fields of a kind in shared
@@ -21,6 +22,15 @@ merges only after the soft-deletes retention window. On a freshly built SciFact 
 `mv_codes` (20 KB of doc values plus 27 KB of recovery source per document). The copies measure
 the steady state by default (`_source.recovery_source_enabled: false`, i.e. what a merged index
 holds once the window has passed); `--with-recovery-source` measures the fresh state instead.
+
+`--whole-steady` measures the index itself in that steady state instead, with every field in
+one `_source` as OpenSearch keeps it: it shortens the index's soft-deletes retention lease to 1 s,
+writes and deletes one throw-away document so that a merge has two segments to merge (the
+merge is what prunes `_recovery_source`), waits for the lease to lapse, force-merges to one segment,
+measures, and sets the lease period back. It changes the index's sequence numbers (one document
+written and deleted) and nothing else. Its figure is what the per-field sum cannot show: how the
+fields interact in one `_source` (on OpenSearch 3.6 with `_source.excludes` set, the k-NN derived
+source writes `dense` and `fde` back into `_source` as JSON during merges).
 
 Values are read back from the source index: `knn_vector` fields through the k-NN plugin's
 derived source, fields excluded from `_source` from their binary doc values. `mv_f16` (the
@@ -112,6 +122,29 @@ def copy_field(client: Any, source: str, target: str, name: str | None,
     out = measure_index(client, target)
     out["copy_seconds"] = time.perf_counter() - t0
     return out
+
+
+def whole_steady(client: Any, index: str, wait_s: float = 40.0) -> dict[str, Any]:
+    """The whole index, merged, once `_recovery_source` is pruned (see the module docstring)."""
+    key = "index.soft_deletes.retention_lease.period"
+    flat = client.indices.get_settings(index=index, flat_settings=True, include_defaults=True)[index]
+    before = flat.get("settings", {}).get(key)
+    client.indices.put_settings(index=index, body={key: "1s"})
+    try:
+        client.index(index=index, id="osneural-index-size-probe", body={}, refresh=True)
+        client.delete(index=index, id="osneural-index-size-probe", refresh=True)
+        # past the lease, and past the lease sync (30 s) that moves it up to every operation
+        time.sleep(wait_s)
+        client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=3600)
+        client.indices.refresh(index=index)
+        client.indices.flush(index=index)
+        out = measure_index(client, index)
+    finally:
+        client.indices.put_settings(index=index, body={key: before})
+    docs = max(1, out["docs"])
+    return {"index": index, "docs": out["docs"], "segments": out["segments"],
+            "bytes_per_doc": round(out["bytes"] / docs, 1),
+            "by_kind_per_doc": {k: round(v / docs, 1) for k, v in out["by_kind"].items()}}
 
 
 def by_field(client: Any, index: str, fields: list[str] | None, batch: int,
@@ -214,9 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the single-field copies")
     ap.add_argument("--with-recovery-source", action="store_true",
                     help="keep _recovery_source in the copies (a freshly written index)")
+    ap.add_argument("--whole-steady", action="store_true",
+                    help="measure the whole index once its recovery source is pruned, not field by field")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     client = ClusterConfig.from_args(args, timeout=600).client()
+    if args.whole_steady:
+        whole = whole_steady(client, args.index)
+        print(json.dumps(whole, indent=2) if args.json else
+              f"{whole['index']}: {whole['bytes_per_doc']:.0f} B/doc merged, recovery source "
+              f"pruned ({whole['docs']} documents): " + ", ".join(
+                  f"{k} {v:.0f}" for k, v in whole["by_kind_per_doc"].items() if v))
+        return 0
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     report = by_field(client, args.index, fields, args.batch, keep=args.keep,
                       recovery_source=args.with_recovery_source)
