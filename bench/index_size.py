@@ -27,7 +27,7 @@ holds once the window has passed); `--with-recovery-source` measures the fresh s
 one `_source` as OpenSearch keeps it: it shortens the index's soft-deletes retention lease to 1 s,
 writes and deletes one throw-away document so that a merge has two segments to merge (the
 merge is what prunes `_recovery_source`), waits for the lease to lapse, force-merges to one segment,
-measures, and sets the lease period back. It changes the index's sequence numbers (one document
+measures, and repeats until a round leaves the size unchanged; then it sets the lease period back. It changes the index's sequence numbers (one document
 written and deleted) and nothing else. Its figure is what the per-field sum cannot show: how the
 fields interact in one `_source` (on OpenSearch 3.6 with `_source.excludes` set, the k-NN derived
 source writes `dense` and `fde` back into `_source` as JSON during merges).
@@ -124,27 +124,36 @@ def copy_field(client: Any, source: str, target: str, name: str | None,
     return out
 
 
-def whole_steady(client: Any, index: str, wait_s: float = 40.0) -> dict[str, Any]:
-    """The whole index, merged, once `_recovery_source` is pruned (see the module docstring)."""
+def whole_steady(client: Any, index: str, wait_s: float = 35.0, rounds: int = 6) -> dict[str, Any]:
+    """The whole index, merged, once `_recovery_source` is pruned (see the module docstring).
+
+    When the lease lets go of the operations depends on background syncs, so this repeats
+    (probe document, wait, merge, measure) until a round leaves the size where the previous one
+    did."""
     key = "index.soft_deletes.retention_lease.period"
-    flat = client.indices.get_settings(index=index, flat_settings=True, include_defaults=True)[index]
+    flat = client.indices.get_settings(index=index, flat_settings=True)[index]
     before = flat.get("settings", {}).get(key)
     client.indices.put_settings(index=index, body={key: "1s"})
+    sizes: list[int] = []
     try:
-        client.index(index=index, id="osneural-index-size-probe", body={}, refresh=True)
-        client.delete(index=index, id="osneural-index-size-probe", refresh=True)
-        # past the lease, and past the lease sync (30 s) that moves it up to every operation
-        time.sleep(wait_s)
-        client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=3600)
-        client.indices.refresh(index=index)
-        client.indices.flush(index=index)
-        out = measure_index(client, index)
+        for _ in range(rounds):
+            client.index(index=index, id="osneural-index-size-probe", body={}, refresh=True)
+            client.delete(index=index, id="osneural-index-size-probe", refresh=True)
+            time.sleep(wait_s)  # past the lease, and past a lease sync that moves it up
+            client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=3600)
+            client.indices.refresh(index=index)
+            client.indices.flush(index=index)
+            out = measure_index(client, index)
+            sizes.append(out["bytes"])
+            if len(sizes) >= 2 and abs(sizes[-1] - sizes[-2]) <= 0.005 * sizes[-2]:
+                break
     finally:
         client.indices.put_settings(index=index, body={key: before})
     docs = max(1, out["docs"])
     return {"index": index, "docs": out["docs"], "segments": out["segments"],
             "bytes_per_doc": round(out["bytes"] / docs, 1),
-            "by_kind_per_doc": {k: round(v / docs, 1) for k, v in out["by_kind"].items()}}
+            "by_kind_per_doc": {k: round(v / docs, 1) for k, v in out["by_kind"].items()},
+            "bytes_per_doc_by_round": [round(x / docs, 1) for x in sizes]}
 
 
 def by_field(client: Any, index: str, fields: list[str] | None, batch: int,
