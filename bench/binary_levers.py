@@ -249,6 +249,23 @@ def offline(dense: np.ndarray, qv: np.ndarray, rel_idx: list[set[int]], bq: Any,
     return rows
 
 
+def show(report: dict[str, Any], as_json: bool, label: str,
+         columns: list[tuple[str, str, int]]) -> None:
+    """The report as JSON, or as a table of `columns` (header, row key, width; negative: left)."""
+    if as_json:
+        print(json.dumps(report))
+        return
+    print(f"{report['docs']} docs, {report['queries']} queries, {report['n_bits']}-bit codes"
+          + (f", {label}" if label else ""))
+
+    def cell(value: Any, width: int) -> str:
+        return f"{value:<{-width}}" if width < 0 else f"{value:>{width}}"
+
+    print("".join(cell(head, w) for head, _key, w in columns))
+    for r in report["rows"]:
+        print("".join(cell(r.get(key, ""), w) for _head, key, w in columns))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:9200")
@@ -281,14 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = offline(dense, qv, rel_idx, bq, mih_v, lsh_v)
         report = {"docs": len(ids), "queries": len(qids), "n_bits": bq.n_bits, "offline": True,
                   "rows": rows, "command": "python bench/binary_levers.py " + " ".join(sys.argv[1:])}
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print(f"{report['docs']} docs, {report['queries']} queries, {bq.n_bits}-bit codes, offline")
-            print(f"{'ranking':<22}{'terms':>6}{'postings/doc':>14}{'R@1000 qrels':>14}{'R dense10':>10}")
-            for r in rows:
-                print(f"{r['stage']:<22}{r.get('terms', ''):>6}{r['postings_per_doc']:>14}"
-                      f"{r['recall_qrels']:>14}{r['recall_dense_top10']:>10}")
+        show(report, args.json, "offline", [("ranking", "stage", -22), ("terms", "terms", 6),
+                                            ("postings/doc", "postings_per_doc", 14),
+                                            ("R@1000 qrels", "recall_qrels", 14),
+                                            ("R dense10", "recall_dense_top10", 10)])
         return 0
     client = ClusterConfig.from_values(args.url).client()
     client.transport.timeout = 600
@@ -327,14 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         client.indices.delete(index=INDEX, ignore_unavailable=True)
     client.close()
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{report['docs']} docs, {report['queries']} queries, {bq.n_bits}-bit codes")
-        print(f"{'stage':<34}{'terms':>6}{'p50 ms':>9}{'p95 ms':>9}{'x dense':>8}{'R@k qrels':>10}{'R dense10':>10}")
-        for r in rows:
-            print(f"{r['stage']:<34}{r.get('terms', ''):>6}{r['p50_ms']:>9}{r['p95_ms']:>9}"
-                  f"{r['p50_vs_dense_k100']:>8}{r['recall_qrels']:>10}{r['recall_dense_top10']:>10}")
+    show(report, args.json, "", [("stage", "stage", -34), ("terms", "terms", 6),
+                                 ("p50 ms", "p50_ms", 9), ("p95 ms", "p95_ms", 9),
+                                 ("x dense", "p50_vs_dense_k100", 8), ("R@k qrels", "recall_qrels", 10),
+                                 ("R dense10", "recall_dense_top10", 10)])
     return 0
 
 
