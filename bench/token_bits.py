@@ -126,8 +126,8 @@ class Code:
             raise ValueError(f"unknown code {name!r}")
 
     def fit(self, sample: np.ndarray, coarse: dict[str, Any]) -> Code:
-        """`coarse` caches the k-means centroids (and their training seconds) that every res
-        code of one sample shares."""
+        """`coarse` caches the k-means centroids (and their training seconds) that every
+        unprojected res code of one sample shares."""
         import faiss
 
         from osneural.codecs import ProductQuantizer
@@ -151,12 +151,15 @@ class Code:
             n_centroids = self.n_centroids if self.kind == "res" else 0
             self.codec = ResidualCodec(parsed.nbits, n_centroids, scale=parsed.scale,
                                        seed=self.seed, niter=KMEANS_NITER, dims=parsed.dims)
-            if n_centroids and "centroids" not in coarse:
+            # A projected code (p<N>) clusters its own projected values: the shared quantizer
+            # lives in the tokens' D dimensions, so it is shared only among unprojected codes.
+            shared = n_centroids and parsed.dims is None
+            if shared and "centroids" not in coarse:
                 t0 = time.perf_counter()
                 kmeans = faiss.Kmeans(self.dim, n_centroids, niter=KMEANS_NITER, seed=self.seed)
                 kmeans.train(sample)
                 coarse["centroids"], coarse["seconds"] = kmeans.centroids, time.perf_counter() - t0
-            self.codec.fit(sample, coarse.get("centroids") if n_centroids else None)
+            self.codec.fit(sample, coarse["centroids"] if shared else None)
         return self
 
     def bytes_per_token(self) -> int:
