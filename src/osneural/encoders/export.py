@@ -45,18 +45,6 @@ DEFAULT_DOC_TOP_K = 160
 #: The cap exports wrote before; `osneural export` moves such a default export to the one above.
 PREVIOUS_DOC_TOP_K = 256
 DEFAULT_SPARSE_MAX_LENGTH = 256
-
-
-def update_doc_top_k(folder: Path) -> bool:
-    """Move a sparse export written with the cap exports used before (`PREVIOUS_DOC_TOP_K`) to
-    today's default; the cap is applied at run time, so only the manifest changes. True when
-    it did (an export with another cap, chosen by its user, is left alone)."""
-    manifest = read_manifest(folder)
-    if manifest.get("kind") != "sparse" or manifest.get("doc_top_k") != PREVIOUS_DOC_TOP_K:
-        return False
-    manifest["doc_top_k"] = DEFAULT_DOC_TOP_K
-    write_manifest(folder, manifest)
-    return True
 PARITY_TOLERANCE = 1e-4
 
 # Texts used to trace the graph and to measure parity: different lengths so the batch is padded,
@@ -70,6 +58,18 @@ PARITY_TEXTS = [
     "Zürich, 1998 — naïve café owners sold 42 crêpes!",
     "a",
 ]
+
+
+def update_doc_top_k(folder: Path) -> bool:
+    """Move a sparse export written with the cap exports used before (`PREVIOUS_DOC_TOP_K`) to
+    today's default; the cap is applied at run time, so only the manifest changes. True when
+    it did (an export with another cap, chosen by its user, is left alone)."""
+    manifest = read_manifest(folder)
+    if manifest.get("kind") != "sparse" or manifest.get("doc_top_k") != PREVIOUS_DOC_TOP_K:
+        return False
+    manifest["doc_top_k"] = DEFAULT_DOC_TOP_K
+    write_manifest(folder, manifest)
+    return True
 
 
 def _require_torch():
