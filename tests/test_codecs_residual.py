@@ -226,3 +226,22 @@ def test_projected_token_code_names():
     for bad in ("bin2p0", "bin2p", "bin2p-3", "bin2q192", "p192"):
         with pytest.raises(ValueError, match=f"token code {bad!r}"):
             CodecParams(token_code=bad)
+
+
+def test_ingest_command_refuses_a_bad_token_code_before_any_work(capsys):
+    """`osneural ingest --token-code` is checked by argparse: a malformed code exits 2 naming
+    the flag and the value; `pq` and projected bit codes are taken as they are."""
+    import argparse
+
+    from osneural.ingest.commands import configure_ingest
+
+    parser = argparse.ArgumentParser(prog="osneural ingest")
+    configure_ingest(parser)
+    for good in ("pq", "bin2p224", "res1s"):
+        assert parser.parse_args(["corpus.jsonl", "--token-code", good]).token_code == good
+    for bad in ("bin2p0", "bin2p999999", "bin3", "../bin2", "bin2p224;rm"):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["corpus.jsonl", "--token-code", bad])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "--token-code" in err and repr(bad) in err
