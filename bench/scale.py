@@ -41,6 +41,7 @@ import platform
 import re
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +53,17 @@ from osneural.eval.benchkit import KINDS, REPO, beir_dir, measure_index, stored_
 
 INDEX = "osneural-scale"
 BUILTIN_SPECS = ("bm25", "dense", "binary", "multivector", "hybrid", "hybrid-linear")
+#: first stages that no built-in spec runs alone, as inline specs under a name of their own
+INLINE_SPECS: dict[str, dict[str, Any]] = {
+    "sparse": {"first_stages": [{"type": "sparse"}], "size": 10},
+}
+DEFAULT_SPECS = ("bm25", "dense", "sparse", "binary", "multivector", "hybrid", "hybrid-linear")
+
+
+def spec_of(name: str) -> Any:
+    """What `ext.osneural.spec` and `parse_spec` take for a scale spec name: a built-in's
+    name, or an inline spec object."""
+    return INLINE_SPECS.get(name, name)
 
 
 @dataclass
@@ -240,7 +252,8 @@ def query_step(client: Any, specs: list[str], max_queries: int | None, log: Any)
     cache = ResourceCache(default_cache().encoders)  # fresh index layout, warm encoders
     searcher = Searcher(client, INDEX, cache=cache)
     try:
-        parsed = [(s, parse_spec(s), "built-in") for s in specs]
+        parsed = [(s, parse_spec(spec_of(s)), "inline" if s in INLINE_SPECS else "built-in")
+                  for s in specs]
         runs = evaluate_specs(searcher.search, collection, parsed, warmup=1, timeout_ms=60_000)
     finally:
         searcher.close()
@@ -253,6 +266,32 @@ def query_step(client: Any, specs: list[str], max_queries: int | None, log: Any)
                     "failed": r.failed})
         print(f"  {r.name:<14} nDCG@10 {out[-1]['ndcg@10']:.4f}  p50 {out[-1]['p50_ms']:.0f} ms"
               f"  p95 {out[-1]['p95_ms']:.0f} ms  failed {r.failed}", file=log, flush=True)
+    return out
+
+
+def concurrent_step(pool: Any, base: str, specs: list[str], clients: int,
+                    max_queries: int | None, log: Any) -> list[dict]:
+    """p50/p95, queries/s and nDCG@10 of every spec with `clients` client processes sending
+    SciFact's test queries to `osneural serve --workers` (what an application sees under load;
+    the clients are processes, so this script's GIL is not what is measured)."""
+    from osneural.eval.beir import load_beir
+    from osneural.eval.benchkit import ndcg10, pct
+    from peer import serve_target
+
+    collection = load_beir(beir_dir("scifact"), "test", limit=max_queries)
+    queries = dict(collection.queries)
+    warm = dict(list(queries.items())[:clients])
+    out = []
+    for name in specs:
+        target = serve_target(base, INDEX, spec_of(name))
+        pool.run(target, warm, clients)
+        ids, lat, secs, _timings = pool.run(target, queries, clients)
+        p50, p95 = pct(lat)
+        out.append({"spec": name, "clients": clients, "p50_ms": p50, "p95_ms": p95,
+                    "qps": len(lat) / secs, "ndcg@10": ndcg10(ids, collection.qrels),
+                    "queries": len(lat)})
+        print(f"  {name:<14} {clients} clients: p50 {p50:.0f} ms  p95 {p95:.0f} ms  "
+              f"{out[-1]['qps']:.1f} q/s  nDCG@10 {out[-1]['ndcg@10']:.4f}", file=log, flush=True)
     return out
 
 
@@ -389,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-url", default="http://127.0.0.1:9200")
     ap.add_argument("--source-index", default="osneural-quality-scifact")
     ap.add_argument("--sizes", default="10000,100000", help="comma list of N, ascending")
-    ap.add_argument("--specs", default=",".join(BUILTIN_SPECS))
+    ap.add_argument("--specs", default=",".join(DEFAULT_SPECS))
+    ap.add_argument("--clients", type=int, default=8,
+                    help="client processes for the concurrent rows, sent through `osneural serve "
+                         "--workers` (0: none)")
+    ap.add_argument("--serve-workers", type=int, default=2)
     ap.add_argument("--max-queries", type=int, help="first N judged test queries (default all)")
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -460,55 +503,88 @@ def main(argv: list[str] | None = None) -> int:
                 yield distractor(real, loaded - len(real), args.seed)
             loaded += 1
 
-    for n in sizes:
-        if args.deadline and report["steps"]:
-            hh, mm = (int(x) for x in args.deadline.split(":"))
-            now = time.gmtime().tm_hour * 60 + time.gmtime().tm_min
-            # minutes since the start, against the deadline's (which may fall after midnight)
-            if (now - start_minute) % 1440 >= (hh * 60 + mm - start_minute) % 1440:
-                report["stopped"] = (f"N={n} not started: the {args.deadline} UTC deadline passed "
-                                     f"after N={report['steps'][-1]['docs']}")
-                break
-        print(f"N={n}: loading {n - loaded} documents", file=log, flush=True)
-        load = load_step(client, docs_until(n), bundle, args.batch, log)
-        t = time.perf_counter()
-        client.indices.refresh(index=INDEX, request_timeout=1200)
-        refresh_s = time.perf_counter() - t
-        client.indices.flush(index=INDEX)
-        fresh = measure_index(client, INDEX)  # as loaded: the segments the merge policy left
-        t = time.perf_counter()
-        merge_done = True
-        try:
-            client.indices.forcemerge(index=INDEX, max_num_segments=1,
-                                      request_timeout=args.merge_timeout)
-        except Exception as exc:  # a timeout leaves the merge running on the node
-            merge_done = False
-            print(f"  force merge did not answer within {args.merge_timeout:.0f}s: {exc}", file=log)
-        merge_s = time.perf_counter() - t
-        # Without a refresh the pre-merge segments stay open beside the merged one and the store
-        # counts both (seen at N=10k: 131 KB/doc, twice the merged segment).
-        client.indices.refresh(index=INDEX, request_timeout=1200)
-        client.indices.flush(index=INDEX)
-        size = measure_index(client, INDEX)
-        step = {"docs": size["docs"], "load": load, "refresh_seconds": refresh_s,
-                "merge_seconds": merge_s, "merge_done": merge_done, "segments": size["segments"],
-                "bytes": size["bytes"], "bytes_per_doc": size["bytes"] / size["docs"],
-                "by_kind_per_doc": {k: v / size["docs"] for k, v in size["by_kind"].items()},
-                "fresh": {"segments": fresh["segments"],
-                          "bytes_per_doc": fresh["bytes"] / max(1, fresh["docs"]),
-                          "by_kind_per_doc": {k: v / max(1, fresh["docs"])
-                                              for k, v in fresh["by_kind"].items()}},
-                "node": node_memory(client)}
-        print(f"N={size['docs']}: fresh {step['fresh']['bytes_per_doc']:.0f} B/doc in "
-              f"{fresh['segments']} segments; heap {step['node']['heap_used_mb']} MB used, "
-              f"RSS {step['node']['rss_mb']} MB", file=log, flush=True)
-        print(f"N={size['docs']}: {step['bytes_per_doc']:.0f} B/doc, bulk "
-              f"{load['bulk_docs_per_s']:.0f} docs/s, refresh {refresh_s:.1f}s, merge {merge_s:.1f}s",
-              file=log, flush=True)
-        step["queries"] = query_step(client, specs, args.max_queries, log)
-        report["steps"].append(step)
-        if args.json or args.write_docs:  # keep partial results if a later size is cut short
-            partial.write_text(json.dumps(report, indent=2))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/peer.py's serve and clients
+    from peer import ClientProcesses, start_serve
+
+    workdir = Path(tempfile.mkdtemp(prefix="osneural-scale-"))
+    serve = pool = serve_base = None
+    try:
+        for n in sizes:
+            if args.deadline and report["steps"]:
+                hh, mm = (int(x) for x in args.deadline.split(":"))
+                now = time.gmtime().tm_hour * 60 + time.gmtime().tm_min
+                # minutes since the start, against the deadline's (which may fall after midnight)
+                if (now - start_minute) % 1440 >= (hh * 60 + mm - start_minute) % 1440:
+                    report["stopped"] = (f"N={n} not started: the {args.deadline} UTC deadline passed "
+                                         f"after N={report['steps'][-1]['docs']}")
+                    break
+            print(f"N={n}: loading {n - loaded} documents", file=log, flush=True)
+            load = load_step(client, docs_until(n), bundle, args.batch, log)
+            t = time.perf_counter()
+            client.indices.refresh(index=INDEX, request_timeout=1200)
+            refresh_s = time.perf_counter() - t
+            client.indices.flush(index=INDEX)
+            fresh = measure_index(client, INDEX)  # as loaded: the segments the merge policy left
+            # Queries run on the index as loaded (the segments the merge policy left, as a live
+            # index serves), before the force merge: at 1M the merge alone takes about an hour.
+            queries = query_step(client, specs, args.max_queries, log)
+            concurrent: list[dict] = []
+            if args.clients:
+                if pool is None:
+                    serve, serve_base = start_serve(args.url, args.serve_workers, workdir,
+                                                    allow=(INDEX,))
+                    pool = ClientProcesses(args.clients)
+                concurrent = concurrent_step(pool, serve_base, specs, args.clients,
+                                             args.max_queries, log)
+            if args.json or args.write_docs:  # what the step measured before its merge
+                report["pending"] = {"docs": fresh["docs"], "load": load, "queries": queries,
+                                     "concurrent": concurrent, "node": node_memory(client),
+                                     "fresh_bytes_per_doc": fresh["bytes"] / max(1, fresh["docs"]),
+                                     "fresh_by_kind_per_doc": {
+                                         k: v / max(1, fresh["docs"])
+                                         for k, v in fresh["by_kind"].items()}}
+                partial.write_text(json.dumps(report, indent=2))
+            t = time.perf_counter()
+            merge_done = True
+            try:
+                client.indices.forcemerge(index=INDEX, max_num_segments=1,
+                                          request_timeout=args.merge_timeout)
+            except Exception as exc:  # a timeout leaves the merge running on the node
+                merge_done = False
+                print(f"  force merge did not answer within {args.merge_timeout:.0f}s: {exc}", file=log)
+            merge_s = time.perf_counter() - t
+            # Without a refresh the pre-merge segments stay open beside the merged one and the store
+            # counts both (seen at N=10k: 131 KB/doc, twice the merged segment).
+            client.indices.refresh(index=INDEX, request_timeout=1200)
+            client.indices.flush(index=INDEX)
+            size = measure_index(client, INDEX)
+            step = {"docs": size["docs"], "load": load, "refresh_seconds": refresh_s,
+                    "merge_seconds": merge_s, "merge_done": merge_done, "segments": size["segments"],
+                    "bytes": size["bytes"], "bytes_per_doc": size["bytes"] / size["docs"],
+                    "by_kind_per_doc": {k: v / size["docs"] for k, v in size["by_kind"].items()},
+                    "fresh": {"segments": fresh["segments"],
+                              "bytes_per_doc": fresh["bytes"] / max(1, fresh["docs"]),
+                              "by_kind_per_doc": {k: v / max(1, fresh["docs"])
+                                                  for k, v in fresh["by_kind"].items()}},
+                    "node": node_memory(client)}
+            print(f"N={size['docs']}: fresh {step['fresh']['bytes_per_doc']:.0f} B/doc in "
+                  f"{fresh['segments']} segments; heap {step['node']['heap_used_mb']} MB used, "
+                  f"RSS {step['node']['rss_mb']} MB", file=log, flush=True)
+            print(f"N={size['docs']}: {step['bytes_per_doc']:.0f} B/doc, bulk "
+                  f"{load['bulk_docs_per_s']:.0f} docs/s, refresh {refresh_s:.1f}s, merge {merge_s:.1f}s",
+                  file=log, flush=True)
+            step["queries"] = queries
+            step["concurrent"] = concurrent
+            report["steps"].append(step)
+            report.pop("pending", None)
+            if args.json or args.write_docs:  # keep partial results if a later size is cut short
+                partial.write_text(json.dumps(report, indent=2))
+    finally:
+        if pool is not None:
+            pool.close()
+        if serve is not None:
+            serve.terminate()
+            serve.wait(timeout=60)
 
     steps = report["steps"]
     ns = [s["docs"] for s in steps]
