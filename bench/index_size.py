@@ -32,8 +32,9 @@ written and deleted) and nothing else. Its figure is what the per-field sum cann
 fields interact in one `_source` (on OpenSearch 3.6 with `_source.excludes` set, the k-NN derived
 source writes `dense` and `fde` back into `_source` as JSON during merges).
 
-Values are read back from the source index: `knn_vector` fields through the k-NN plugin's
-derived source, fields excluded from `_source` from their binary doc values. `mv_f16` (the
+Values are read back from the source index: `knn_vector` fields from `_source` or, where the
+index keeps them out of it, from the vector index (`osneural.ingest.stored_vectors`), other
+fields excluded from `_source` from their binary doc values. `mv_f16` (the
 float16 token copies, not a default representation, ~130 KB/doc) is skipped unless named.
 """
 
@@ -69,15 +70,25 @@ def iter_field(client: Any, index: str, name: str, from_doc_values: bool,
                batch: int, ids: list[str]) -> Iterator[tuple[str, Any]]:
     """(id, value) of one field for each of `ids` that has it."""
     from opensearchpy import helpers
+    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
     from osneural.plugin.rescoring import decode_doc_value
 
-    if from_doc_values:
-        query: dict[str, Any] = {"_source": False, "docvalue_fields": [name]}
+    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    vector = vectors.get(name)
+    if vector is not None:  # `_source` or the vector index, wherever the index keeps it
+        source, scripts = request_parts(vectors, [name])
+        query: dict[str, Any] = {"_source": source or False, "script_fields": scripts}
+    elif from_doc_values:
+        query = {"_source": False, "docvalue_fields": [name]}
     else:
         query = {"_source": [name]}
     query["query"] = {"ids": {"values": ids}}
     for hit in helpers.scan(client, index=index, query=query, size=batch, preserve_order=False):
-        if from_doc_values:
+        if vector is not None:
+            value = read_vector(hit, vector)
+            if value is not None:
+                yield hit["_id"], value
+        elif from_doc_values:
             values = (hit.get("fields") or {}).get(name)
             if values:
                 import base64

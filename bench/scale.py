@@ -167,6 +167,7 @@ def create_index(client: Any, source_client: Any, source: str, bundle: Any,
                  recovery_source: bool = True) -> None:
     """`INDEX` with the source's default-representation mapping, `_meta` and codecs."""
     from osneural.ingest.codec_store import delete_codecs, new_generation, save_codecs
+    from osneural.mappings import KNN_DERIVED_SOURCE, vectors_out_of_source
 
     mapping = source_client.indices.get_mapping(index=source)[source]["mappings"]
     mapping["properties"].pop("mv_f16", None)
@@ -192,6 +193,12 @@ def create_index(client: Any, source_client: Any, source: str, bundle: Any,
     body_settings = {k: v for k, v in settings.items() if k.startswith("index.knn")}
     body_settings.update({"index.number_of_shards": 1, "index.number_of_replicas": 0,
                           "index.refresh_interval": "-1"})
+    # The layout `osneural ingest` gives a new index today, whatever the source index's age
+    # (the k-NN plugin writes its derived-source setting into every index it creates).
+    body_settings.pop(f"index.{KNN_DERIVED_SOURCE}", None)
+    layout: dict[str, Any] = {"settings": {"index": {}}, "mappings": mapping}
+    vectors_out_of_source(layout)
+    body_settings.update({f"index.{k}": v for k, v in layout["settings"]["index"].items()})
     if client.indices.exists(index=INDEX):
         client.indices.delete(index=INDEX)
     delete_codecs(client, INDEX)

@@ -237,14 +237,19 @@ def replace_block(path: Path, name: str, text: str) -> None:
 
 
 def stored_dense(client: Any, index: str, field: str = "dense") -> tuple[list[str], np.ndarray]:
-    """Every document's stored dense vector (from `_source`), for exact offline scoring."""
+    """Every document's stored dense vector (`_source` or the vector index, wherever the index
+    keeps it: `osneural.ingest.stored_vectors`), for exact offline scoring."""
     import numpy as np
     from opensearchpy import helpers
+    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
 
+    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    source, scripts = request_parts(vectors, [field])
     ids, rows = [], []
-    for hit in helpers.scan(client, index=index, size=500, _source=[field],
-                            query={"query": {"match_all": {}}}):
-        vec = (hit.get("_source") or {}).get(field)
+    for hit in helpers.scan(client, index=index, size=500,
+                            query={"query": {"match_all": {}}, "_source": source or False,
+                                   "script_fields": scripts}):
+        vec = read_vector(hit, vectors[field])
         if vec is not None:
             ids.append(hit["_id"])
             rows.append(vec)
@@ -273,10 +278,14 @@ def stored_documents(client: Any, index: str, dim: int, batch: int = 50,
     what a copy or a scaled-up variant of an index is derived from without encoding again."""
     import numpy as np
     from opensearchpy import helpers
+    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
     from osneural.mappings import reserved_field
     from osneural.plugin.rescoring import decode_doc_value
 
-    query: dict[str, Any] = {"_source": {"excludes": ["bin_tokens", "bin_code", "dense_pq", "fde"]}}
+    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    _, scripts = request_parts(vectors, ["dense"] if "dense" in vectors else [])
+    query: dict[str, Any] = {"_source": {"excludes": ["bin_tokens", "bin_code", "dense_pq", "fde"]},
+                             "script_fields": scripts}
     if float_tokens:
         query["docvalue_fields"] = ["mv_f16"]
     for hit in helpers.scan(client, index=index, query=query, size=batch, preserve_order=True,
@@ -284,7 +293,7 @@ def stored_documents(client: Any, index: str, dim: int, batch: int = 50,
         src = hit.get("_source") or {}
         doc = {"id": hit["_id"], "title": src.get("title") or "", "text": src.get("text") or "",
                "fields": {k: v for k, v in src.items() if not reserved_field(k)},
-               "dense": src.get("dense"),
+               "dense": read_vector(hit, vectors["dense"]) if "dense" in vectors else None,
                "sparse": src.get("sparse"), "tokens": None}
         values = (hit.get("fields") or {}).get("mv_f16")
         if values:

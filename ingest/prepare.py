@@ -64,6 +64,7 @@ from osneural.mappings import (
     compose_index_body,
     merge_app_mapping,
     normalize_representations,
+    vectors_out_of_source,
 )
 
 from osneural.codecs import CodecBundle
@@ -604,6 +605,8 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
     )
     if not plan.in_place:
         merge_app_mapping(body, options.app_mapping, options.app_settings, options.mapping_origin)
+    if state is None:  # the derived-source setting is static: only an index created here takes it
+        vectors_out_of_source(body, derived_source_setting=_has_derived_source(client))
     # Codecs first: this overwrites any codec document an older index of this name left, before
     # any document is written. If the index then cannot be created, the codecs go again.
     try:
@@ -631,6 +634,15 @@ def _prepare_new(client: Any, plan: IngestPlan, state: IndexState | None, encs: 
     plan = dataclasses.replace(plan, bundle=bundle, generation=generation)
     run.summary.codec_generation = generation
     return Preparation(plan, encs, head, head_result, restore, pending)
+
+
+def _has_derived_source(client: Any) -> bool:
+    """Whether the cluster's k-NN knows `index.knn.derived_source.enabled` (OpenSearch 3.0+)."""
+    try:
+        number = str(client.info()["version"]["number"])
+        return int(number.split(".")[0]) >= 3
+    except Exception:  # an unreadable version: assume today's OpenSearch
+        return True
 
 
 def _id_pipeline(client: Any, index: str, state: IndexState | None, settings: dict[str, Any],

@@ -2,10 +2,10 @@
 
 The MIH substring count decides recall of the binary first stage (shorter substrings: near codes
 share more terms), and it is a pure function of the dense vector and the stored binary quantizer.
-So changing it needs no encoder pass: read `dense` from `_source`, re-cut, and partially update
-`bin_tokens` and `bin_code`. The codec document and `_meta` are updated last, under a new codec
-generation; queries during the run may
-see documents cut both ways, so run it before serving traffic from the index.
+So changing it needs no encoder pass: read `dense` back (`osneural.ingest.stored_vectors`),
+re-cut, and partially update `bin_tokens` and `bin_code`. The codec document and `_meta` are
+updated last, under a new codec generation; queries during the run may see documents cut both
+ways, so run it before serving traffic from the index.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from osneural.ingest.bulk import BulkWriter
 from osneural.ingest.codec_store import load_codecs, new_generation, save_codecs
 from osneural.ingest.documents import b64, unb64
+from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
 
 from osneural.codecs.mih import code_tokens
 
@@ -33,23 +34,35 @@ def recode_binary(client: Any, index: str, mih_m: int, *, batch_size: int = 500)
         raise ValueError(f"mih_m must lie in 1..{bq.n_bits}, got {mih_m}")
 
     # A partial update re-indexes the document from `_source`, which would silently drop the
-    # fields kept out of it (`mv_codes`): read those from doc values and write them back too.
+    # fields kept out of it: `mv_codes` (read from doc values) and, on indices that keep them out
+    # too, the vectors (read from the vector index): every one is written back with the update.
     mapping = client.indices.get_mapping(index=index)[index]["mappings"]
-    hidden = list((mapping.get("_source") or {}).get("excludes") or [])
-    query = {"_source": ["dense"], "docvalue_fields": hidden}
+    vectors = vector_fields(mapping)
+    if "dense" not in vectors:
+        raise ValueError(f"index {index!r} has no dense field to recode the binary codes from")
+    hidden_vectors = [f for f, v in vectors.items() if not v.in_source]
+    hidden = [f for f in (mapping.get("_source") or {}).get("excludes") or []
+              if f not in vectors and f in (mapping.get("properties") or {})]
+    source, scripts = request_parts(vectors, ["dense", *[f for f in hidden_vectors if f != "dense"]])
+    query = {"_source": source or False, "docvalue_fields": hidden, "script_fields": scripts}
 
     def batches():
         ids: list[str] = []
         rows: list[list[float]] = []
-        kept: list[dict[str, str]] = []
+        kept: list[dict[str, Any]] = []
         for hit in helpers.scan(client, index=index, query=query, size=batch_size):
-            vec = (hit.get("_source") or {}).get("dense")
+            vec = read_vector(hit, vectors["dense"])
             if vec is None:
                 continue
             ids.append(hit["_id"])
             rows.append(vec)
             fields = hit.get("fields") or {}
-            kept.append({f: b64(unb64(fields[f][0])) for f in hidden if fields.get(f)})
+            extra: dict[str, Any] = {f: b64(unb64(fields[f][0])) for f in hidden if fields.get(f)}
+            for f in hidden_vectors:
+                value = vec if f == "dense" else read_vector(hit, vectors[f])
+                if value is not None:
+                    extra[f] = value
+            kept.append(extra)
             if len(ids) == batch_size:
                 yield ids, rows, kept
                 ids, rows, kept = [], [], []

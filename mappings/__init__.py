@@ -193,6 +193,42 @@ def compose_index_body(
     return {"settings": index_settings, "mappings": mappings}
 
 
+#: the k-NN plugin's index setting for its derived vector source (OpenSearch 3.0 and later)
+KNN_DERIVED_SOURCE = "knn.derived_source.enabled"
+
+
+def vectors_out_of_source(body: dict[str, Any], *, derived_source_setting: bool = True) -> list[str]:
+    """Keep every `knn_vector` field out of `_source` when the mapping excludes any field, and
+    turn the k-NN derived source off; returns the vector fields moved (none if nothing changed).
+
+    Why: with any `_source.excludes` (the default excludes `mv_codes`), OpenSearch keeps a
+    `_recovery_source`, and the merge that prunes it undoes the k-NN plugin's derived source,
+    writing the vectors back into `_source` as JSON (k-NN issue 3316, fixed after 3.6.0): the
+    default index held 18,679 B/doc on all of SciFact once merged, 11,007 with the vectors out
+    of `_source` (docs/scale.md). The vectors are read from the vector index either way; what a
+    document loses is that `_update` / `_update_by_query` (which rebuild it from `_source`) drop
+    them with the token codes, which an in-place `--resume` restores (docs/APPS.md).
+
+    A mapping that sets the derived-source setting itself (`--mapping` with settings) is left as
+    it is: that is the user's choice. `derived_source_setting=False` for clusters whose k-NN has
+    no such setting (before 3.0), where vectors in `_source` are JSON anyway.
+    """
+    mappings = body.get("mappings") or {}
+    excludes = list((mappings.get("_source") or {}).get("excludes") or [])
+    index = body.setdefault("settings", {}).setdefault("index", {})
+    if not excludes or KNN_DERIVED_SOURCE in index or f"index.{KNN_DERIVED_SOURCE}" in index:
+        return []
+    vectors = sorted(name for name, prop in (mappings.get("properties") or {}).items()
+                     if isinstance(prop, Mapping) and prop.get("type") == "knn_vector"
+                     and name not in excludes)
+    if not vectors:
+        return []
+    mappings["_source"]["excludes"] = sorted(set(excludes) | set(vectors))
+    if derived_source_setting:
+        index[KNN_DERIVED_SOURCE] = False
+    return vectors
+
+
 def field_names(representations: list[str], matryoshka_dims: tuple[int, ...] | list[int] = ()) -> list[str]:
     """Document fields an index of these representations carries (besides `_id`)."""
     reps = normalize_representations(representations)

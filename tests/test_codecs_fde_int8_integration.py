@@ -13,6 +13,7 @@ from osneural.ingest.indexer import index_corpus
 from osneural.ingest.plan import CodecParams
 from osneural.plugin.resources import EncoderCache, ResourceCache
 from osneural.plugin.searcher import Searcher
+from test_ingest_indexer import _fetch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ingest_fakes import FakeMulti  # noqa: E402
@@ -50,7 +51,7 @@ def test_int8_fde_index_maps_bytes_and_serves_the_multivector_spec(
         assert props["properties"]["fde"]["data_type"].lower() == "byte"
         bundle = load_codecs(opensearch_client, index_name)
         assert bundle.fde.dtype == "int8" and bundle.fde.int8_scale > 0
-        stored = opensearch_client.get(index=index_name, id="d3")["_source"]["fde"]
+        stored = _fetch(opensearch_client, index_name, ["d3"])["d3"]["_source"]["fde"]
         assert len(stored) == bundle.fde.fde_dim
         assert all(float(x).is_integer() and -128 <= x <= 127 for x in stored)
         assert max(abs(x) for x in stored) > 20  # the scale uses the byte range

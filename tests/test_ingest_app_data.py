@@ -37,6 +37,7 @@ from osneural.ingest.source_index import open_source
 from osneural.plugin import Searcher
 from osneural.plugin.resources import EncoderCache, ResourceCache
 from test_ingest_fakes import fake_encoders
+from test_ingest_indexer import _fetch
 from tls_front import USERS
 
 from osneural.cli import main as cli_main
@@ -159,13 +160,13 @@ def test_catalog_fields_filters_facets_sorts_empty_items_and_updates(
     assert got and all(h["_source"]["category"] == "rugs" for h in got)
 
     # an update: the changed item replaces every representation and field of the old one
-    before = client.get(index=index, id="p001")["_source"]
+    before = _fetch(client, index, ["p001"])["p001"]["_source"]
     changed = dict(docs[1], text="now a completely different velvet product", price=1)
     del changed["in_stock"]
     summary = index_corpus(client, [changed], index, encoders=fake_encoders(), progress=False,
                            failure_report=tmp_path / "f2.jsonl")
     assert summary.indexed == 1
-    after = client.get(index=index, id="p001")["_source"]
+    after = _fetch(client, index, ["p001"])["p001"]["_source"]
     assert after["price"] == 1 and "in_stock" not in after and after["dense"] != before["dense"]
     assert after["sparse"] != before["sparse"] and "velvet" in after["sparse"]
 
@@ -447,12 +448,16 @@ def test_documents_with_an_empty_title_and_text_do_not_fail_the_run(
     assert [h["_id"] for h in got] == ["3"] and "dense" not in got[0]["_source"]
 
 
-def test_a_partial_update_drops_only_the_token_codes_and_a_multivector_resume_restores_them(
+def test_a_partial_update_drops_what_is_kept_out_of_source_and_a_resume_restores_it(
         opensearch_client, names, tmp_path: Path) -> None:
-    """`mv_codes` lives outside `_source`, so OpenSearch's `_update` (which rebuilds the document
-    from `_source`) drops it and keeps every other representation; `--in-place --resume` on an
-    index with the multivector representation re-encodes exactly the documents that lost it,
-    with the index's own codecs, and leaves the updated field alone."""
+    """`mv_codes` lives outside `_source`, and so do the vectors of an index that excludes any
+    field (the k-NN derived source is off there: `vectors_out_of_source`), so OpenSearch's
+    `_update` (which rebuilds the document from `_source`) drops them and keeps every other
+    representation; `--in-place --resume` on an index with the multivector representation
+    re-encodes exactly the documents that lost them, with the index's own codecs, and leaves the
+    updated field alone."""
+    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+
     client, index = opensearch_client, names["tgt"]
     docs = [d for d in catalog(30) if d["title"]]
     every = {d["_id"] for d in docs}
@@ -460,6 +465,12 @@ def test_a_partial_update_drops_only_the_token_codes_and_a_multivector_resume_re
                            encoders=fake_encoders(), progress=False,
                            failure_report=tmp_path / "f.jsonl")
     assert summary.indexed == len(docs) and summary.failed == 0
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+    assert {"mv_codes", "dense", "fde"} <= set(mapping["_source"]["excludes"])
+    settings = client.indices.get_settings(index=index, flat_settings=True)[index]["settings"]
+    assert settings["index.knn.derived_source.enabled"] == "false"
+    vectors = vector_fields(mapping)
+    assert not vectors["dense"].in_source and vectors["fde"].byte
 
     def holding(field: str) -> dict[str, str]:
         client.indices.refresh(index=index)
@@ -468,16 +479,27 @@ def test_a_partial_update_drops_only_the_token_codes_and_a_multivector_resume_re
             "query": {"exists": {"field": field}}})
         return {h["_id"]: h["fields"][field][0] for h in resp["hits"]["hits"]}
 
-    codes = holding("mv_codes")
-    assert set(codes) == every
+    def stored(field: str) -> dict[str, list]:
+        client.indices.refresh(index=index)
+        source, scripts = request_parts(vectors, [field])
+        resp = client.search(index=index, body={"size": 100, "_source": source or False,
+                                                "script_fields": scripts})
+        out = {h["_id"]: read_vector(h, vectors[field]) for h in resp["hits"]["hits"]}
+        return {k: v for k, v in out.items() if v is not None}
+
+    codes, dense, fde = holding("mv_codes"), stored("dense"), stored("fde")
+    assert set(codes) == set(dense) == set(fde) == every
+    assert len(dense["p003"]) == 384 and all(-128 <= x <= 127 for x in fde["p003"])
+    # each document's own vector (not one array shared by every hit of the page)
+    assert len({tuple(v) for v in dense.values()}) == len({tuple(v) for v in fde.values()}) == len(docs)
+    got = client.search(index=index, body={"size": 1, "query": {"ids": {"values": ["p003"]}}})
+    assert not {"dense", "fde", "mv_codes"} & set(got["hits"]["hits"][0]["_source"])
     for doc_id, price in (("p001", 7), ("p002", 8)):
         client.update(index=index, id=doc_id, body={"doc": {"price": price}})
-    assert set(holding("mv_codes")) == every - {"p001", "p002"}
+    for field in ("mv_codes", "dense", "fde"):
+        after = holding(field) if field == "mv_codes" else stored(field)
+        assert set(after) == every - {"p001", "p002"}, field
     assert set(holding("bin_code")) == every  # in `_source`: kept
-    client.indices.refresh(index=index)
-    kept = client.search(index=index, body={"size": 100, "_source": False,
-                                            "query": {"exists": {"field": "dense"}}})
-    assert {h["_id"] for h in kept["hits"]["hits"]} == every  # k-NN's derived source: kept
 
     again = index_corpus(client, open_source(client, index, FieldNames(title="title", text="text")),
                          index, encoders=fake_encoders(), progress=False, in_place=True,
@@ -485,4 +507,9 @@ def test_a_partial_update_drops_only_the_token_codes_and_a_multivector_resume_re
                          failure_report=tmp_path / "g.jsonl")
     assert (again.indexed, again.skipped, again.failed) == (2, len(docs) - 2, 0)
     assert holding("mv_codes") == codes  # the same codes, from the index's own codecs
+    assert stored("fde") == fde
+    restored = stored("dense")
+    assert set(restored) == every
+    for doc_id in ("p001", "p002"):
+        assert restored[doc_id] == pytest.approx(dense[doc_id], abs=1e-6)
     assert client.get(index=index, id="p001")["_source"]["price"] == 7

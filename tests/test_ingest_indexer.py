@@ -58,11 +58,25 @@ def assert_nearest_codes(pq, x: np.ndarray, codes: np.ndarray) -> None:
 
 
 def _fetch(client, index: str, ids: list[str]) -> dict[str, dict]:
+    """Hits with their doc values, and in `_source` every stored vector, including those the
+    index keeps out of `_source` (read from the vector index, as `osneural recode` does)."""
+    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+
+    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    hidden = [v for v in vectors.values() if not v.in_source]
+    _, scripts = request_parts(vectors, [v.name for v in hidden])
     resp = client.search(index=index, body={
-        "size": len(ids), "query": {"ids": {"values": ids}},
+        "size": len(ids), "query": {"ids": {"values": ids}}, "_source": True,
         "docvalue_fields": ["bin_code", "dense_pq", "mv_codes", "osneural_id"],
+        "script_fields": scripts,
     })
-    return {h["_id"]: h for h in resp["hits"]["hits"]}
+    hits = {h["_id"]: h for h in resp["hits"]["hits"]}
+    for hit in hits.values():
+        for v in hidden:
+            value = read_vector(hit, v)
+            if value is not None:
+                hit["_source"][v.name] = value
+    return hits
 
 
 def test_ingest_check_every_field_then_resume(opensearch_client, index_name, tmp_path: Path) -> None:
@@ -210,7 +224,7 @@ def test_float_tokens_store_the_pooled_tokens_as_float16(opensearch_client, inde
     assert summary.indexed == len(good)
     osn = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]
     assert osn["_meta"]["osneural"]["representations"] == ["text", "multivector", "float_tokens"]
-    assert set(osn["_source"]["excludes"]) == {"mv_codes", "mv_f16"}
+    assert set(osn["_source"]["excludes"]) == {"mv_codes", "mv_f16", "fde"}  # fde: vectors_out_of_source
     ids = sorted(good)
     resp = opensearch_client.search(index=index_name, body={
         "size": len(ids), "query": {"ids": {"values": ids}}, "docvalue_fields": ["mv_f16"]})

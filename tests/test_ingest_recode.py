@@ -8,6 +8,7 @@ from osneural.ingest.codec_store import delete_codecs, load_codecs
 from osneural.ingest.documents import unb64
 from osneural.ingest.indexer import index_corpus
 from osneural.ingest.recode import recode_binary
+from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
 from test_ingest_fakes import fake_encoders
 
 from osneural.codecs import code_tokens
@@ -20,9 +21,16 @@ def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_
             for i in range(20)]
     index_corpus(opensearch_client, docs, index_name, representations="dense,binary,multivector",
                  encoders=fake_encoders(), progress=False)
-    body = {"size": 100, "_source": ["dense", "bin_tokens"], "docvalue_fields": ["bin_code", "mv_codes"]}
-    mv_before = {h["_id"]: h["fields"]["mv_codes"] for h in opensearch_client.search(
-        index=index_name, body=body)["hits"]["hits"]}
+    mapping = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]
+    vectors = vector_fields(mapping)
+    assert not vectors["dense"].in_source  # kept out of _source with the token codes
+    source, scripts = request_parts(vectors, ["dense", "fde"])
+    body = {"size": 100, "_source": [*source, "bin_tokens"], "script_fields": scripts,
+            "docvalue_fields": ["bin_code", "mv_codes"]}
+    before_hits = opensearch_client.search(index=index_name, body=body)["hits"]["hits"]
+    mv_before = {h["_id"]: h["fields"]["mv_codes"] for h in before_hits}
+    vec_before = {h["_id"]: (read_vector(h, vectors["dense"]), read_vector(h, vectors["fde"]))
+                  for h in before_hits}
     try:
         before = load_codecs(opensearch_client, index_name)
         assert before.params["mih_m"] != 8
@@ -36,7 +44,9 @@ def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_
         for hit in hits:
             # fields kept out of _source survive the partial update
             assert hit["fields"]["mv_codes"] == mv_before[hit["_id"]]
-            code = bundle.binary.encode(np.asarray([hit["_source"]["dense"]], dtype=np.float32))
+            dense, fde = read_vector(hit, vectors["dense"]), read_vector(hit, vectors["fde"])
+            assert (dense, fde) == vec_before[hit["_id"]] and dense is not None
+            code = bundle.binary.encode(np.asarray([dense], dtype=np.float32))
             assert hit["_source"]["bin_tokens"] == code_tokens(code, 8, n_bits=bundle.binary.n_bits)[0]
             assert np.array_equal(unb64(hit["fields"]["bin_code"][0]), code[0])
         with pytest.raises(ValueError, match="mih_m must lie in"):

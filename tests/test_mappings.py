@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from osneural.mappings import (
+    KNN_DERIVED_SOURCE,
     REPRESENTATIONS,
     MappingConflict,
     app_mapping_from_json,
@@ -14,6 +15,7 @@ from osneural.mappings import (
     merge_app_mapping,
     normalize_representations,
     reserved_field,
+    vectors_out_of_source,
 )
 
 
@@ -122,3 +124,54 @@ def test_app_mapping_is_merged_and_conflicts_are_named() -> None:
     with pytest.raises(ValueError, match="unknown mapping key"):
         app_mapping_from_json({"propertys": {}}, "f.json")
     assert reserved_field("dense_128") and not reserved_field("densely") and not reserved_field("metadata")
+
+
+def test_vectors_leave_source_only_when_the_mapping_excludes_a_field() -> None:
+    body = compose_index_body(["dense", "multivector"], dense_dim=8, fde_dim=16,
+                              matryoshka_dims=[4])
+    assert vectors_out_of_source(body) == ["dense", "dense_4", "fde"]
+    assert body["mappings"]["_source"]["excludes"] == ["dense", "dense_4", "fde", "mv_codes"]
+    assert body["settings"]["index"][KNN_DERIVED_SOURCE] is False
+    assert vectors_out_of_source(body) == []  # the setting is now there: a second call is a no-op
+
+    # no exclusion: the k-NN derived source keeps the vectors out of the stored _source already
+    plain = compose_index_body(["dense", "sparse"], dense_dim=8)
+    assert vectors_out_of_source(plain) == []
+    assert "_source" not in plain["mappings"] and KNN_DERIVED_SOURCE not in plain["settings"]["index"]
+
+    # a user's own choice of the setting is left alone
+    chosen = compose_index_body(["dense", "multivector"], dense_dim=8, fde_dim=16)
+    merge_app_mapping(chosen, None, {"index.knn.derived_source.enabled": True})
+    assert vectors_out_of_source(chosen) == []
+    assert chosen["mappings"]["_source"]["excludes"] == ["mv_codes"]
+
+    # a cluster whose k-NN has no derived source still keeps the vectors' JSON out
+    old = compose_index_body(["dense", "multivector"], dense_dim=8, fde_dim=16)
+    assert vectors_out_of_source(old, derived_source_setting=False) == ["dense", "fde"]
+    assert KNN_DERIVED_SOURCE not in old["settings"]["index"]
+
+
+def test_stored_vectors_are_read_from_source_or_from_script_fields() -> None:
+    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+
+    mappings = {"_source": {"excludes": ["fde", "mv_codes"]}, "properties": {
+        "dense": {"type": "knn_vector", "dimension": 2},
+        "fde": {"type": "knn_vector", "dimension": 3, "data_type": "byte"},
+        "mv_codes": {"type": "binary"}}}
+    fields = vector_fields(mappings)
+    assert set(fields) == {"dense", "fde"}
+    assert fields["dense"].in_source and not fields["fde"].in_source and fields["fde"].byte
+    source, scripts = request_parts(fields, ["dense", "fde"])
+    assert source == ["dense"] and list(scripts) == ["fde"]
+    with pytest.raises(ValueError, match="mv_codes"):
+        request_parts(fields, ["mv_codes"])
+    hit = {"_source": {"dense": [0.5, -0.25]}, "fields": {"fde": [-128, 0, 127]}}
+    assert read_vector(hit, fields["dense"]) == [0.5, -0.25]
+    assert read_vector(hit, fields["fde"]) == [-128, 0, 127]
+    assert read_vector({"fields": {"fde": []}}, fields["fde"]) is None  # a document without one
+    assert read_vector({"fields": {}}, fields["fde"]) is None
+    assert read_vector({"_source": {}}, fields["dense"]) is None
+    floats = vector_fields({"_source": {"enabled": False}, "properties": {
+        "dense": {"type": "knn_vector", "dimension": 2}}})["dense"]
+    assert not floats.in_source
+    assert read_vector({"fields": {"dense": [1, 2.5]}}, floats) == [1.0, 2.5]

@@ -1,0 +1,66 @@
+"""Read a document's stored vectors back, wherever the index keeps them.
+
+An index keeps a `knn_vector` field's values in `_source` (as JSON, or through the k-NN
+plugin's derived source) unless its mapping excludes the field (`_source.excludes`, as
+`osneural.mappings.vectors_out_of_source` does by default): then only the vector index holds
+them, and a `script_fields` entry that copies `doc['dense'].value` (which the k-NN plugin
+answers from the vector values) reads them back. Whoever rewrites a document from what it stored (`osneural recode`'s
+partial updates, the benchmarks that derive bigger collections from a real one) reads through
+here, so the layout is decided in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VectorField:
+    name: str
+    byte: bool  # `data_type: byte` (int8 values) rather than float
+    in_source: bool
+
+
+def vector_fields(mappings: Mapping[str, Any]) -> dict[str, VectorField]:
+    """Every top-level `knn_vector` field of an index's mappings, and where its values live."""
+    excludes = set((mappings.get("_source") or {}).get("excludes") or ())
+    enabled = (mappings.get("_source") or {}).get("enabled", True) is not False
+    out = {}
+    for name, prop in (mappings.get("properties") or {}).items():
+        if isinstance(prop, Mapping) and prop.get("type") == "knn_vector":
+            byte = str(prop.get("data_type", "float")).lower() == "byte"
+            out[name] = VectorField(name, byte, enabled and name not in excludes)
+    return out
+
+
+#: A copy of the document's vector, element by element. `doc['dense'].value` alone is not
+#: enough: on OpenSearch 3.6 every hit's script field then holds the last hit's vector (the
+#: k-NN plugin hands out one reused array, which the fetch phase serializes at the end; checked
+#: on 100 hits, floats and bytes).
+COPY_SCRIPT = ("List out = new ArrayList(); if (doc['FIELD'].size() == 0) { return out; } "
+               "def v = doc['FIELD'].value; for (int i = 0; i < v.length; ++i) { out.add(v[i]); } "
+               "return out;")
+
+
+def request_parts(fields: Mapping[str, VectorField], names: list[str]) -> tuple[list[str], dict]:
+    """(`_source` includes, `script_fields`) that read `names` back, each from where it lives."""
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise ValueError(f"no knn_vector field {missing} in the index mapping")
+    source = [n for n in names if fields[n].in_source]
+    scripts = {n: {"script": {"source": COPY_SCRIPT.replace("FIELD", n)}}
+               for n in names if not fields[n].in_source}
+    return source, scripts
+
+
+def read_vector(hit: Mapping[str, Any], field: VectorField) -> list[float] | list[int] | None:
+    """The field's vector in one search hit made with `request_parts`, or None if the document
+    has none (a float list, or int8 values for byte vectors)."""
+    if field.in_source:
+        return (hit.get("_source") or {}).get(field.name)
+    values = (hit.get("fields") or {}).get(field.name)
+    if not values:
+        return None
+    return [int(x) for x in values] if field.byte else [float(x) for x in values]
