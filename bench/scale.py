@@ -26,8 +26,13 @@ Lucene file kind from `_stats` (vectors = `dense` + `fde`; doc values = `bin_cod
 `mv_codes`; postings = text, sparse, binary terms; stored = `_source`) -- a whole index cannot
 be split by field (see `bench/index_size.py` for that, on the real corpus) --, the same as
 loaded, before the merge (`fresh`), the node's heap used and resident set (`node`), and for every
-built-in spec the query latency p50/p95 and nDCG@10 over SciFact's test queries, one query at a
-time. Growth exponents are least-squares slopes of log(quantity) against log(N) over the sizes
+built-in spec and the `sparse` first stage alone the query latency p50/p95 and nDCG@10 over
+SciFact's test queries: one query at a time from this process (`queries`), then from
+`--clients` client processes through `osneural serve --workers` (`concurrent`, with queries/s).
+Queries run on the index as loaded (the segments the merge policy left, as a live index serves
+them), before the force merge, which at 1M takes about an hour. The index gets the layout
+`osneural ingest` gives a new index today (vectors out of `_source` beside the token codes),
+whatever the source index's age. Growth exponents are least-squares slopes of log(quantity) against log(N) over the sizes
 measured; the 10M/100M projection multiplies per-document bytes and states its assumptions.
 """
 
