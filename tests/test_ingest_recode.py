@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from osneural.ingest.codec_store import delete_codecs, load_codecs
 from osneural.ingest.documents import unb64
-from osneural.ingest.indexer import index_corpus
+from osneural.ingest.indexer import index_corpus, index_options
 from osneural.ingest.recode import recode_binary
 from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
 from test_ingest_fakes import fake_encoders
@@ -16,14 +16,21 @@ from osneural.codecs import code_tokens
 pytestmark = pytest.mark.integration
 
 
-def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_name):
+@pytest.mark.parametrize("derived_source", [None, True], ids=["default", "derived-source-on"])
+def test_recode_binary_rewrites_tokens_codecs_and_meta(opensearch_client, index_name,
+                                                       derived_source):
+    """Both layouts: vectors out of `_source` (the default: read back through a script field)
+    and the k-NN derived source kept on by the user (vectors in `_source`)."""
     docs = [{"_id": f"d{i}", "title": "", "text": f"document {i} about topic {i % 4}"}
             for i in range(20)]
+    settings = {} if derived_source is None else {"knn.derived_source.enabled": derived_source}
     index_corpus(opensearch_client, docs, index_name, representations="dense,binary,multivector",
-                 encoders=fake_encoders(), progress=False)
+                 encoders=fake_encoders(), progress=False,
+                 options=index_options(index_settings=settings))
     mapping = opensearch_client.indices.get_mapping(index=index_name)[index_name]["mappings"]
     vectors = vector_fields(mapping)
-    assert not vectors["dense"].in_source  # kept out of _source with the token codes
+    # by default kept out of _source with the token codes; the user's derived source keeps them in
+    assert vectors["dense"].in_source == vectors["fde"].in_source == bool(derived_source)
     source, scripts = request_parts(vectors, ["dense", "fde"])
     body = {"size": 100, "_source": [*source, "bin_tokens"], "script_fields": scripts,
             "docvalue_fields": ["bin_code", "mv_codes"]}
