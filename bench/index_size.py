@@ -176,10 +176,11 @@ def by_field(client: Any, index: str, fields: list[str] | None, batch: int,
     unknown = [f for f in names if f not in props]
     if unknown:
         raise SystemExit(f"index {index!r} has no field(s) {unknown}; it has {sorted(props)}")
-    # A field kept out of `_source` can be read back only from doc values (binary fields here);
-    # rank_features and doc-value-less keywords cannot, so such a field cannot be copied.
-    unreadable = [f for f in names if f in excludes and not (
-        props[f].get("type") == "binary" and props[f].get("doc_values", False))]
+    # A field kept out of `_source` can be read back only from doc values (binary fields here)
+    # or, for vectors, from the vector index; rank_features and doc-value-less keywords cannot,
+    # so such a field cannot be copied.
+    unreadable = [f for f in names if f in excludes and props[f].get("type") != "knn_vector"
+                  and not (props[f].get("type") == "binary" and props[f].get("doc_values", False))]
     if unreadable:
         raise SystemExit(f"fields {unreadable} are kept out of _source and have no doc values: "
                          "their values cannot be read back to copy them; measure them on an "
