@@ -380,7 +380,7 @@ def prepare(
             raise SourceError(f"--in-place: index {index!r} does not exist; nothing was written")
         if not reuse:
             check_in_place(index, state.settings, reps)
-        marker = resume_marker(reps)
+        marker = resume_marker(reps, state.source_excludes)
         if resume and reuse and marker is None:
             run.summary.notes.append("no representation of this run marks an enriched document "
                                      "(sparse alone answers no exists query): --resume "

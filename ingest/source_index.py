@@ -314,19 +314,24 @@ def check_in_place(index: str, settings: Mapping[str, Any], representations: lis
             f"{','.join(plain) or 'sparse,binary,pq'}; nothing was written")
 
 
-#: Fields that mark an enriched document for an in-place `--resume` (binary doc values and a
-#: keyword answer `exists`; rank_features does not: "[rank_features] fields do not support
-#: [exists] queries", checked against 3.6), best first. `mv_codes` comes first because it is the
-#: one a document can lose: it is kept out of `_source` (about 13 KB/doc of base64 there), so
-#: OpenSearch's own `_update` / `_update_by_query`, which rebuild a document from `_source`,
-#: drop it while every other representation survives; a multivector `--resume` then re-encodes
-#: exactly those documents.
+#: Fields that mark an enriched document for an in-place `--resume` (binary doc values, a
+#: keyword and vectors answer `exists`; rank_features does not: "[rank_features] fields do not
+#: support [exists] queries", checked against 3.6), best first. The fields kept out of `_source`
+#: come first because they are the ones a document can lose: OpenSearch's own `_update` /
+#: `_update_by_query` rebuild a document from `_source` and drop them while every other
+#: representation survives, and a `--resume` then re-encodes exactly those documents. `mv_codes`
+#: is always kept out (about 13 KB/doc of base64 there); the vectors are when the mapping
+#: excludes them (`osneural.mappings.vectors_out_of_source`).
 RESUME_MARKERS = (("multivector", "mv_codes"), ("binary", "bin_code"), ("pq", "dense_pq"),
                   ("dense", "dense"))
 
 
-def resume_marker(representations: list[str] | tuple[str, ...]) -> str | None:
-    return next((f for rep, f in RESUME_MARKERS if rep in representations), None)
+def resume_marker(representations: list[str] | tuple[str, ...],
+                  source_excludes: tuple[str, ...] | list[str] = ("mv_codes",)) -> str | None:
+    """The marker field of an in-place `--resume`: the first one an `_update` can drop (kept
+    out of `_source`), else the first one the representations write."""
+    written = [f for rep, f in RESUME_MARKERS if rep in representations]
+    return next((f for f in written if f in source_excludes), written[0] if written else None)
 
 
 def swap_alias(client: Any, alias: str, source: str, target: str) -> None:

@@ -33,7 +33,7 @@ from osneural.ingest.codec_store import delete_codecs
 from osneural.ingest.commands import load_mapping_file
 from osneural.ingest.corpus import FieldNames
 from osneural.ingest.indexer import index_corpus, index_options
-from osneural.ingest.source_index import open_source
+from osneural.ingest.source_index import open_source, resume_marker
 from osneural.plugin import Searcher
 from osneural.plugin.resources import EncoderCache, ResourceCache
 from test_ingest_fakes import fake_encoders
@@ -446,6 +446,17 @@ def test_documents_with_an_empty_title_and_text_do_not_fail_the_run(
     got = opensearch_client.search(index=names["tgt"], body={"query": {"term": {
         "journal.keyword": "J. Aero"}}})["hits"]["hits"]
     assert [h["_id"] for h in got] == ["3"] and "dense" not in got[0]["_source"]
+
+
+def test_the_resume_marker_is_a_field_an_update_can_drop() -> None:
+    """An in-place `--resume` finds the documents to re-encode by a field they lack: one kept
+    out of `_source` when there is one (an `_update` drops those), else the first one written."""
+    every = ["text", "dense", "sparse", "binary", "pq", "multivector"]
+    assert resume_marker(every, ("dense", "fde", "mv_codes")) == "mv_codes"
+    assert resume_marker(["text", "dense", "binary"], ("dense", "internal_notes")) == "dense"
+    assert resume_marker(["text", "dense", "binary"], ()) == "bin_code"
+    assert resume_marker(every, ()) == "mv_codes"  # an index that refused the exclusion
+    assert resume_marker(["text", "sparse"], ("mv_codes",)) is None  # nothing answers exists
 
 
 def test_a_partial_update_drops_what_is_kept_out_of_source_and_a_resume_restores_it(
