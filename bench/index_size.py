@@ -33,7 +33,7 @@ fields interact in one `_source` (on OpenSearch 3.6 with `_source.excludes` set,
 source writes `dense` and `fde` back into `_source` as JSON during merges).
 
 Values are read back from the source index: `knn_vector` fields from `_source` or, where the
-index keeps them out of it, from the vector index (`osneural.ingest.stored_vectors`), other
+index keeps them out of it, from the vector index (`osneural.mappings.stored_vectors`), other
 fields excluded from `_source` from their binary doc values. `mv_f16` (the
 float16 token copies, not a default representation, ~130 KB/doc) is skipped unless named.
 """
@@ -70,7 +70,7 @@ def iter_field(client: Any, index: str, name: str, from_doc_values: bool,
                batch: int, ids: list[str]) -> Iterator[tuple[str, Any]]:
     """(id, value) of one field for each of `ids` that has it."""
     from opensearchpy import helpers
-    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
     from osneural.plugin.rescoring import decode_doc_value
 
     vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])

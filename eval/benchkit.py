@@ -238,10 +238,10 @@ def replace_block(path: Path, name: str, text: str) -> None:
 
 def stored_dense(client: Any, index: str, field: str = "dense") -> tuple[list[str], np.ndarray]:
     """Every document's stored dense vector (`_source` or the vector index, wherever the index
-    keeps it: `osneural.ingest.stored_vectors`), for exact offline scoring."""
+    keeps it: `osneural.mappings.stored_vectors`), for exact offline scoring."""
     import numpy as np
     from opensearchpy import helpers
-    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
 
     vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
     source, scripts = request_parts(vectors, [field])
@@ -278,8 +278,8 @@ def stored_documents(client: Any, index: str, dim: int, batch: int = 50,
     what a copy or a scaled-up variant of an index is derived from without encoding again."""
     import numpy as np
     from opensearchpy import helpers
-    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
     from osneural.mappings import reserved_field
+    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
     from osneural.plugin.rescoring import decode_doc_value
 
     vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])

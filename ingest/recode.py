@@ -2,7 +2,7 @@
 
 The MIH substring count decides recall of the binary first stage (shorter substrings: near codes
 share more terms), and it is a pure function of the dense vector and the stored binary quantizer.
-So changing it needs no encoder pass: read `dense` back (`osneural.ingest.stored_vectors`),
+So changing it needs no encoder pass: read `dense` back (`osneural.mappings.stored_vectors`),
 re-cut, and partially update `bin_tokens` and `bin_code`. The codec document and `_meta` are
 updated last, under a new codec generation; queries during the run may see documents cut both
 ways, so run it before serving traffic from the index.
@@ -16,7 +16,7 @@ import numpy as np
 from osneural.ingest.bulk import BulkWriter
 from osneural.ingest.codec_store import load_codecs, new_generation, save_codecs
 from osneural.ingest.documents import b64, unb64
-from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
 
 from osneural.codecs.mih import code_tokens
 

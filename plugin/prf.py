@@ -6,7 +6,8 @@ may bring in documents no first stage found:
 * `dense` (Rocchio): the query vector moves toward the mean of the top `fb_docs` documents' stored
   dense vectors (`alpha * q + beta * mean(d)`, re-normalised), a second kNN runs with it, and its
   run is fused with the ranking so far (`fusion`, the PRF run's share `weight`). The vectors come
-  from `_source` (the index keeps `dense` there), or else are decoded from `dense_pq`.
+  from `_source` or the vector index (wherever the index keeps `dense`), or else are decoded
+  from `dense_pq`.
 * `multivector` (ColBERT-PRF, Wang et al. 2021): the top `fb_docs` documents' PQ-coded tokens are
   decoded with the index's codebooks and clustered (k-means, `clusters`); each centroid gets an
   IDF-like weight from how much better the feedback documents match it than the rest of the top
@@ -148,14 +149,20 @@ def expansion_tokens(
 
 
 def _dense_vectors(searcher: Any, enc: Any, ids: list[str], field: str, timeout_s: float) -> np.ndarray:
-    """The stored dense vectors of `ids`, in order, from `_source` or decoded from `dense_pq`
-    (read through the code cache, as rescoring reads it)."""
+    """The stored dense vectors of `ids`, in order: from `_source`, or from the vector index
+    where the index keeps them out of `_source` (`osneural.mappings.stored_vectors`: the default
+    layout), or else decoded from `dense_pq` (read through the code cache, as rescoring reads it)."""
+    from osneural.mappings.stored_vectors import COPY_SCRIPT
+
     res = enc.res
-    body = {"size": len(ids), "query": {"ids": {"values": ids}}, "_source": [field],
-            "track_total_hits": False}
+    body: dict[str, Any] = {"size": len(ids), "query": {"ids": {"values": ids}},
+                            "_source": [field], "track_total_hits": False}
+    if res.has_field(field):  # a script on a field the index lacks would fail the request
+        body["script_fields"] = {field: {"script": {"source": COPY_SCRIPT.replace("FIELD", field)}}}
     resp = searcher.client.search(index=searcher.index, body=body,
                                   request_timeout=max(timeout_s, 0.001))
-    found = {h["_id"]: (h.get("_source") or {}).get(field) for h in resp["hits"]["hits"]}
+    found = {h["_id"]: (h.get("_source") or {}).get(field)
+             or (h.get("fields") or {}).get(field) or None for h in resp["hits"]["hits"]}
     if all(found.get(i) is not None for i in ids):
         return np.asarray([found[i] for i in ids], dtype=np.float32)
     if res.has_field("dense_pq"):

@@ -467,7 +467,7 @@ def test_a_partial_update_drops_what_is_kept_out_of_source_and_a_resume_restores
     representation; `--in-place --resume` on an index with the multivector representation
     re-encodes exactly the documents that lost them, with the index's own codecs, and leaves the
     updated field alone."""
-    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
 
     client, index = opensearch_client, names["tgt"]
     docs = [d for d in catalog(30) if d["title"]]

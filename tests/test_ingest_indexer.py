@@ -60,7 +60,7 @@ def assert_nearest_codes(pq, x: np.ndarray, codes: np.ndarray) -> None:
 def _fetch(client, index: str, ids: list[str]) -> dict[str, dict]:
     """Hits with their doc values, and in `_source` every stored vector, including those the
     index keeps out of `_source` (read from the vector index, as `osneural recode` does)."""
-    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
 
     vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
     hidden = [v for v in vectors.values() if not v.in_source]

@@ -8,7 +8,7 @@ from osneural.ingest.codec_store import delete_codecs, load_codecs
 from osneural.ingest.documents import unb64
 from osneural.ingest.indexer import index_corpus, index_options
 from osneural.ingest.recode import recode_binary
-from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
 from test_ingest_fakes import fake_encoders
 
 from osneural.codecs import code_tokens

@@ -152,7 +152,7 @@ def test_vectors_leave_source_only_when_the_mapping_excludes_a_field() -> None:
 
 
 def test_stored_vectors_are_read_from_source_or_from_script_fields() -> None:
-    from osneural.ingest.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
 
     mappings = {"_source": {"excludes": ["fde", "mv_codes"]}, "properties": {
         "dense": {"type": "knn_vector", "dimension": 2},

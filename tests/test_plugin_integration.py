@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from osneural.ingest.documents import b64, sparse_feature_name
-from osneural.mappings import compose_index_body
+from osneural.mappings import compose_index_body, vectors_out_of_source
 from osneural.plugin import Searcher, SpecError, load_spec
 from osneural.plugin.resources import EncoderCache, ResourceCache, StageError
 from osneural.plugin.searcher import SearchError
@@ -129,6 +129,7 @@ def build_plugin_index(client, name: str, settings: dict | None = None) -> dict:
                                "float_tokens"],
                               dense_dim=DIM, fde_dim=fdes.shape[1], meta=meta, settings=settings)
     body["mappings"]["properties"]["year"] = {"type": "integer"}
+    vectors_out_of_source(body)  # the layout `osneural ingest` gives a new index
     client.indices.create(index=name, body=body)
     lines = []
     for i, d in enumerate(docs):

@@ -131,17 +131,31 @@ class TLSFront:
         path = self.folder / "access.log"
         return path.stat().st_size if path.exists() else 0
 
-    def requests_since(self, mark: int) -> list[tuple[str, str, str, int]]:
-        """(remote user or '-', method, uri, status) of every request logged after `mark`."""
-        time.sleep(0.05)  # nginx writes its log line after the response
-        with open(self.folder / "access.log", "rb") as fh:
-            fh.seek(mark)
-            text = fh.read().decode()
-        rows = []
-        for line in text.splitlines():
-            user, method, uri, status = line.split("|")
-            rows.append((user, method, uri, int(status)))
-        return rows
+    def requests_since(self, mark: int, at_least: int = 0,
+                       timeout_s: float = 15.0) -> list[tuple[str, str, str, int]]:
+        """(remote user or '-', method, uri, status) of every request logged after `mark`.
+
+        nginx writes a request's log line after its response, so a client can read the log
+        before the line is there; on a busy machine a fixed pause is a race. So this waits for
+        at least `at_least` lines and for the log to stay the same size for 0.3 s (at most
+        `timeout_s`, then returns what is there for the caller's assertion to name)."""
+        path = self.folder / "access.log"
+        deadline = time.monotonic() + timeout_s
+        seen, stable_since = -1, time.monotonic()
+        while True:
+            with open(path, "rb") as fh:
+                fh.seek(mark)
+                text = fh.read().decode()
+            rows = []
+            for line in text.splitlines():
+                user, method, uri, status = line.split("|")
+                rows.append((user, method, uri, int(status)))
+            now = time.monotonic()
+            if len(text) != seen:
+                seen, stable_since = len(text), now
+            if (len(rows) >= at_least and now - stable_since >= 0.3) or now > deadline:
+                return rows
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

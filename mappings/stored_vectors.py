@@ -4,9 +4,9 @@ An index keeps a `knn_vector` field's values in `_source` (as JSON, or through t
 plugin's derived source) unless its mapping excludes the field (`_source.excludes`, as
 `osneural.mappings.vectors_out_of_source` does by default): then only the vector index holds
 them, and a `script_fields` entry that copies `doc['dense'].value` (which the k-NN plugin
-answers from the vector values) reads them back. Whoever rewrites a document from what it stored (`osneural recode`'s
-partial updates, the benchmarks that derive bigger collections from a real one) reads through
-here, so the layout is decided in one place.
+answers from the vector values) reads them back. Whoever reads stored vectors (`osneural
+recode`'s partial updates, the dense `prf` stage, the benchmarks that derive bigger collections
+from a real one) reads through here, so the layout is decided in one place.
 """
 
 from __future__ import annotations
