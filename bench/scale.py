@@ -407,6 +407,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         rows = [next(q for q in s["queries"] if q["spec"] == name) for s in steps]
         out.append(f"| {name} | " + " | ".join(f"{q['ndcg@10']:.4f}" for q in rows) + " | "
                    + " | ".join(f"{q['p50_ms']:.0f} / {q['p95_ms']:.0f}" for q in rows) + " |")
+    if any(s.get("concurrent") for s in steps):
+        out += ["", "With client processes through `osneural serve --workers` (p50 / p95 ms, "
+                "queries/s):", "",
+                "| spec | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---:|" * len(ns)]
+        for name in specs:
+            cells = []
+            for s in steps:
+                c = next((q for q in s.get("concurrent") or [] if q["spec"] == name), None)
+                cells.append("-" if c is None else
+                             f"{c['p50_ms']:.0f} / {c['p95_ms']:.0f} ({c['qps']:.0f}/s, "
+                             f"{c['clients']} clients)")
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
     out += ["", "## Growth exponents (y ~ N^b)", ""]
     g = report["growth"]
     out += ["| quantity | b |", "|---|---:|"]
