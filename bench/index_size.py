@@ -70,10 +70,10 @@ def iter_field(client: Any, index: str, name: str, from_doc_values: bool,
                batch: int, ids: list[str]) -> Iterator[tuple[str, Any]]:
     """(id, value) of one field for each of `ids` that has it."""
     from opensearchpy import helpers
-    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import index_vector_fields, read_vector, request_parts
     from osneural.plugin.rescoring import decode_doc_value
 
-    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    vectors = index_vector_fields(client, index)
     vector = vectors.get(name)
     if vector is not None:  # `_source` or the vector index, wherever the index keeps it
         source, scripts = request_parts(vectors, [name])

@@ -241,9 +241,9 @@ def stored_dense(client: Any, index: str, field: str = "dense") -> tuple[list[st
     keeps it: `osneural.mappings.stored_vectors`), for exact offline scoring."""
     import numpy as np
     from opensearchpy import helpers
-    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import index_vector_fields, read_vector, request_parts
 
-    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    vectors = index_vector_fields(client, index)
     source, scripts = request_parts(vectors, [field])
     ids, rows = [], []
     for hit in helpers.scan(client, index=index, size=500,
@@ -279,10 +279,10 @@ def stored_documents(client: Any, index: str, dim: int, batch: int = 50,
     import numpy as np
     from opensearchpy import helpers
     from osneural.mappings import reserved_field
-    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import index_vector_fields, read_vector, request_parts
     from osneural.plugin.rescoring import decode_doc_value
 
-    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    vectors = index_vector_fields(client, index)
     _, scripts = request_parts(vectors, ["dense"] if "dense" in vectors else [])
     query: dict[str, Any] = {"_source": {"excludes": ["bin_tokens", "bin_code", "dense_pq", "fde"]},
                              "script_fields": scripts}

@@ -35,6 +35,11 @@ def vector_fields(mappings: Mapping[str, Any]) -> dict[str, VectorField]:
     return out
 
 
+def index_vector_fields(client: Any, index: str) -> dict[str, VectorField]:
+    """`vector_fields` of an index as the cluster maps it now (an alias: its one index)."""
+    return vector_fields(next(iter(client.indices.get_mapping(index=index).values()))["mappings"])
+
+
 #: A copy of the document's vector, element by element. `doc['dense'].value` alone is not
 #: enough: on OpenSearch 3.6 every hit's script field then holds the last hit's vector (the
 #: k-NN plugin hands out one reused array, which the fetch phase serializes at the end; checked

@@ -152,17 +152,19 @@ def _dense_vectors(searcher: Any, enc: Any, ids: list[str], field: str, timeout_
     """The stored dense vectors of `ids`, in order: from `_source`, or from the vector index
     where the index keeps them out of `_source` (`osneural.mappings.stored_vectors`: the default
     layout), or else decoded from `dense_pq` (read through the code cache, as rescoring reads it)."""
-    from osneural.mappings.stored_vectors import COPY_SCRIPT
+    from osneural.mappings.stored_vectors import VectorField, read_vector, request_parts
 
     res = enc.res
+    # Read from where the index keeps the field; a field that is no `knn_vector` is asked of
+    # `_source` (finding nothing there, the `dense_pq` decode below answers).
+    vector = res.vectors.get(field) or VectorField(field, byte=False, in_source=True)
+    source, scripts = request_parts({field: vector}, [field])
     body: dict[str, Any] = {"size": len(ids), "query": {"ids": {"values": ids}},
-                            "_source": [field], "track_total_hits": False}
-    if res.has_field(field):  # a script on a field the index lacks would fail the request
-        body["script_fields"] = {field: {"script": {"source": COPY_SCRIPT.replace("FIELD", field)}}}
+                            "_source": source or False, "script_fields": scripts,
+                            "track_total_hits": False}
     resp = searcher.client.search(index=searcher.index, body=body,
                                   request_timeout=max(timeout_s, 0.001))
-    found = {h["_id"]: (h.get("_source") or {}).get(field)
-             or (h.get("fields") or {}).get(field) or None for h in resp["hits"]["hits"]}
+    found = {h["_id"]: read_vector(h, vector) for h in resp["hits"]["hits"]}
     if all(found.get(i) is not None for i in ids):
         return np.asarray([found[i] for i in ids], dtype=np.float32)
     if res.has_field("dense_pq"):

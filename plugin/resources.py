@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from osneural.mappings import DOCUMENT_FIELDS, reserved_field
+from osneural.mappings.stored_vectors import VectorField, vector_fields
 
 from osneural.errors import IndexMismatchError, StageError, StaleCodecsError
 
@@ -92,6 +93,9 @@ class IndexResources:
     fingerprint: IndexFingerprint = field(default_factory=lambda: IndexFingerprint(None, None))
     #: the doc-values field hits' ids are read from (`id_field_of`); None: `_id`
     id_field: str | None = None
+    #: the top-level `knn_vector` fields and where their values live (`_source` or only the
+    #: vector index), for stages that read stored vectors back
+    vectors: dict[str, VectorField] = field(default_factory=dict)
     _bundle: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -195,7 +199,8 @@ def describe_index(client: Any, index: str) -> IndexResources:
         if generation is None or codec_data is None or doc_generation == generation:
             fingerprint = IndexFingerprint(uuid, generation, None if generation else version)
             return IndexResources(index=index, fields=fields, meta=meta, codec_data=codec_data,
-                                  fingerprint=fingerprint, id_field=id_field_of(body))
+                                  fingerprint=fingerprint, id_field=id_field_of(body),
+                                  vectors=vector_fields(mappings))
         if attempt == 1:
             raise StaleCodecsError(
                 f"index {index!r} has codec generation {generation!r} but its codec document in "

@@ -60,9 +60,9 @@ def assert_nearest_codes(pq, x: np.ndarray, codes: np.ndarray) -> None:
 def _fetch(client, index: str, ids: list[str]) -> dict[str, dict]:
     """Hits with their doc values, and in `_source` every stored vector, including those the
     index keeps out of `_source` (read from the vector index, as `osneural recode` does)."""
-    from osneural.mappings.stored_vectors import read_vector, request_parts, vector_fields
+    from osneural.mappings.stored_vectors import index_vector_fields, read_vector, request_parts
 
-    vectors = vector_fields(client.indices.get_mapping(index=index)[index]["mappings"])
+    vectors = index_vector_fields(client, index)
     hidden = [v for v in vectors.values() if not v.in_source]
     _, scripts = request_parts(vectors, [v.name for v in hidden])
     resp = client.search(index=index, body={
