@@ -43,9 +43,10 @@ def index_vector_fields(client: Any, index: str) -> dict[str, VectorField]:
 #: A copy of the document's vector, element by element. `doc['dense'].value` alone is not
 #: enough: on OpenSearch 3.6 every hit's script field then holds the last hit's vector (the
 #: k-NN plugin hands out one reused array, which the fetch phase serializes at the end; checked
-#: on 100 hits, floats and bytes).
-COPY_SCRIPT = ("List out = new ArrayList(); if (doc['FIELD'].size() == 0) { return out; } "
-               "def v = doc['FIELD'].value; for (int i = 0; i < v.length; ++i) { out.add(v[i]); } "
+#: on 100 hits, floats and bytes). The field comes as a parameter: one compiled script serves
+#: every field, and no field name is ever spliced into script text.
+COPY_SCRIPT = ("List out = new ArrayList(); if (doc[params.field].size() == 0) { return out; } "
+               "def v = doc[params.field].value; for (int i = 0; i < v.length; ++i) { out.add(v[i]); } "
                "return out;")
 
 
@@ -55,7 +56,7 @@ def request_parts(fields: Mapping[str, VectorField], names: list[str]) -> tuple[
     if missing:
         raise ValueError(f"no knn_vector field {missing} in the index mapping")
     source = [n for n in names if fields[n].in_source]
-    scripts = {n: {"script": {"source": COPY_SCRIPT.replace("FIELD", n)}}
+    scripts = {n: {"script": {"source": COPY_SCRIPT, "params": {"field": n}}}
                for n in names if not fields[n].in_source}
     return source, scripts
 
