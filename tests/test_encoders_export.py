@@ -119,6 +119,12 @@ def test_graphs_are_plain_and_sparse_pooling_never_masks_the_logits(exported) ->
     wide = {n.op_type for n in model.graph.node
             if any(vocab in shapes.get(o, []) and len(shapes.get(o, [])) == 3 for o in n.output)}
     assert "Mul" not in wide and "Where" not in wide, wide
+    # ... and with the projection in chunks, no [batch, seq, vocab] tensor at all: each chunk's
+    # logits are reduced over the sequence before the next chunk is projected
+    assert not wide, wide
+    from osneural.encoders.export import VOCAB_CHUNK
+
+    assert read_manifest(exported["sparse"])["vocab_chunk"] == VOCAB_CHUNK < vocab
     ort.InferenceSession(str(exported["sparse"] / "model.onnx"),
                          providers=["CPUExecutionProvider"],
                          disabled_optimizers=SESSION_DISABLED_OPTIMIZERS)
@@ -162,6 +168,18 @@ def test_sparse_matches_torch_on_a_padded_batch(exported) -> None:
         ids = [enc.tokenizer.token_to_id(t) for t in terms]
         np.testing.assert_allclose([terms[t] for t in terms], row[ids], atol=1e-4)
         assert set(np.flatnonzero(row > 1e-4).tolist()) <= set(ids)  # nothing non-zero dropped
+    # one text per run (every query): the graph splits each text in two halves of ceil(seq/2)
+    # rows, overlapping by one when seq is odd; both parities give the textbook max
+    parities = set()
+    for text in [*TEXTS, "vitamin d", "vitamin d and flu"]:
+        one = _tokenize(src, [text], 256)
+        parities.add(one["input_ids"].shape[1] % 2)
+        with torch.no_grad():
+            want = np.log1p(np.maximum(model(**one).logits.numpy(), 0)).max(axis=1)
+        got = enc.session.run(None, {k: one[k].numpy() for k in ("input_ids", "attention_mask")})[0]
+        assert got.shape == want.shape == (1, ref.shape[1]), text
+        assert np.max(np.abs(got - want)) <= 1e-4, text
+    assert parities == {0, 1}
     top = SparseEncoder(exported["sparse"]).encode_documents(TEXTS)
     assert all(0 < len(t) <= 256 for t in top)
     weights = list(top[2].values())
@@ -580,3 +598,34 @@ def test_an_older_sparse_export_moves_to_the_new_term_cap(exported, tmp_path, mo
     assert main(["export", "--kind", "sparse"]) == 0
     assert "already exported" in capsys.readouterr().out
     assert read_manifest(folder)["doc_top_k"] == 300
+
+
+def test_a_sparse_export_without_the_chunked_projection_is_re_exported(
+        exported, tmp_path, monkeypatch, capsys) -> None:
+    """`osneural export` on a default sparse export from before the chunked vocabulary
+    projection (no `vocab_chunk` in its manifest) exports it again: the same weights and term
+    weights from the faster graph, the term cap its user chose kept."""
+    from osneural.cli import main
+    from osneural.encoders.defaults import DEFAULT_DIRS
+    from osneural.encoders.export import VOCAB_CHUNK
+
+    monkeypatch.setenv("OSNEURAL_MODELS", str(tmp_path))
+    folder = tmp_path / DEFAULT_DIRS["sparse"]
+    shutil.copytree(exported["sparse"], folder)
+    manifest = read_manifest(folder)
+    del manifest["vocab_chunk"]
+    manifest["doc_top_k"] = 300  # chosen by its user
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    before = SparseEncoder(exported["sparse"], doc_top_k=0).encode_documents(TEXTS)
+
+    assert main(["export", "--kind", "sparse"]) == 0
+    assert "re-exporting" in capsys.readouterr().out
+    fresh = read_manifest(folder)
+    assert fresh["vocab_chunk"] == VOCAB_CHUNK and fresh["doc_top_k"] == 300
+    assert fresh["sha256"] == manifest["sha256"] and "int8" in fresh["variants"]
+    after = SparseEncoder(folder, doc_top_k=0, precision="fp32").encode_documents(TEXTS)
+    for a, b in zip(before, after, strict=True):
+        assert a.keys() == b.keys()
+        assert max(abs(a[t] - b[t]) for t in a) <= 1e-5
+    assert main(["export", "--kind", "sparse"]) == 0
+    assert "already exported" in capsys.readouterr().out

@@ -296,9 +296,11 @@ class SparseEncoder(OnnxEncoder):
     kind = "sparse"
     # Measured on SciFact (2-core box, batch 32 -> 2-16 texts of ~250 tokens): 4-8 texts per run
     # encode 2.2x faster than 32, and a run's fp32 logits shrink from 1.0 GB to 0.13 GB. With
-    # the export's pooling (no mask pass over the logits) int8 gives 130-135 docs/s from 512 to
-    # 1024 tokens per run and 97 at 384, where a run's fixed cost starts to show.
-    DEFAULT_BATCH_TOKENS = 1024
+    # the export's pooling (no mask pass over the logits) int8 gave 130-135 docs/s from 512 to
+    # 1024 tokens per run and 97 at 384, where a run's fixed cost starts to show. With the
+    # vocabulary projected in chunks (exports with `vocab_chunk`): 280 docs/s at 512 tokens,
+    # 276 at 1024, 229 at 2048 (chunk 256); 265, 246, 244 (chunk 512, the export's).
+    DEFAULT_BATCH_TOKENS = 512
 
     def __init__(
         self,
