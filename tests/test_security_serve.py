@@ -127,6 +127,31 @@ def test_index_expressions_cannot_escape_the_allow_list(guarded, names, opensear
     assert ok.status_code == 200 and ok.json()["hits"]["hits"]
 
 
+def test_an_alias_moved_outside_the_allow_list_is_refused_though_its_query_encodes(
+        guarded, names, opensearch_client):
+    """A neural search's encodings start while its names are checked, from the description the
+    process holds: an alias searched while allowed, then moved to a private index, is refused,
+    and nothing is sent to the private index."""
+    moved = f"test-plugin-moved-{uuid.uuid4().hex[:6]}"
+    opensearch_client.indices.put_alias(index=names["index"], name=moved)
+    spec = {"first_stages": [{"type": "dense", "k": 5}, {"type": "sparse", "k": 5}]}
+    try:
+        ok = httpx.post(f"{guarded}/{moved}/_search", json=_neural(spec=spec), timeout=60)
+        assert ok.status_code == 200 and ok.json()["hits"]["hits"], ok.text
+        opensearch_client.indices.update_aliases(body={"actions": [
+            {"remove": {"index": names["index"], "alias": moved}},
+            {"add": {"index": names["private"], "alias": moved}}]})
+        before = _search_count(opensearch_client, names["private"])
+        for body in (_neural(spec=spec), _neural(spec=spec, size=-1), _neural(spec={"x": 1})):
+            r = httpx.post(f"{guarded}/{moved}/_search", json=body, timeout=60)
+            _assert_refused(r, 403, "osneural_index_not_allowed", "resolves to")
+        r = httpx.post(f"{guarded}/{moved}/_search", params={"q": "x"}, json=_neural(spec=spec))
+        _assert_refused(r, 403, "osneural_index_not_allowed", "resolves to")
+        assert _search_count(opensearch_client, names["private"]) == before
+    finally:
+        opensearch_client.indices.delete_alias(index="_all", name=moved, ignore=404)
+
+
 # ------------------------------------------------------------------ 3. clauses reading other indices
 
 
