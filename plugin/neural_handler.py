@@ -32,9 +32,7 @@ from osneural.plugin.access_check import AccessCheck
 from osneural.plugin.request_guard import Limits
 from osneural.plugin.resources import ResourceCache
 from osneural.plugin.responses import error_body, log_event
-from osneural.plugin.query_encodings import QueryEncodings
-from osneural.plugin.searcher import Searcher, default_spec
-from osneural.plugin.stages.registry import FIRST_STAGES
+from osneural.plugin.searcher import Searcher
 from osneural.plugin.spec import builtin_spec_names, parse_spec
 from starlette.concurrency import run_in_threadpool
 
@@ -147,27 +145,16 @@ class NeuralHandler:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def search(self, index: str | None, body: dict[str, Any], who: Any, rid: str,
-                     t0: float, checking: Any = None) -> tuple[int, dict[str, Any]]:
+                     t0: float) -> tuple[int, dict[str, Any]]:
         """One `ext.osneural` search: (status, OpenSearch-shaped JSON), errors included, so a
-        single request and an `_msearch` item answer alike. A TransportError passes up.
-
-        `checking`, when given, is the request guard's check of the index names (an awaitable,
-        one `_resolve/index` round trip) still in flight: the query's encodings start meanwhile
-        (`_prefetch`), and nothing is sent to OpenSearch for the search, nor answered, before it
-        passes; its refusal (GuardError) passes up as it would have before the search began."""
+        single request and an `_msearch` item answer alike. A TransportError passes up."""
         try:
             req = spec_from_body(body, self.limits)
             if index is None or "," in index or "*" in index:
                 raise SpecError("ext.osneural searches one concrete index, not a list or pattern")
         except SpecError as exc:
-            if checking is not None:
-                await checking  # a refused index answers 403 whatever the body
             log_event("bad_request", request_id=rid, index=index, reason=str(exc))
             return 400, error_body(400, "osneural_spec_error", str(exc))
-        encodings = None
-        if checking is not None:
-            encodings = self._prefetch(req, index, who)
-            await checking
         if self.passthrough_auth:
             # The caller must be able to search the index before any encoder runs for them, and
             # before cached index descriptions (shared across callers) shape their answer
@@ -182,7 +169,7 @@ class NeuralHandler:
                                    f"{self.limits.max_concurrent} neural searches are already "
                                    "running; retry")
         try:
-            result = await self._run(req, index, who, encodings)
+            result = await self._run(req, index, who)
         except (SpecError, StageError) as exc:
             log_event("bad_request", request_id=rid, index=index, reason=str(exc))
             status = getattr(exc, "status", 400)
@@ -200,42 +187,12 @@ class NeuralHandler:
                   ms=round((time.perf_counter() - t0) * 1e3, 2))
         return 200, result
 
-    def _prefetch(self, req: NeuralRequest, index: str, who: Any) -> QueryEncodings | None:
-        """The query's encodings, begun on the stage pool now, from the description of `index`
-        this process holds already; None (the pipeline encodes as usual) when it holds none, or
-        when the caller has not passed the access check within its window (no encoder runs for
-        a caller OpenSearch may refuse). Encoding reads nothing from the cluster, and the
-        encodings are used only once the request's checks have passed; the pipeline takes them
-        only if its description is the same one (`Searcher.search(encodings=)`)."""
-        if self.passthrough_auth and not self.access.passed(index, caller_scope(who)):
-            return None
-        res = self.cache.cached(who, index)
-        if res is None:
-            return None
-        try:
-            spec = req.spec if req.spec is not None else default_spec(res)[0]
-        except (SpecError, StageError):
-            return None
-        encodings = QueryEncodings(req.text, res, self.cache)
-
-        def run() -> None:
-            for stage in spec.first_stages:
-                try:
-                    FIRST_STAGES.of(stage).prefetch(stage, encodings)
-                except Exception:  # noqa: BLE001 - the pipeline encodes again and reports it
-                    return
-
-        self.pool.submit(run)
-        return encodings
-
-    async def _run(self, req: NeuralRequest, index: str, who: Any,
-                   encodings: QueryEncodings | None = None) -> dict[str, Any]:
+    async def _run(self, req: NeuralRequest, index: str, who: Any) -> dict[str, Any]:
         """The pipeline in a worker thread, as the caller (`who`)."""
         searcher = Searcher(who, index, cache=self.cache, executor=self.pool,
                             code_cache_scope=caller_scope(who))
         try:
             return await in_thread(self.limiter, functools.partial(
-                searcher.search, req.text, req.spec, req.options, spec_name=req.spec_name,
-                encodings=encodings))
+                searcher.search, req.text, req.spec, req.options, spec_name=req.spec_name))
         finally:
             searcher.close()

@@ -396,11 +396,6 @@ class ResourceCache:
             self._indices[key] = res
         return res
 
-    def cached(self, client: Any, index: str) -> IndexResources | None:
-        """The description of `index` this process holds already, if any (no request made)."""
-        with self._lock:
-            return self._indices.get((self._cluster_key(client), index))
-
     def is_current(self, client: Any, res: IndexResources) -> bool:
         """Whether `res` still describes the build of its index the cluster holds now."""
         legacy = res.fingerprint.generation is None

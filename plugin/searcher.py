@@ -325,7 +325,6 @@ class Searcher:
         body: dict[str, Any] | None = None,
         *,
         spec_name: str | None = None,
-        encodings: QueryEncodings | None = None,
         **options: Any,
     ) -> dict[str, Any]:
         """Run `spec` (None: the index's default, see `default_spec`) for `text`.
@@ -334,10 +333,7 @@ class Searcher:
         `search_after`, `post_filter`, `collapse`, `min_score`, `track_total_hits`, `from`,
         `size`, `_source`, ... as parsed by `osneural.plugin.search_body`); keyword `options`
         are the same by name (`from_` and `source` for `from` and `_source`). `spec_name` labels
-        the answer's `ext.osneural.spec` when `spec` is an already-parsed built-in.
-        `encodings` are the query's encodings begun earlier (`serve` starts them while the
-        request is checked); used when they were made for `text` on the description this run
-        uses, and ignored otherwise."""
+        the answer's `ext.osneural.spec` when `spec` is an already-parsed built-in."""
         t_start = time.perf_counter()
         merged = dict(body or {})
         merged.update({_OPTION_NAMES.get(k, k): v for k, v in options.items()})
@@ -351,8 +347,7 @@ class Searcher:
         for _attempt in range(2):
             try:
                 chosen, label = (parsed, name) if parsed is not None else default_spec(res)
-                return self._search_once(text, opts.apply(chosen), res, t_start, opts, label,
-                                         encodings)
+                return self._search_once(text, opts.apply(chosen), res, t_start, opts, label)
             except _IndexChanged as changed:
                 res = self.cache.index(self.client, self.index, expect=changed.fingerprint)
         raise StaleCodecsError(
@@ -362,11 +357,10 @@ class Searcher:
     def _search_once(
         self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float,
         opts: SearchOptions | None = None, spec_label: str | None = None,
-        encodings: QueryEncodings | None = None,
     ) -> dict[str, Any]:
         """One run of the pipeline against the description `res`; `_IndexChanged` when the
         index turned out to be rebuilt meanwhile (the caller reloads and runs it again)."""
-        q = self._begin(text, spec, res, t_start, opts or SearchOptions(), spec_label, encodings)
+        q = self._begin(text, spec, res, t_start, opts or SearchOptions(), spec_label)
         runs, matched = self._run_first_stages(q, res)
         candidates = self._fuse(q, runs)
         candidates = self._rescore_all(q, candidates)
@@ -377,7 +371,6 @@ class Searcher:
     def _begin(
         self, text: str, spec: PipelineSpec, res: IndexResources, t_start: float,
         opts: SearchOptions, spec_label: str | None,
-        encodings: QueryEncodings | None = None,
     ) -> _Query:
         """Check the spec and body against the index and load what they need (outside the
         deadline). A stage the index cannot serve is re-checked against the index as it is now:
@@ -397,10 +390,7 @@ class Searcher:
             raise SpecError(f"from: {spec.from_} is past this pipeline's paging depth of {depth} "
                             "(the sum of its first stages' k, the most candidates it can rank); "
                             "raise the stages' k in the spec to page deeper")
-        if encodings is None or encodings.res is not res or encodings.text != text \
-                or encodings.cache is not self.cache:
-            encodings = QueryEncodings(text, res, self.cache)
-        q = _Query(text=text, spec=spec, opts=opts, enc=encodings,
+        q = _Query(text=text, spec=spec, opts=opts, enc=QueryEncodings(text, res, self.cache),
                    label=spec_label, t_start=t_start, depth=depth,
                    names=_stage_names([s.type for s in spec.first_stages]))
         q.timings["load"] = (time.perf_counter() - t_load) * 1e3

@@ -149,26 +149,13 @@ class Service:
         try:
             index, params, body = await self.guard.request(request, route)
             who = self.upstream.caller(request)
+            await self.guard.check_body(who, index, body)
             if route == "search" and is_neural(body):
-                # the names' check (a round trip) runs while the query encodes; the search
-                # itself waits for it (NeuralHandler.search), and its refusal answers first
-                checking = asyncio.ensure_future(self.guard.check_body(who, index, body))
-                try:
-                    try:
-                        self.guard.neural_params(params)
-                        self.guard.check_content_type(request)
-                    except GuardError:
-                        await checking
-                        raise
-                    status, data = await self.neural.search(index, body, who, rid, t0, checking)
-                finally:
-                    if not checking.done():
-                        checking.cancel()
-                    elif not checking.cancelled():
-                        checking.exception()  # retrieved: raised above already when it failed
+                self.guard.neural_params(params)
+                self.guard.check_content_type(request)
+                status, data = await self.neural.search(index, body, who, rid, t0)
                 retry = {"retry-after": "1"} if status == 503 else None
                 return json_response(data, status, "pretty" in params and status == 200, retry)
-            await self.guard.check_body(who, index, body)
             rest = _upstream_rest(route, request)
             data = await in_thread(
                 self.passthrough_limiter, self.upstream.forward, who, request.method,

@@ -123,11 +123,6 @@ class FirstStageType(StageType):
         """The OpenSearch query clause, the spec's filter (`ctx.filter`) inside it."""
         raise NotImplementedError
 
-    def prefetch(self, stage: Any, enc: Any) -> None:
-        """Compute the query encodings (`enc`, a `QueryEncodings`) the stage will read, reading
-        nothing from the cluster: `serve` runs this while the request's index check is in
-        flight. Nothing by default."""
-
     def matched_query(self, stage: Any, ctx: StageContext) -> dict[str, Any]:
         """The stage's clause in the matched-set request (aggregations, exact totals), which
         runs on the pipeline's own index: the stage's query unless it searches elsewhere."""

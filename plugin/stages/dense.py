@@ -36,10 +36,6 @@ class Dense(FirstStageType):
     def encoder_kinds(self, stage: DenseStage) -> tuple[str, ...]:
         return () if stage.encode == "cluster" else ("dense",)  # cluster: no local ONNX
 
-    def prefetch(self, stage: DenseStage, enc: Any) -> None:
-        if stage.encode != "cluster":
-            enc.dense()
-
     def query(self, stage: DenseStage, ctx: StageContext) -> dict[str, Any]:
         vector = cluster_encoding.dense(ctx.client, ctx.enc, stage, ctx.where)
         return dense_query(stage, vector, ctx.filter)

@@ -78,10 +78,6 @@ class Sparse(FirstStageType):
     def needs_codecs(self, stage: SparseStage) -> bool:
         return stage.mode == "inference_free"  # the IDF table lives in the codec bundle
 
-    def prefetch(self, stage: SparseStage, enc: Any) -> None:
-        if stage.encode != "cluster" and stage.mode == "model":
-            enc.sparse("model")
-
     def query(self, stage: SparseStage, ctx: StageContext) -> dict[str, Any]:
         weights = cluster_encoding.sparse(ctx.client, ctx.enc, stage, ctx.where)
         if stage.method == "seismic":
