@@ -200,33 +200,6 @@ def test_dense_stage_matches_numpy_nearest(searcher, plugin_index):
     assert _ids(resp) == [f"doc{i}" for i in order]
 
 
-def test_encodings_begun_earlier_serve_only_their_text_and_description(searcher, plugin_index,
-                                                                      opensearch_client, cache):
-    """`Searcher.search(encodings=)` (what `serve` begins while a request is checked) takes the
-    vectors computed for the same text on the same index description, and ignores any other."""
-    from osneural.plugin.query_encodings import QueryEncodings
-    from osneural.plugin.resources import describe_index
-
-    spec = {"first_stages": [{"type": "dense", "k": 5, "num_candidates": 80}], "size": 5}
-    q, other = "heart gene", "insulin diet"
-    res = cache.index(opensearch_client, plugin_index["name"])
-
-    def nearest(text: str) -> list[str]:
-        qv = DenseEnc().encode_queries([text])[0]
-        return [f"doc{i}" for i in np.argsort(-(plugin_index["dense"] @ qv))[:5]]
-
-    assert nearest(q) != nearest(other)
-    planted = QueryEncodings(q, res, cache)
-    planted._values["dense"] = DenseEnc().encode_queries([other])[0]  # what the run will read
-    assert _ids(searcher.search(q, spec, encodings=planted)) == nearest(other)
-    wrong_text = QueryEncodings(other, res, cache)
-    wrong_text._values["dense"] = DenseEnc().encode_queries([other])[0]
-    assert _ids(searcher.search(q, spec, encodings=wrong_text)) == nearest(q)
-    stale = QueryEncodings(q, describe_index(opensearch_client, plugin_index["name"]), cache)
-    stale._values["dense"] = DenseEnc().encode_queries([other])[0]
-    assert _ids(searcher.search(q, spec, encodings=stale)) == nearest(q)
-
-
 def test_sparse_stage_is_the_dot_product(searcher, plugin_index):
     q = "u.s. diet"
     for mode in ("model", "inference_free"):
