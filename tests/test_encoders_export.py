@@ -629,3 +629,36 @@ def test_a_sparse_export_without_the_chunked_projection_is_re_exported(
         assert max(abs(a[t] - b[t]) for t in a) <= 1e-5
     assert main(["export", "--kind", "sparse"]) == 0
     assert "already exported" in capsys.readouterr().out
+
+
+def test_the_vocabulary_projection_is_split_only_where_the_split_is_the_head() -> None:
+    """The chunked sparse graph reads the head as (everything before `decoder`) then `decoder`;
+    a head that does anything after its decoder keeps the whole projection."""
+    from osneural.encoders.export import _split_vocab_projection
+
+    model = transformers.AutoModelForMaskedLM.from_pretrained(str(default_checkpoint("sparse")))
+    features, weight, bias = _split_vocab_projection(model.cls)
+    x = torch.randn(1, 5, weight.shape[1])
+    with torch.no_grad():
+        np.testing.assert_allclose((features(x) @ weight.t() + bias).numpy(),
+                                   model.cls(x).numpy(), atol=1e-4)
+
+    class Scaled(torch.nn.Module):  # a decoder whose output the head still changes
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = torch.nn.Linear(8, 8)
+            self.decoder = torch.nn.Linear(8, 20)
+
+        def forward(self, x):
+            return self.decoder(torch.tanh(self.dense(x))) * 2.0
+
+    class NoDecoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.out = torch.nn.Linear(8, 20)
+
+        def forward(self, x):
+            return self.out(x)
+
+    assert _split_vocab_projection(Scaled()) is None
+    assert _split_vocab_projection(NoDecoder()) is None

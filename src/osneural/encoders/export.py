@@ -162,6 +162,14 @@ def _split_vocab_projection(head):
             else torch.zeros(weight.shape[0], dtype=weight.dtype))
     features = copy.deepcopy(head)
     getattr(features, "predictions", features).decoder = torch.nn.Identity()
+    # The split must be the head: a head that adds anything after `decoder` (or applies it
+    # otherwise) projects the whole vocabulary at once instead.
+    probe = torch.randn(2, 3, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = head(probe)
+        split = features(probe) @ weight.t() + bias
+    if whole.shape != split.shape or not torch.allclose(whole, split, atol=1e-4, rtol=1e-4):
+        return None
     return features, weight, bias
 
 
