@@ -81,14 +81,15 @@ def run_export(args: argparse.Namespace) -> int:
         quantize = (default_quantize(args.kind) if args.quantize == "auto"
                     else None if args.quantize == "none" else args.quantize)
         doc_top_k = args.doc_top_k
-        if is_exported(out) and not args.force and args.model is None and args.out is None \
-                and args.kind == "sparse" and "vocab_chunk" not in read_manifest(out):
+        existing = (read_manifest(out) if is_exported(out) and not args.force
+                    and args.model is None and args.out is None else None)
+        if existing is not None and args.kind == "sparse" and "vocab_chunk" not in existing:
             # an export from before the sparse graph projected the vocabulary in chunks: the
             # same weights and terms, encoded 2.3x faster once re-exported (a few seconds)
-            if doc_top_k is None and read_manifest(out).get("doc_top_k") != PREVIOUS_DOC_TOP_K:
-                doc_top_k = read_manifest(out).get("doc_top_k")  # a cap its user chose stays
+            if doc_top_k is None and existing.get("doc_top_k") != PREVIOUS_DOC_TOP_K:
+                doc_top_k = existing.get("doc_top_k")  # a cap its user chose stays
             print(f"sparse: re-exporting {out} with the vocabulary projected in chunks")
-        elif is_exported(out) and not args.force and args.model is None and args.out is None:
+        elif existing is not None:
             said = False
             if quantize == "int8" and not (out / INT8_MODEL_NAME).is_file():
                 # an export from before int8 was the default: add the variant, keep the rest

@@ -206,12 +206,13 @@ def _build_module(kind: str, model, info: CheckpointInfo, pooling: str):
                 features, weight, bias = split
                 self.features = features
                 # [hidden, chunk] weight slices and [chunk] biases, one pair per vocabulary chunk
+                starts = range(0, weight.shape[0], VOCAB_CHUNK)
                 self.slices = nn.ParameterList(
                     nn.Parameter(weight[c:c + VOCAB_CHUNK].t().contiguous(), requires_grad=False)
-                    for c in range(0, weight.shape[0], VOCAB_CHUNK))
+                    for c in starts)
                 self.biases = nn.ParameterList(
                     nn.Parameter(bias[c:c + VOCAB_CHUNK].contiguous(), requires_grad=False)
-                    for c in range(0, weight.shape[0], VOCAB_CHUNK))
+                    for c in starts)
 
         def _max_logits(self, rows):
             """max over positions of the MLM head's logits, [batch, vocab]. With the head split,
